@@ -1,0 +1,76 @@
+//! The one place where internal errors become etcd's gRPC status codes and
+//! messages. Clients (etcdctl, Go clientv3, etcd-client) match on these
+//! strings, so they are etcd's exactly.
+
+use tonic::{Code, Status};
+
+use crate::mvcc::MvccError;
+
+/// An error a client request can end in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let (code, msg): (Code, String) = match &e {
+            ApiError::Mvcc(m) => {
+                let code = match m {
+                    MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+                    MvccError::LeaseNotFound => Code::NotFound,
+                    MvccError::KeyNotFound
+                    | MvccError::EmptyKey
+                    | MvccError::ValueProvided
+                    | MvccError::LeaseProvided
+                    | MvccError::TooManyOps
+                    | MvccError::DuplicateKey
+                    | MvccError::UnknownCompareTarget(_)
+                    | MvccError::UnknownCompareResult(_)
+                    | MvccError::UnknownSort => Code::InvalidArgument,
+                };
+                (code, format!("etcdserver: {m}"))
+            }
+            ApiError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
+            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => (Code::Unavailable, e.to_string()),
+            ApiError::Internal(_) => (Code::Internal, e.to_string()),
+        };
+        Status::new(code, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_strings_and_codes() {
+        let s: Status = ApiError::Mvcc(MvccError::Compacted).into();
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        let s: Status = ApiError::Mvcc(MvccError::FutureRevision).into();
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision is a future revision");
+        let s: Status = ApiError::Mvcc(MvccError::LeaseNotFound).into();
+        assert_eq!((s.code(), s.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+        let s: Status = ApiError::Mvcc(MvccError::DuplicateKey).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::EmptyKey).into();
+        assert_eq!(s.message(), "etcdserver: key is not provided");
+        let s: Status = ApiError::RequestTooLarge.into();
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+    }
+}

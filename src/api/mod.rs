@@ -1,0 +1,105 @@
+//! The client API: etcd's gRPC services plus `/health` and `/version` over
+//! HTTP, all on the client port.
+//!
+//! Each gRPC service lives in its own file and is thin: validate, then
+//! propose a write through Raft ([`crate::Node`]'s write path) or read the
+//! current view, then fill etcd's response header. Errors become etcd's
+//! status codes in [`error`].
+
+pub mod cluster;
+pub mod error;
+pub mod http;
+pub mod kv;
+pub mod maintenance;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::node::Node;
+use crate::pb::etcdserverpb::cluster_server::ClusterServer;
+use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+
+/// Extra room gRPC gives above `--max-request-bytes`, as etcd does, so that
+/// a request just above the limit gets etcd's "request is too large".
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The version of the etcd API raftcd speaks.
+pub const ETCD_VERSION: &str = "3.4.23";
+/// The etcd cluster version raftcd reports.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+/// Bind a TCP listener for a `http://HOST:PORT` URL.
+pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port().unwrap_or(2379);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    // Prefer IPv4 for "localhost", as etcd's listeners do.
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+    TcpListener::bind(addr).await
+}
+
+/// The router of everything served on a client port.
+pub fn router(node: &Node) -> axum::Router {
+    let max = node.inner.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(kv::KvService::new(node.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())).max_decoding_message_size(max),
+    )
+    .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())).max_decoding_message_size(max))
+    .into_axum_router();
+    grpc.merge(http::routes(node.clone()))
+}
+
+/// Serve the client API on `listener` until `shutdown` turns true.
+pub async fn serve(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let router = router(&node);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                }
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+    }
+}

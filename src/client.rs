@@ -1,0 +1,147 @@
+//! The in-process client handle of an embedded node: the same KV operations
+//! as the gRPC API (same validation, same Raft path, same linearizability),
+//! with no network in between.
+
+use bytes::Bytes;
+
+use crate::api::kv;
+use crate::api::ApiError;
+use crate::node::Node;
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request as Op;
+use crate::pb::etcdserverpb::{
+    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
+};
+use crate::pb::mvccpb::KeyValue;
+
+/// A KV handle bound to a running [`Node`].
+#[derive(Clone)]
+pub struct Client {
+    node: Node,
+}
+
+impl Client {
+    pub(crate) fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    /// Put `value` at `key`; returns the new revision.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<i64, ApiError> {
+        let resp = kv::put(
+            &self.node,
+            PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// Linearizable read of one key.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, ApiError> {
+        let resp = self
+            .range(RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.kvs.into_iter().next())
+    }
+
+    /// Linearizable read of every key starting with `prefix`.
+    pub async fn get_prefix(&self, prefix: impl Into<Bytes>) -> Result<Vec<KeyValue>, ApiError> {
+        let key: Bytes = prefix.into();
+        let range_end = prefix_end(&key);
+        let resp = self
+            .range(RangeRequest {
+                key,
+                range_end,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.kvs)
+    }
+
+    /// Any Range request (set `serializable` for a local read).
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
+        kv::range(&self.node, req).await
+    }
+
+    /// Delete one key; returns how many keys were deleted (0 or 1).
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<i64, ApiError> {
+        let resp = kv::delete_range(
+            &self.node,
+            DeleteRangeRequest {
+                key: key.into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(resp.deleted)
+    }
+
+    /// Any Txn request.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ApiError> {
+        kv::txn(&self.node, req).await
+    }
+
+    /// Put `value` only if `key`'s mod revision is `expected_mod_revision`
+    /// (0: only if the key does not exist). Returns whether it was written.
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Bytes>,
+        expected_mod_revision: i64,
+        value: impl Into<Bytes>,
+    ) -> Result<bool, ApiError> {
+        let key = key.into();
+        let resp = self
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    range_end: Bytes::new(),
+                    target_union: Some(TargetUnion::ModRevision(expected_mod_revision)),
+                }],
+                success: vec![RequestOp {
+                    request: Some(Op::RequestPut(PutRequest {
+                        key,
+                        value: value.into(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            })
+            .await?;
+        Ok(resp.succeeded)
+    }
+
+    /// Compact history up to `revision`.
+    pub async fn compact(&self, revision: i64) -> Result<(), ApiError> {
+        kv::compact(
+            &self.node,
+            CompactionRequest {
+                revision,
+                physical: true,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The range end selecting every key with `prefix` (etcd's `GetPrefixRangeEnd`).
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return Bytes::from(end);
+        }
+        end.pop();
+    }
+    Bytes::from_static(&[0])
+}

@@ -1,0 +1,293 @@
+//! Configuration: etcd-compatible flags and `ETCD_*` environment variables
+//! turned into one validated [`Config`].
+//!
+//! The embedding API builds a [`Config`] directly (see [`Config::embedded`]);
+//! the binary parses [`Flags`] and calls [`Flags::into_config`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use url::Url;
+
+/// Errors in the configuration a user gave.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {url:?} in --{flag}: {reason}")]
+    BadUrl { flag: &'static str, url: String, reason: String },
+    #[error("invalid --initial-cluster entry {0:?}: expected NAME=URL")]
+    BadClusterEntry(String),
+    #[error("--initial-cluster has no entry for this member's name {0:?}")]
+    NameNotInCluster(String),
+    #[error("--initial-cluster-state must be \"new\" or \"existing\", not {0:?}")]
+    BadClusterState(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Whether this member starts a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Where to serve the client API. Empty: no listener (embedded use).
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// `name -> peer URLs` of the initial members.
+    pub initial_cluster: Vec<(String, Vec<Url>)>,
+    pub initial_cluster_token: String,
+    pub initial_cluster_state: ClusterState,
+    /// Largest client request accepted (etcd's `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most operations in one txn (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Raft entries between snapshots (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
+}
+
+impl Config {
+    /// A single-member configuration with no network listener: the node is
+    /// used in-process through [`crate::Node::client`].
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        let peer = Url::parse("http://localhost:2380").unwrap_or_else(|_| unreachable!());
+        Self {
+            name: "default".into(),
+            data_dir: data_dir.into(),
+            listen_client_urls: Vec::new(),
+            advertise_client_urls: Vec::new(),
+            listen_peer_urls: Vec::new(),
+            initial_advertise_peer_urls: vec![peer.clone()],
+            initial_cluster: vec![("default".into(), vec![peer])],
+            initial_cluster_token: "etcd-cluster".into(),
+            initial_cluster_state: ClusterState::New,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: 128,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 10_000,
+        }
+    }
+
+    /// Serve the client API on `url` (e.g. `http://127.0.0.1:2379`).
+    pub fn with_client_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        let u = parse_urls("listen-client-urls", url)?;
+        self.listen_client_urls = u.clone();
+        self.advertise_client_urls = u;
+        Ok(self)
+    }
+}
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// The server's command-line flags, named as etcd's.
+#[derive(Debug, Parser)]
+#[command(name = "raftcd", version, about = "A replicated key-value store with the etcd v3 API")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.raftcd].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Comma-separated client URLs advertised to the cluster.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// Comma-separated peer URLs advertised to the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration: NAME=PEER_URL,... [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster token, distinguishing clusters.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// "new" to bootstrap a cluster, "existing" to join one.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Maximum client request size in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations in a txn.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed entries between snapshots.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |reason: String| ConfigError::BadUrl {
+            flag,
+            url: part.to_string(),
+            reason,
+        };
+        let u = Url::parse(part).map_err(|e| bad(e.to_string()))?;
+        match u.scheme() {
+            "http" => {}
+            "https" | "unix" | "unixs" => {
+                return Err(bad(format!("scheme {:?} is not supported yet (use http)", u.scheme())))
+            }
+            other => return Err(bad(format!("unsupported scheme {other:?} (expected http)"))),
+        }
+        if u.host_str().is_none() || u.port().is_none() {
+            return Err(bad("expected http://HOST:PORT".into()));
+        }
+        if u.path() != "/" && !u.path().is_empty() {
+            return Err(bad("URL must not have a path".into()));
+        }
+        out.push(u);
+    }
+    if out.is_empty() {
+        return Err(ConfigError::BadUrl {
+            flag,
+            url: s.to_string(),
+            reason: "no URL given".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn parse_cluster(s: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
+    let mut out: Vec<(String, Vec<Url>)> = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadClusterEntry(entry.to_string()))?;
+        if name.is_empty() {
+            return Err(ConfigError::BadClusterEntry(entry.to_string()));
+        }
+        let urls = parse_urls("initial-cluster", url)?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, u)) => u.extend(urls),
+            None => out.push((name.to_string(), urls)),
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError::BadClusterEntry(s.to_string()));
+    }
+    Ok(out)
+}
+
+impl Flags {
+    /// Validate the flags into a [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::Invalid("--name must not be empty".into()));
+        }
+        let listen_client_urls = parse_urls("listen-client-urls", &self.listen_client_urls)?;
+        let advertise_client_urls = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let listen_peer_urls = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let initial_advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => parse_cluster(s)?,
+            None => vec![(self.name.clone(), initial_advertise_peer_urls.clone())],
+        };
+        if !initial_cluster.iter().any(|(n, _)| *n == self.name) {
+            return Err(ConfigError::NameNotInCluster(self.name));
+        }
+        let initial_cluster_state = match self.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => return Err(ConfigError::BadClusterState(other.to_string())),
+        };
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid("--max-txn-ops must be at least 1".into()));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid("--max-request-bytes must be at least 1".into()));
+        }
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.raftcd", self.name)));
+        Ok(Config {
+            name: self.name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_token: self.initial_cluster_token,
+            initial_cluster_state,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            heartbeat_interval_ms: self.heartbeat_interval,
+            election_timeout_ms: self.election_timeout,
+            snapshot_count: self.snapshot_count.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["raftcd"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let c = flags(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.raftcd"));
+        assert_eq!(c.listen_client_urls[0].as_str(), "http://localhost:2379/");
+        assert_eq!(c.initial_cluster[0].0, "default");
+        assert_eq!(c.max_request_bytes, 1572864);
+        assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn bad_values_get_clear_errors() {
+        let e = flags(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap_err();
+        assert!(e.contains("listen-client-urls"), "{e}");
+        let e = flags(&["--listen-client-urls", "ftp://127.0.0.1:2379"]).unwrap_err();
+        assert!(e.contains("unsupported scheme"), "{e}");
+        let e = flags(&["--initial-cluster", "other=http://127.0.0.1:2380"]).unwrap_err();
+        assert!(e.contains("no entry for this member"), "{e}");
+        let e = flags(&["--initial-cluster-state", "old"]).unwrap_err();
+        assert!(e.contains("initial-cluster-state"), "{e}");
+        let e = flags(&["--initial-cluster", "default"]).unwrap_err();
+        assert!(e.contains("NAME=URL"), "{e}");
+    }
+}

@@ -1,0 +1,45 @@
+//! raftcd: a replicated, strongly consistent key-value store with etcd's v3
+//! API, built on openraft and sled, that a program embeds or runs as one
+//! binary.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! api/ (gRPC + HTTP) ──write──▶ raft/ (openraft: log on storage) ──committed──▶ mvcc/ (state machine)
+//!        └──read: linearize via Raft, then read the published mvcc::View (lock-free)
+//! ```
+//!
+//! * [`config`]: etcd-compatible flags into one [`Config`].
+//! * [`storage`]: the single narrow interface to the storage engine (sled).
+//! * [`mvcc`]: revisions, key history, txn, compaction; deterministic.
+//! * [`raft`]: openraft glue: log store, state machine, peer network.
+//! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
+//! * [`node`]: wiring; [`Node::start`] is the one start function.
+//! * [`client`]: the in-process KV handle for embedding programs.
+//!
+//! Embedding a single node needs no ports:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = raftcd::Node::start(raftcd::Config::embedded("./data.raftcd")).await?;
+//! let kv = node.client();
+//! kv.put("greeting", "hello").await?;
+//! assert_eq!(kv.get("greeting").await?.unwrap().value, "hello");
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod backup;
+pub mod client;
+pub mod config;
+pub mod mvcc;
+pub mod node;
+pub mod pb;
+pub mod raft;
+pub mod storage;
+
+pub use api::ApiError;
+pub use client::Client;
+pub use config::Config;
+pub use node::{Node, StartError};

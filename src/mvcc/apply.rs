@@ -1,0 +1,580 @@
+//! Executing committed commands against the store.
+//!
+//! [`Applier`] owns a working copy of the [`View`] for one command. Every
+//! change is made to that copy and recorded as a persisted [`Record`]; if the
+//! command fails, the copy and its records are dropped, so a rejected command
+//! changes nothing. All writes of one command share one main revision and
+//! get increasing sub revisions, as in etcd.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, MvccError, Reply};
+use super::view::{at_revision, live_at, Rev, View};
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::response_op::Response;
+use crate::pb::etcdserverpb::{
+    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
+
+/// How one key revision is persisted (keyed by main and sub revision).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Option<serde_bytes::ByteBuf>,
+}
+
+/// Storage key of a record: main revision then sub revision, big endian, so
+/// records sort in revision order.
+pub fn record_key(main: i64, sub: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&(main as u64).to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// Inverse of [`record_key`].
+pub fn parse_record_key(k: &[u8]) -> Option<(i64, u32)> {
+    if k.len() != 12 {
+        return None;
+    }
+    let main = u64::from_be_bytes(k[..8].try_into().ok()?) as i64;
+    let sub = u32::from_be_bytes(k[8..].try_into().ok()?);
+    Some((main, sub))
+}
+
+impl Record {
+    pub fn from_rev(key: &Bytes, r: &Rev) -> Self {
+        Record {
+            key: key.to_vec(),
+            create: r.create,
+            version: r.version,
+            lease: r.lease,
+            value: r.value.as_ref().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+        }
+    }
+
+    pub fn into_rev(self, main: i64, sub: u32) -> (Bytes, Rev) {
+        (
+            Bytes::from(self.key),
+            Rev {
+                main,
+                sub,
+                create: self.create,
+                version: self.version,
+                lease: self.lease,
+                value: self.value.map(|v| Bytes::from(v.into_vec())),
+            },
+        )
+    }
+}
+
+/// A persisted change the state machine must write with the command.
+#[derive(Debug)]
+pub enum Change {
+    /// A new key revision.
+    Put { main: i64, sub: u32, record: Record },
+    /// A record removed by compaction.
+    Remove { main: i64, sub: u32 },
+}
+
+/// The outcome of applying one command.
+pub struct Applied {
+    pub reply: Reply,
+    /// The new view to publish (unchanged on error).
+    pub view: View,
+    pub changes: Vec<Change>,
+    /// Watch events, in revision order.
+    pub events: Vec<Event>,
+}
+
+/// Apply `cmd` to `view`. Never fails as a whole: request errors come back
+/// as `Reply::Error` with the view unchanged.
+pub fn apply(view: &View, cmd: &Command) -> Applied {
+    let mut a = Applier::new(view);
+    let result = match cmd {
+        Command::Put(req) => a.put(req).map(Reply::Put),
+        Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
+        Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
+        Command::Compact(req) => a.compact(req).map(Reply::Compact),
+    };
+    match result {
+        Ok(reply) => {
+            a.finish();
+            Applied {
+                reply,
+                view: a.view,
+                changes: a.changes,
+                events: a.events,
+            }
+        }
+        Err(e) => Applied {
+            reply: Reply::Error(e),
+            view: view.clone(),
+            changes: Vec::new(),
+            events: Vec::new(),
+        },
+    }
+}
+
+struct Applier {
+    /// The view before this command (txn compares are evaluated against it).
+    base: View,
+    view: View,
+    /// The revision writes of this command get.
+    write_rev: i64,
+    next_sub: u32,
+    changes: Vec<Change>,
+    events: Vec<Event>,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+impl Applier {
+    fn new(view: &View) -> Self {
+        Self {
+            base: view.clone(),
+            view: view.clone(),
+            write_rev: view.revision + 1,
+            next_sub: 0,
+            changes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.next_sub > 0
+    }
+
+    /// The revision a response reports: the new one once something changed.
+    fn current_rev(&self) -> i64 {
+        if self.changed() {
+            self.write_rev
+        } else {
+            self.base.revision
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.changed() {
+            self.view.revision = self.write_rev;
+        }
+    }
+
+    fn latest_live(&self, key: &[u8]) -> Option<Rev> {
+        self.view.index.get(key).and_then(|h| live_at(h, i64::MAX)).cloned()
+    }
+
+    fn write(&mut self, key: Bytes, rev: Rev) {
+        self.changes.push(Change::Put {
+            main: rev.main,
+            sub: rev.sub,
+            record: Record::from_rev(&key, &rev),
+        });
+        let h = self.view.index.entry(key).or_default();
+        h.push_back(rev);
+    }
+
+    fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
+        // Leases are not granted by this store yet, so any lease is unknown.
+        if lease != 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        let prev = self.latest_live(&req.key);
+        let value = if req.ignore_value {
+            prev.as_ref().and_then(|p| p.value.clone()).ok_or(MvccError::KeyNotFound)?
+        } else {
+            req.value.clone()
+        };
+        let lease = if req.ignore_lease {
+            prev.as_ref().map(|p| p.lease).ok_or(MvccError::KeyNotFound)?
+        } else {
+            self.check_lease(req.lease)?;
+            req.lease
+        };
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        let rev = Rev {
+            main: self.write_rev,
+            sub,
+            create: prev.as_ref().map_or(self.write_rev, |p| p.create),
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value: Some(value),
+        };
+        let key = req.key.clone();
+        let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(rev.to_kv(&key)),
+            prev_kv: prev_kv.clone(),
+        });
+        self.write(key, rev);
+        Ok(PutResponse {
+            header: header(self.write_rev),
+            prev_kv: if req.prev_kv { prev_kv } else { None },
+        })
+    }
+
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
+        let victims: Vec<(Bytes, Rev)> = self
+            .view
+            .histories(&req.key, &req.range_end)
+            .filter_map(|(k, h)| live_at(h, i64::MAX).map(|r| (k.clone(), r.clone())))
+            .collect();
+        let mut prev_kvs = Vec::new();
+        for (key, prev) in &victims {
+            let sub = self.next_sub;
+            self.next_sub += 1;
+            let tomb = Rev {
+                main: self.write_rev,
+                sub,
+                create: 0,
+                version: 0,
+                lease: 0,
+                value: None,
+            };
+            let prev_kv = prev.to_kv(key);
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: key.clone(),
+                    mod_revision: self.write_rev,
+                    ..Default::default()
+                }),
+                prev_kv: Some(prev_kv.clone()),
+            });
+            if req.prev_kv {
+                prev_kvs.push(prev_kv);
+            }
+            self.write(key.clone(), tomb);
+        }
+        Ok(DeleteRangeResponse {
+            header: header(self.current_rev()),
+            deleted: victims.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
+        let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
+        let result = CompareResult::try_from(c.result).map_err(|_| MvccError::UnknownCompareResult(c.result))?;
+        // Evaluate against the state before the txn, over one key or a range.
+        let rev = self.base.revision;
+        let mut keys: Vec<Option<Rev>> = Vec::new();
+        if c.range_end.is_empty() {
+            keys.push(self.base.index.get(&c.key).and_then(|h| live_at(h, rev)).cloned());
+        } else {
+            for (_, h) in self.base.histories(&c.key, &c.range_end) {
+                if let Some(r) = live_at(h, rev) {
+                    keys.push(Some(r.clone()));
+                }
+            }
+        }
+        for r in keys {
+            if !compare_one(target, result, c.target_union.as_ref(), r.as_ref()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compares_hold(&self, cmps: &[Compare]) -> Result<bool, MvccError> {
+        for c in cmps {
+            if !self.compare(c)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn txn_top(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let mut resp = self.txn(req)?;
+        resp.header = header(self.current_rev());
+        Ok(resp)
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let succeeded = self.compares_hold(&req.compare)?;
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    let resp: RangeResponse = self.view.range(r, self.current_rev())?;
+                    Response::ResponseRange(resp)
+                }
+                Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
+                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
+                Some(Request::RequestTxn(t)) => {
+                    let mut inner = self.txn(t)?;
+                    inner.header = Some(ResponseHeader::default());
+                    Response::ResponseTxn(inner)
+                }
+                None => return Err(MvccError::KeyNotFound),
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        // Write responses report the txn's final revision, as etcd does.
+        let rev = self.current_rev();
+        for r in responses.iter_mut() {
+            match &mut r.response {
+                Some(Response::ResponsePut(p)) => p.header = header(rev),
+                Some(Response::ResponseDeleteRange(d)) => d.header = header(rev),
+                _ => {}
+            }
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+
+    fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
+        let rev = req.revision;
+        if rev <= self.view.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.view.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        let keys: Vec<Bytes> = self.view.index.keys().cloned().collect();
+        for key in keys {
+            let Some(h) = self.view.index.get(&key) else { continue };
+            // Keep every revision above `rev` and the newest one at or below
+            // it unless that one is a tombstone.
+            let keep_from = match at_revision(h, rev) {
+                None => continue,
+                Some(r) => {
+                    let idx = h.iter().position(|x| x.main == r.main && x.sub == r.sub).unwrap_or(0);
+                    if r.is_tombstone() {
+                        idx + 1
+                    } else {
+                        idx
+                    }
+                }
+            };
+            if keep_from == 0 {
+                continue;
+            }
+            let mut h = h.clone();
+            let kept = h.split_off(keep_from);
+            for r in h.iter() {
+                self.changes.push(Change::Remove { main: r.main, sub: r.sub });
+            }
+            if kept.is_empty() {
+                self.view.index.remove(&key);
+            } else {
+                self.view.index.insert(key, kept);
+            }
+        }
+        self.view.compact_revision = rev;
+        Ok(CompactionResponse {
+            header: header(self.view.revision),
+        })
+    }
+}
+
+/// Evaluate one compare against one key's state (`None`: absent key).
+fn compare_one(target: CompareTarget, result: CompareResult, tu: Option<&TargetUnion>, r: Option<&Rev>) -> bool {
+    use std::cmp::Ordering;
+    let ord: Ordering = match target {
+        CompareTarget::Value => {
+            // A value compare on a missing key always fails.
+            let Some(r) = r else { return false };
+            let want: &[u8] = match tu {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            r.value.as_deref().unwrap_or_default().cmp(want)
+        }
+        _ => {
+            let have = match (target, r) {
+                (_, None) => 0,
+                (CompareTarget::Version, Some(r)) => r.version,
+                (CompareTarget::Create, Some(r)) => r.create,
+                (CompareTarget::Mod, Some(r)) => r.main,
+                (CompareTarget::Lease, Some(r)) => r.lease,
+                (CompareTarget::Value, Some(_)) => 0,
+            };
+            let want = match tu {
+                Some(TargetUnion::Version(v))
+                | Some(TargetUnion::CreateRevision(v))
+                | Some(TargetUnion::ModRevision(v))
+                | Some(TargetUnion::Lease(v)) => *v,
+                _ => 0,
+            };
+            have.cmp(&want)
+        }
+    };
+    match result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::etcdserverpb::{RangeRequest, RequestOp};
+
+    fn put(v: &View, k: &str, val: &str) -> View {
+        let a = apply(
+            v,
+            &Command::Put(PutRequest {
+                key: k.to_string().into(),
+                value: val.to_string().into(),
+                ..Default::default()
+            }),
+        );
+        assert!(!matches!(a.reply, Reply::Error(_)));
+        a.view
+    }
+
+    fn get(v: &View, k: &str, rev: i64) -> Result<RangeResponse, MvccError> {
+        v.range(
+            &RangeRequest {
+                key: k.to_string().into(),
+                revision: rev,
+                ..Default::default()
+            },
+            v.revision,
+        )
+    }
+
+    #[test]
+    fn revisions_versions_and_history() {
+        let v = View::default();
+        let v = put(&v, "foo", "bar");
+        let v = put(&v, "foo", "bar2");
+        let v = put(&v, "foo2", "baz");
+        assert_eq!(v.revision, 4);
+        let r = get(&v, "foo", 0).unwrap();
+        let kv = &r.kvs[0];
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+        assert_eq!(&kv.value[..], b"bar2");
+        assert_eq!(&get(&v, "foo", 2).unwrap().kvs[0].value[..], b"bar");
+        assert!(get(&v, "foo", 1).unwrap().kvs.is_empty());
+        assert_eq!(get(&v, "foo", 5), Err(MvccError::FutureRevision));
+
+        let del = apply(
+            &v,
+            &Command::DeleteRange(DeleteRangeRequest {
+                key: "foo".into(),
+                range_end: "fop".into(),
+                prev_kv: true,
+            }),
+        );
+        let Reply::DeleteRange(d) = &del.reply else { panic!() };
+        assert_eq!(d.deleted, 2);
+        assert_eq!(d.prev_kvs.len(), 2);
+        let v = put(&del.view, "foo", "again");
+        let kv = &get(&v, "foo", 0).unwrap().kvs[0];
+        assert_eq!((kv.create_revision, kv.version), (6, 1));
+
+        let c = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: true }));
+        assert!(matches!(c.reply, Reply::Compact(_)));
+        let v = c.view;
+        assert_eq!(get(&v, "foo", 4), Err(MvccError::Compacted));
+        assert!(get(&v, "foo", 5).unwrap().kvs.is_empty());
+        // foo2 was deleted at 5: compacting at 5 drops its whole history.
+        assert!(!v.index.contains_key(&b"foo2"[..]));
+        let again = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: false }));
+        assert!(matches!(again.reply, Reply::Error(MvccError::Compacted)));
+    }
+
+    #[test]
+    fn txn_compare_on_missing_key_and_rollback() {
+        let v = View::default();
+        let put_if_absent = |v: &View, val: &str| {
+            apply(
+                v,
+                &Command::Txn(TxnRequest {
+                    compare: vec![Compare {
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Create as i32,
+                        key: "lock".into(),
+                        range_end: Bytes::new(),
+                        target_union: Some(TargetUnion::CreateRevision(0)),
+                    }],
+                    success: vec![RequestOp {
+                        request: Some(Request::RequestPut(PutRequest {
+                            key: "lock".into(),
+                            value: val.to_string().into(),
+                            ..Default::default()
+                        })),
+                    }],
+                    failure: vec![],
+                }),
+            )
+        };
+        let a = put_if_absent(&v, "me");
+        let Reply::Txn(t) = &a.reply else { panic!() };
+        assert!(t.succeeded);
+        let b = put_if_absent(&a.view, "you");
+        let Reply::Txn(t) = &b.reply else { panic!() };
+        assert!(!t.succeeded);
+        assert_eq!(b.view.revision, a.view.revision);
+
+        // A value compare on a missing key fails, even NOT_EQUAL.
+        let vc = Compare {
+            result: CompareResult::NotEqual as i32,
+            target: CompareTarget::Value as i32,
+            key: "nokey".into(),
+            range_end: Bytes::new(),
+            target_union: Some(TargetUnion::Value("x".into())),
+        };
+        let applier = Applier::new(&b.view);
+        assert!(!applier.compare(&vc).unwrap());
+
+        // A failing op rolls back every write of the txn.
+        let bad = apply(
+            &b.view,
+            &Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    RequestOp {
+                        request: Some(Request::RequestPut(PutRequest {
+                            key: "x".into(),
+                            value: "1".into(),
+                            ..Default::default()
+                        })),
+                    },
+                    RequestOp {
+                        request: Some(Request::RequestPut(PutRequest {
+                            key: "y".into(),
+                            value: "1".into(),
+                            lease: 42,
+                            ..Default::default()
+                        })),
+                    },
+                ],
+                failure: vec![],
+            }),
+        );
+        assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
+        assert!(bad.changes.is_empty());
+        assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+}

@@ -1,0 +1,25 @@
+//! The MVCC key-value store: etcd's data model, deterministic and free of
+//! networking.
+//!
+//! * [`View`] is an immutable, cheaply clonable snapshot of the whole store:
+//!   an ordered map from key to that key's revision history. Readers take the
+//!   current view from an `ArcSwap` without any lock and answer ranges at any
+//!   uncompacted revision from it, so history never slows latest reads and a
+//!   write never blocks a read.
+//! * [`apply`] executes committed commands (put, delete-range, txn, compact)
+//!   against a working copy of the view and collects the records to persist;
+//!   the Raft state machine writes those in one atomic batch together with the
+//!   last applied log id and then publishes the new view.
+//! * [`validate`] holds the request checks etcd makes before proposing
+//!   (empty keys, duplicate keys in a txn, too many txn ops).
+//!
+//! The command language is etcd's own request messages (`etcdserverpb`), as in
+//! etcd's applier; nothing here knows gRPC or Raft.
+
+pub mod apply;
+pub mod command;
+pub mod validate;
+pub mod view;
+
+pub use command::{Command, MvccError, Reply};
+pub use view::{Rev, View};

@@ -1,0 +1,178 @@
+//! Request checks made before a write is proposed, as etcd's API layer makes
+//! them: they reject malformed requests without touching the log.
+
+use super::command::MvccError;
+use super::view::in_range;
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget};
+use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+
+pub fn check_range(r: &RangeRequest) -> Result<(), MvccError> {
+    if r.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub fn check_put(r: &PutRequest) -> Result<(), MvccError> {
+    if r.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(MvccError::ValueProvided);
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(MvccError::LeaseProvided);
+    }
+    Ok(())
+}
+
+pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), MvccError> {
+    if r.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// etcd's `checkTxnRequest` plus its duplicate-key rule.
+pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
+    check_txn_ops(r, max_txn_ops)?;
+    check_intervals(&r.success)?;
+    check_intervals(&r.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(r: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
+    let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
+    if opc > max_txn_ops {
+        return Err(MvccError::TooManyOps);
+    }
+    for c in &r.compare {
+        if c.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        CompareTarget::try_from(c.target).map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
+        CompareResult::try_from(c.result).map_err(|_| MvccError::UnknownCompareResult(c.result))?;
+    }
+    for op in r.success.iter().chain(r.failure.iter()) {
+        check_op(op, max_txn_ops - opc)?;
+    }
+    Ok(())
+}
+
+fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), MvccError> {
+    match &op.request {
+        Some(Request::RequestRange(r)) => check_range(r),
+        Some(Request::RequestPut(r)) => check_put(r),
+        Some(Request::RequestDeleteRange(r)) => check_delete(r),
+        Some(Request::RequestTxn(t)) => check_txn_ops(t, max_txn_ops),
+        // An empty op, as etcd answers it.
+        None => Err(MvccError::KeyNotFound),
+    }
+}
+
+/// The keys a branch writes: single-key puts and delete intervals.
+#[derive(Default)]
+struct Writes {
+    puts: Vec<Vec<u8>>,
+    dels: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Writes {
+    fn deletes(&self, key: &[u8]) -> bool {
+        self.dels.iter().any(|(s, e)| in_range(key, s, e))
+    }
+    fn puts(&self, key: &[u8]) -> bool {
+        self.puts.iter().any(|p| p == key)
+    }
+}
+
+/// Within one branch, a key may be put at most once and never both put and
+/// deleted; a nested txn's branches are each checked and must not touch what
+/// the enclosing branch writes.
+fn check_intervals(ops: &[RequestOp]) -> Result<Writes, MvccError> {
+    let mut w = Writes::default();
+    // Nested txns first, as etcd does.
+    for op in ops {
+        if let Some(Request::RequestTxn(t)) = &op.request {
+            let s = check_intervals(&t.success)?;
+            let f = check_intervals(&t.failure)?;
+            for branch in [s, f] {
+                w.puts.extend(branch.puts);
+                w.dels.extend(branch.dels);
+            }
+        }
+    }
+    // Sibling nested txns may put the same key (only one branch runs), so
+    // dedup what came from them before adding this level's writes.
+    w.puts.sort();
+    w.puts.dedup();
+    for op in ops {
+        if let Some(Request::RequestDeleteRange(d)) = &op.request {
+            w.dels.push((d.key.to_vec(), d.range_end.to_vec()));
+        }
+    }
+    let nested_puts = w.puts.len();
+    for op in ops {
+        if let Some(Request::RequestPut(p)) = &op.request {
+            if w.puts(&p.key) || w.deletes(&p.key) {
+                return Err(MvccError::DuplicateKey);
+            }
+            w.puts.push(p.key.to_vec());
+        }
+    }
+    // Deletes at this level must not cover a nested txn's put.
+    for p in &w.puts[..nested_puts] {
+        if ops.iter().any(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => in_range(p, &d.key, &d.range_end),
+            _ => false,
+        }) {
+            return Err(MvccError::DuplicateKey);
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.to_string().into(),
+                ..Default::default()
+            })),
+        }
+    }
+    fn del(k: &str, end: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: k.to_string().into(),
+                range_end: end.to_string().into(),
+                prev_kv: false,
+            })),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_rejected_per_branch() {
+        let t = |success: Vec<RequestOp>, failure: Vec<RequestOp>| TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        };
+        assert_eq!(check_txn(&t(vec![put("a"), put("a")], vec![]), 128), Err(MvccError::DuplicateKey));
+        assert_eq!(check_txn(&t(vec![del("a", "c"), put("b")], vec![]), 128), Err(MvccError::DuplicateKey));
+        assert_eq!(check_txn(&t(vec![put("a")], vec![put("a")]), 128), Ok(()));
+        assert_eq!(check_txn(&t(vec![del("a", "c"), del("b", "d")], vec![]), 128), Ok(()));
+        let nested = RequestOp {
+            request: Some(Request::RequestTxn(t(vec![put("a")], vec![put("a")]))),
+        };
+        assert_eq!(check_txn(&t(vec![nested.clone()], vec![]), 128), Ok(()));
+        assert_eq!(check_txn(&t(vec![nested.clone(), put("a")], vec![]), 128), Err(MvccError::DuplicateKey));
+        assert_eq!(check_txn(&t(vec![nested, del("a", "")], vec![]), 128), Err(MvccError::DuplicateKey));
+        let many: Vec<RequestOp> = (0..129).map(|i| put(&format!("k{i}"))).collect();
+        assert_eq!(check_txn(&t(many, vec![]), 128), Err(MvccError::TooManyOps));
+    }
+}

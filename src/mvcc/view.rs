@@ -1,0 +1,240 @@
+//! An immutable snapshot of the MVCC store and the read path over it.
+//!
+//! The index maps every key to its revision history (oldest first). Both the
+//! map and the histories are persistent data structures: cloning a view is
+//! O(1) and a writer changing its copy never disturbs readers of the old one.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use imbl::{OrdMap, Vector};
+
+use super::command::MvccError;
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use crate::pb::mvccpb::KeyValue;
+
+/// One revision of one key. `value == None` marks a tombstone (delete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rev {
+    pub main: i64,
+    pub sub: u32,
+    pub create: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Option<Bytes>,
+}
+
+impl Rev {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    pub fn to_kv(&self, key: &Bytes) -> KeyValue {
+        KeyValue {
+            key: key.clone(),
+            create_revision: self.create,
+            mod_revision: self.main,
+            version: self.version,
+            value: self.value.clone().unwrap_or_default(),
+            lease: self.lease,
+        }
+    }
+}
+
+/// A key's history, oldest revision first.
+pub type History = Vector<Rev>;
+
+/// The entry of `h` visible at revision `rev` (the newest with main <= rev).
+pub fn at_revision(h: &History, rev: i64) -> Option<&Rev> {
+    let last = h.last()?;
+    if last.main <= rev {
+        return Some(last);
+    }
+    match h.binary_search_by(|r| r.main.cmp(&rev)) {
+        Ok(i) => h.get(i),
+        Err(0) => None,
+        Err(i) => h.get(i - 1),
+    }
+}
+
+/// The live (non-deleted) entry of `h` visible at `rev`.
+pub fn live_at(h: &History, rev: i64) -> Option<&Rev> {
+    at_revision(h, rev).filter(|r| !r.is_tombstone())
+}
+
+/// An immutable snapshot of the store.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub index: OrdMap<Bytes, History>,
+    /// The current (latest committed) revision. Starts at 1 like etcd.
+    pub revision: i64,
+    /// The revision the store was last compacted at; -1 if never.
+    pub compact_revision: i64,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self {
+            index: OrdMap::new(),
+            revision: 1,
+            compact_revision: -1,
+        }
+    }
+}
+
+/// The keys a request's `key`/`range_end` pair selects, as map bounds.
+/// `None` means the (empty) interval selects nothing.
+pub fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    if range_end.is_empty() {
+        return Some((Bound::Included(key), Bound::Included(key)));
+    }
+    if range_end == [0] {
+        return Some((Bound::Included(key), Bound::Unbounded));
+    }
+    if range_end <= key {
+        return None;
+    }
+    Some((Bound::Included(key), Bound::Excluded(range_end)))
+}
+
+/// Whether `k` falls in the interval `key`/`range_end` selects.
+pub fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    if range_end.is_empty() {
+        return k == key;
+    }
+    if range_end == [0] {
+        return k >= key;
+    }
+    k >= key && k < range_end
+}
+
+impl View {
+    /// Iterate `(key, history)` over the interval `key`/`range_end` selects.
+    pub fn histories<'a>(&'a self, key: &'a [u8], range_end: &'a [u8]) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
+        let it = key_bounds(key, range_end).map(|b| self.index.range::<_, [u8]>(b));
+        it.into_iter().flatten()
+    }
+
+    /// Check a read revision the way etcd does: 0 (or less) means current.
+    pub fn read_revision(&self, requested: i64) -> Result<i64, MvccError> {
+        if requested > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        let rev = if requested <= 0 { self.revision } else { requested };
+        if rev < self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        Ok(rev)
+    }
+
+    /// Answer a Range request. `header_revision` is the revision to report
+    /// (the store's, or inside a txn with writes, the txn's).
+    pub fn range(&self, req: &RangeRequest, header_revision: i64) -> Result<RangeResponse, MvccError> {
+        let rev = self.read_revision(req.revision)?;
+        let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
+        let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
+        let sort_order = if sort_target != SortTarget::Key && sort_order == SortOrder::None {
+            SortOrder::Ascend
+        } else {
+            sort_order
+        };
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        let keep = |r: &Rev| {
+            (req.min_mod_revision == 0 || r.main >= req.min_mod_revision)
+                && (req.max_mod_revision == 0 || r.main <= req.max_mod_revision)
+                && (req.min_create_revision == 0 || r.create >= req.min_create_revision)
+                && (req.max_create_revision == 0 || r.create <= req.max_create_revision)
+        };
+        // Without sorting or filters, stop collecting after limit+1 entries
+        // (the extra one tells `more`), but keep counting.
+        let collect_cap = if req.limit > 0 && sort_order == SortOrder::None && !filtered {
+            req.limit as usize + 1
+        } else {
+            usize::MAX
+        };
+        let mut count: i64 = 0;
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        for (k, h) in self.histories(&req.key, &req.range_end) {
+            let Some(r) = live_at(h, rev) else { continue };
+            count += 1;
+            if req.count_only || kvs.len() >= collect_cap || !keep(r) {
+                continue;
+            }
+            let mut kv = r.to_kv(k);
+            if req.keys_only {
+                kv.value = Bytes::new();
+            }
+            kvs.push(kv);
+        }
+        match (sort_order, sort_target) {
+            (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key) => {}
+            (SortOrder::Descend, SortTarget::Key) => kvs.reverse(),
+            (order, target) => {
+                let key_of = |kv: &KeyValue| -> (i64, Bytes) {
+                    match target {
+                        SortTarget::Version => (kv.version, Bytes::new()),
+                        SortTarget::Create => (kv.create_revision, Bytes::new()),
+                        SortTarget::Mod => (kv.mod_revision, Bytes::new()),
+                        SortTarget::Value => (0, kv.value.clone()),
+                        SortTarget::Key => (0, kv.key.clone()),
+                    }
+                };
+                // Stable sort: equal elements stay in key order, as in etcd.
+                kvs.sort_by(|a, b| key_of(a).cmp(&key_of(b)));
+                if order == SortOrder::Descend {
+                    kvs.reverse();
+                }
+            }
+        }
+        let mut more = false;
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        Ok(RangeResponse {
+            header: Some(ResponseHeader {
+                revision: header_revision,
+                ..Default::default()
+            }),
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    /// etcd's HashKV: a hash of every key revision kept at or below `rev`.
+    /// Replicas with the same history have the same hash.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), MvccError> {
+        let rev = self.read_revision(rev)?;
+        let mut h = crc32fast::Hasher::new();
+        for (k, hist) in self.index.iter() {
+            for r in hist.iter().take_while(|r| r.main <= rev) {
+                h.update(&r.main.to_be_bytes());
+                h.update(&r.sub.to_be_bytes());
+                h.update(&(k.len() as u64).to_be_bytes());
+                h.update(k);
+                h.update(&r.create.to_be_bytes());
+                h.update(&r.version.to_be_bytes());
+                h.update(&r.lease.to_be_bytes());
+                match &r.value {
+                    Some(v) => {
+                        h.update(&[1]);
+                        h.update(&(v.len() as u64).to_be_bytes());
+                        h.update(v);
+                    }
+                    None => h.update(&[0]),
+                }
+            }
+        }
+        Ok((h.finalize(), rev))
+    }
+
+    /// Number of keys with a live value at the current revision.
+    pub fn live_keys(&self) -> usize {
+        self.index.values().filter(|h| h.last().is_some_and(|r| !r.is_tombstone())).count()
+    }
+}

@@ -1,0 +1,47 @@
+//! The Raft glue: openraft's type configuration, the sled-backed log store
+//! and state machine, and the peer network. Only this module knows openraft.
+//!
+//! Committed entries reach [`state_machine::StateMachine`] in order and in
+//! batches; it applies each batch to the MVCC store in one atomic storage
+//! write together with the last applied log id, then publishes the new view
+//! to readers.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc::{Command, Reply};
+
+/// What the cluster knows about one member (the Raft `Node` type).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl std::fmt::Display for MemberInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_urls.join(","))
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = u64,
+        Node = MemberInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StoredMembership = openraft::StoredMembership<u64, MemberInfo>;
+pub type RaftStorageError = openraft::StorageError<u64>;
