@@ -1,0 +1,183 @@
+//! Shared test harness: runs the real `raftcd` binary on free loopback ports
+//! with a temporary data dir, and runs the real `etcdctl` against it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A raftcd process.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub name: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn raftcd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_raftcd")
+}
+
+impl Server {
+    /// Start a fresh single-member server in a new temp dir.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_in(&dir, free_port(), &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start a server on `dir` and `port` with extra flags, and wait until
+    /// it answers `/health`.
+    pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        let child = spawn(dir, port, extra);
+        let mut s = Server {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            name: "default".into(),
+            _tmp: None,
+        };
+        s.wait_ready(Duration::from_secs(30));
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("raftcd exited early with {status}");
+                }
+            }
+            if let Some((200, _)) = http_get(self.port, "/health") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "raftcd on port {} not ready in time", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL the process (no shutdown, no flush).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill and start again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = spawn(&self.dir, self.port, &[]);
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// Run etcdctl against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Out {
+        etcdctl(&self.endpoint(), args, None)
+    }
+
+    /// Run etcdctl with `stdin`.
+    pub fn etcdctl_in(&self, args: &[&str], stdin: &str) -> Out {
+        etcdctl(&self.endpoint(), args, Some(stdin))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let url = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    Command::new(raftcd_bin())
+        .args(["--data-dir", &dir.display().to_string()])
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(extra)
+        .env("ETCD_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn raftcd")
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:port; (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// Output of one etcdctl run.
+#[derive(Debug)]
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Run the real etcdctl (v3 API). Panics if etcdctl is not installed: the
+/// compatibility tests must fail, never skip, without it.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("etcdctl not found: install Debian's etcd-client (scripts/test does)");
+    if let Some(input) = stdin {
+        let mut sin = child.stdin.take().expect("stdin");
+        sin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("etcdctl output");
+    Out {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Replace the numbers etcd and raftcd legitimately differ in (ids, terms,
+/// timings) with placeholders, for comparing outputs.
+pub fn mask(s: &str, ids: &[u64]) -> String {
+    let mut out = s.to_string();
+    for id in ids {
+        out = out.replace(&id.to_string(), "<ID>").replace(&format!("{id:x}"), "<HEXID>");
+    }
+    out
+}
