@@ -13,6 +13,7 @@
 //! * [`storage`]: the single narrow interface to the storage engine (sled).
 //! * [`mvcc`]: revisions, key history, txn, compaction; deterministic.
 //! * [`raft`]: openraft glue: log store, state machine, peer network.
+//! * [`watch`]: fan-out of applied events to watch streams, history replay.
 //! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
 //! * [`node`]: wiring; [`Node::start`] is the one start function.
 //! * [`client`]: the in-process KV handle for embedding programs.
@@ -38,6 +39,7 @@ pub mod node;
 pub mod pb;
 pub mod raft;
 pub mod storage;
+pub mod watch;
 
 pub use api::ApiError;
 pub use client::Client;

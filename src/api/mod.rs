@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 
 pub use error::ApiError;
 
@@ -26,10 +27,11 @@ use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
 
 /// Extra room gRPC gives above `--max-request-bytes`, as etcd does, so that
 /// a request just above the limit gets etcd's "request is too large".
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The version of the etcd API raftcd speaks.
 pub const ETCD_VERSION: &str = "3.4.23";
@@ -48,7 +50,12 @@ pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no address for {host}"),
+            )
+        })?;
     TcpListener::bind(addr).await
 }
 
@@ -61,15 +68,24 @@ pub fn router(node: &Node) -> axum::Router {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(
-        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())).max_decoding_message_size(max),
+        WatchServer::new(watch::WatchService::new(node.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX),
     )
-    .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())).max_decoding_message_size(max))
+    .add_service(
+        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
+            .max_decoding_message_size(max),
+    )
+    .add_service(
+        ClusterServer::new(cluster::ClusterService::new(node.clone()))
+            .max_decoding_message_size(max),
+    )
     .into_axum_router();
     grpc.merge(http::routes(node.clone()))
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.
-pub async fn serve(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(node: Node, listener: TcpListener, mut shutdown: signal::Receiver<bool>) {
     let router = router(&node);
     loop {
         let accepted = tokio::select! {
