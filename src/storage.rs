@@ -6,6 +6,11 @@
 //! range scans. Only this module knows the engine is sled, so replacing it
 //! (for example with redb) touches this file alone.
 //!
+//! Snapshots are large and rarely written, so they live in a separate sled
+//! tree: sharing a tree node with the state machine's metadata (written on
+//! every apply) would make every apply rewrite the whole snapshot. Batches
+//! that touch both trees are applied in one sled transaction.
+//!
 //! Every value written here is encoded with [`encode`]: a format-version byte
 //! followed by the postcard encoding of the record, so a later release can
 //! read today's data or refuse it with a clear message.
@@ -57,7 +62,15 @@ impl Space {
     fn prefix(self) -> u8 {
         self as u8
     }
+
+    /// Whether the space lives in the tree for large, rarely written values.
+    fn is_blob(self) -> bool {
+        matches!(self, Space::Snapshot)
+    }
 }
+
+/// Name of the sled tree holding the [`Space::is_blob`] spaces.
+const BLOB_TREE: &[u8] = b"blobs";
 
 fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -94,8 +107,10 @@ pub fn decode<T: DeserializeOwned>(space: Space, bytes: &[u8]) -> Result<T, Stor
 /// A set of writes applied atomically by [`Storage::write`].
 #[derive(Default)]
 pub struct WriteBatch {
-    batch: sled::Batch,
-    len: usize,
+    main: sled::Batch,
+    main_len: usize,
+    blobs: sled::Batch,
+    blobs_len: usize,
 }
 
 impl WriteBatch {
@@ -104,17 +119,27 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, space: Space, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(full_key(space, key), value);
-        self.len += 1;
+        if space.is_blob() {
+            self.blobs.insert(full_key(space, key), value);
+            self.blobs_len += 1;
+        } else {
+            self.main.insert(full_key(space, key), value);
+            self.main_len += 1;
+        }
     }
 
     pub fn delete(&mut self, space: Space, key: &[u8]) {
-        self.batch.remove(full_key(space, key));
-        self.len += 1;
+        if space.is_blob() {
+            self.blobs.remove(full_key(space, key));
+            self.blobs_len += 1;
+        } else {
+            self.main.remove(full_key(space, key));
+            self.main_len += 1;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.main_len == 0 && self.blobs_len == 0
     }
 }
 
@@ -122,6 +147,7 @@ impl WriteBatch {
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
+    blobs: sled::Tree,
     path: PathBuf,
 }
 
@@ -145,19 +171,72 @@ impl Storage {
                 },
                 other => StorageError::Engine(other),
             })?;
-        Ok(Self { db, path })
+        let blobs = db.open_tree(BLOB_TREE)?;
+        let s = Self { db, blobs, path };
+        s.move_blobs_out_of_main()?;
+        Ok(s)
+    }
+
+    /// Data dirs written before snapshots had their own tree keep them in
+    /// the main one: move them over once.
+    fn move_blobs_out_of_main(&self) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        for space in [Space::Snapshot] {
+            let end = [space.prefix() + 1];
+            for item in self.db.range::<&[u8], _>(&[space.prefix()][..]..&end[..]) {
+                let (k, v) = item?;
+                b.main.remove(k.clone());
+                b.main_len += 1;
+                b.blobs.insert(k, v);
+                b.blobs_len += 1;
+            }
+        }
+        if !b.is_empty() {
+            self.write(b)?;
+            self.flush_blocking()?;
+        }
+        Ok(())
+    }
+
+    fn tree(&self, space: Space) -> &sled::Tree {
+        if space.is_blob() {
+            &self.blobs
+        } else {
+            &self.db
+        }
     }
 
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.db.get(full_key(space, key))?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(space)
+            .get(full_key(space, key))?
+            .map(|v| v.to_vec()))
     }
 
     /// Apply every write of `batch` atomically (all or none survive a crash).
     pub fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        if batch.is_empty() {
-            return Ok(());
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        match (batch.main_len > 0, batch.blobs_len > 0) {
+            (false, false) => {}
+            (true, false) => self.db.apply_batch(batch.main)?,
+            (false, true) => self.blobs.apply_batch(batch.blobs)?,
+            (true, true) => {
+                let main: &sled::Tree = &self.db;
+                (main, &self.blobs)
+                    .transaction(|(m, b)| {
+                        m.apply_batch(&batch.main)?;
+                        b.apply_batch(&batch.blobs)?;
+                        Ok::<(), ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => StorageError::Engine(e),
+                        TransactionError::Abort(()) => StorageError::Engine(
+                            sled::Error::ReportableBug("write batch transaction aborted".into()),
+                        ),
+                    })?;
+            }
         }
-        self.db.apply_batch(batch.batch)?;
         Ok(())
     }
 
@@ -186,7 +265,7 @@ impl Storage {
             Some(to) => Bound::Excluded(full_key(space, to)),
             None => Bound::Excluded(vec![space.prefix() + 1]),
         };
-        self.db.range::<Vec<u8>, _>((start, end)).map(|r| {
+        self.tree(space).range::<Vec<u8>, _>((start, end)).map(|r| {
             r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
                 .map_err(StorageError::from)
         })
@@ -257,5 +336,35 @@ mod tests {
         s.write(b).unwrap();
         assert!(s.first(Space::Log).unwrap().is_none());
         assert!(s.get(Space::Kv, b"x").unwrap().is_some());
+    }
+
+    #[test]
+    fn snapshots_live_in_their_own_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // An older layout: the snapshot in the main tree.
+            let s = Storage::open(dir.path()).unwrap();
+            s.db.insert(full_key(Space::Snapshot, b"snap"), encode(&"old"))
+                .unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let s = Storage::open(dir.path()).unwrap();
+        assert!(s
+            .db
+            .get(full_key(Space::Snapshot, b"snap"))
+            .unwrap()
+            .is_none());
+        let v = s.get(Space::Snapshot, b"snap").unwrap().unwrap();
+        assert_eq!(decode::<String>(Space::Snapshot, &v).unwrap(), "old");
+        // One batch over both trees is applied as a whole.
+        let mut b = WriteBatch::new();
+        b.put(Space::Snapshot, b"snap", encode(&"new"));
+        b.put(Space::SmMeta, b"m", encode(&1u8));
+        s.write(b).unwrap();
+        let v = s.get(Space::Snapshot, b"snap").unwrap().unwrap();
+        assert_eq!(decode::<String>(Space::Snapshot, &v).unwrap(), "new");
+        assert!(s.get(Space::SmMeta, b"m").unwrap().is_some());
+        assert_eq!(s.scan(Space::Snapshot, &[], None).count(), 1);
+        assert!(s.scan(Space::SmMeta, &[], None).all(|r| r.is_ok()));
     }
 }
