@@ -7,7 +7,7 @@
 //! create is answered `created` before any event, a cancel of a known id is
 //! answered `canceled`, a progress request gets an empty response with watch
 //! id -1, a start revision below the compaction point gets `compact_revision`
-//! + `canceled`, `fragment` splits responses of at least
+//! and `canceled`, `fragment` splits responses of at least
 //! [`Settings::fragment_bytes`](super::Settings) encoded bytes.
 
 use std::collections::BTreeMap;
@@ -327,7 +327,7 @@ impl StreamTask {
                 }
                 let events: Vec<Event> = group.iter().filter_map(|e| w.shape(e)).collect();
                 if !events.is_empty() {
-                    Self::send_events(&self.out, fragment_bytes, w, header.clone(), events).await?;
+                    Self::send_events(&self.out, fragment_bytes, w, header, events).await?;
                 }
             }
             self.synced_rev = rev;
@@ -383,7 +383,7 @@ impl StreamTask {
             );
             let events: Vec<Event> = events.iter().filter_map(|e| w.shape(e)).collect();
             if !events.is_empty() {
-                Self::send_events(&self.out, fragment_bytes, w, header.clone(), events).await?;
+                Self::send_events(&self.out, fragment_bytes, w, header, events).await?;
             }
             from = last + 1;
         }
@@ -416,7 +416,7 @@ impl StreamTask {
         for w in self.watchers.values_mut() {
             if w.progress_notify && w.idle {
                 let resp = WatchResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     watch_id: w.id,
                     ..Default::default()
                 };
