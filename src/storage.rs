@@ -207,10 +207,7 @@ impl Storage {
     }
 
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .tree(space)
-            .get(full_key(space, key))?
-            .map(|v| v.to_vec()))
+        Ok(self.tree(space).get(full_key(space, key))?.map(|v| v.to_vec()))
     }
 
     /// Apply every write of `batch` atomically (all or none survive a crash).
@@ -231,9 +228,9 @@ impl Storage {
                     })
                     .map_err(|e| match e {
                         TransactionError::Storage(e) => StorageError::Engine(e),
-                        TransactionError::Abort(()) => StorageError::Engine(
-                            sled::Error::ReportableBug("write batch transaction aborted".into()),
-                        ),
+                        TransactionError::Abort(()) => {
+                            StorageError::Engine(sled::Error::ReportableBug("write batch transaction aborted".into()))
+                        }
                     })?;
             }
         }
@@ -344,16 +341,11 @@ mod tests {
         {
             // An older layout: the snapshot in the main tree.
             let s = Storage::open(dir.path()).unwrap();
-            s.db.insert(full_key(Space::Snapshot, b"snap"), encode(&"old"))
-                .unwrap();
+            s.db.insert(full_key(Space::Snapshot, b"snap"), encode(&"old")).unwrap();
             s.flush_blocking().unwrap();
         }
         let s = Storage::open(dir.path()).unwrap();
-        assert!(s
-            .db
-            .get(full_key(Space::Snapshot, b"snap"))
-            .unwrap()
-            .is_none());
+        assert!(s.db.get(full_key(Space::Snapshot, b"snap")).unwrap().is_none());
         let v = s.get(Space::Snapshot, b"snap").unwrap().unwrap();
         assert_eq!(decode::<String>(Space::Snapshot, &v).unwrap(), "old");
         // One batch over both trees is applied as a whole.

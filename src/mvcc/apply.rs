@@ -15,8 +15,8 @@ use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -57,10 +57,7 @@ impl Record {
             create: r.create,
             version: r.version,
             lease: r.lease,
-            value: r
-                .value
-                .as_ref()
-                .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+            value: r.value.as_ref().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
         }
     }
 
@@ -177,11 +174,7 @@ impl Applier {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<Rev> {
-        self.view
-            .index
-            .get(key)
-            .and_then(|h| live_at(h, i64::MAX))
-            .cloned()
+        self.view.index.get(key).and_then(|h| live_at(h, i64::MAX)).cloned()
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
@@ -205,16 +198,12 @@ impl Applier {
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
         let prev = self.latest_live(&req.key);
         let value = if req.ignore_value {
-            prev.as_ref()
-                .and_then(|p| p.value.clone())
-                .ok_or(MvccError::KeyNotFound)?
+            prev.as_ref().and_then(|p| p.value.clone()).ok_or(MvccError::KeyNotFound)?
         } else {
             req.value.clone()
         };
         let lease = if req.ignore_lease {
-            prev.as_ref()
-                .map(|p| p.lease)
-                .ok_or(MvccError::KeyNotFound)?
+            prev.as_ref().map(|p| p.lease).ok_or(MvccError::KeyNotFound)?
         } else {
             self.check_lease(req.lease)?;
             req.lease
@@ -284,21 +273,13 @@ impl Applier {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
-        let target = CompareTarget::try_from(c.target)
-            .map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
-        let result = CompareResult::try_from(c.result)
-            .map_err(|_| MvccError::UnknownCompareResult(c.result))?;
+        let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
+        let result = CompareResult::try_from(c.result).map_err(|_| MvccError::UnknownCompareResult(c.result))?;
         // Evaluate against the state before the txn, over one key or a range.
         let rev = self.base.revision;
         let mut keys: Vec<Option<Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(
-                self.base
-                    .index
-                    .get(&c.key)
-                    .and_then(|h| live_at(h, rev))
-                    .cloned(),
-            );
+            keys.push(self.base.index.get(&c.key).and_then(|h| live_at(h, rev)).cloned());
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
                 if let Some(r) = live_at(h, rev) {
@@ -331,11 +312,7 @@ impl Applier {
 
     fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let succeeded = self.compares_hold(&req.compare)?;
-        let ops = if succeeded {
-            &req.success
-        } else {
-            &req.failure
-        };
+        let ops = if succeeded { &req.success } else { &req.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -344,9 +321,7 @@ impl Applier {
                     Response::ResponseRange(resp)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
-                Some(Request::RequestDeleteRange(d)) => {
-                    Response::ResponseDeleteRange(self.delete_range(d)?)
-                }
+                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
                 Some(Request::RequestTxn(t)) => {
                     let mut inner = self.txn(t)?;
                     inner.header = Some(ResponseHeader::default());
@@ -384,18 +359,13 @@ impl Applier {
         }
         let keys: Vec<Bytes> = self.view.index.keys().cloned().collect();
         for key in keys {
-            let Some(h) = self.view.index.get(&key) else {
-                continue;
-            };
+            let Some(h) = self.view.index.get(&key) else { continue };
             // Keep every revision above `rev` and the newest one at or below
             // it unless that one is a tombstone.
             let keep_from = match at_revision(h, rev) {
                 None => continue,
                 Some(r) => {
-                    let idx = h
-                        .iter()
-                        .position(|x| x.main == r.main && x.sub == r.sub)
-                        .unwrap_or(0);
+                    let idx = h.iter().position(|x| x.main == r.main && x.sub == r.sub).unwrap_or(0);
                     if r.is_tombstone() {
                         idx + 1
                     } else {
@@ -409,10 +379,7 @@ impl Applier {
             let mut h = h.clone();
             let kept = h.split_off(keep_from);
             for r in h.iter() {
-                self.changes.push(Change::Remove {
-                    main: r.main,
-                    sub: r.sub,
-                });
+                self.changes.push(Change::Remove { main: r.main, sub: r.sub });
             }
             if kept.is_empty() {
                 self.view.index.remove(&key);
@@ -428,12 +395,7 @@ impl Applier {
 }
 
 /// Evaluate one compare against one key's state (`None`: absent key).
-fn compare_one(
-    target: CompareTarget,
-    result: CompareResult,
-    tu: Option<&TargetUnion>,
-    r: Option<&Rev>,
-) -> bool {
+fn compare_one(target: CompareTarget, result: CompareResult, tu: Option<&TargetUnion>, r: Option<&Rev>) -> bool {
     use std::cmp::Ordering;
     let ord: Ordering = match target {
         CompareTarget::Value => {
@@ -524,35 +486,21 @@ mod tests {
                 prev_kv: true,
             }),
         );
-        let Reply::DeleteRange(d) = &del.reply else {
-            panic!()
-        };
+        let Reply::DeleteRange(d) = &del.reply else { panic!() };
         assert_eq!(d.deleted, 2);
         assert_eq!(d.prev_kvs.len(), 2);
         let v = put(&del.view, "foo", "again");
         let kv = &get(&v, "foo", 0).unwrap().kvs[0];
         assert_eq!((kv.create_revision, kv.version), (6, 1));
 
-        let c = apply(
-            &v,
-            &Command::Compact(CompactionRequest {
-                revision: 5,
-                physical: true,
-            }),
-        );
+        let c = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: true }));
         assert!(matches!(c.reply, Reply::Compact(_)));
         let v = c.view;
         assert_eq!(get(&v, "foo", 4), Err(MvccError::Compacted));
         assert!(get(&v, "foo", 5).unwrap().kvs.is_empty());
         // foo2 was deleted at 5: compacting at 5 drops its whole history.
         assert!(!v.index.contains_key(&b"foo2"[..]));
-        let again = apply(
-            &v,
-            &Command::Compact(CompactionRequest {
-                revision: 5,
-                physical: false,
-            }),
-        );
+        let again = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: false }));
         assert!(matches!(again.reply, Reply::Error(MvccError::Compacted)));
     }
 
