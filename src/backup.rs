@@ -52,7 +52,8 @@ pub fn read_backup(bytes: &[u8]) -> Result<View, BackupError> {
     if &data[..8] != MAGIC {
         return Err(BackupError::BadMagic);
     }
-    let len = u64::from_be_bytes(data[8..16].try_into().map_err(|_| BackupError::BadSize)?) as usize;
+    let len =
+        u64::from_be_bytes(data[8..16].try_into().map_err(|_| BackupError::BadSize)?) as usize;
     let body = data.get(16..16 + len).ok_or(BackupError::BadSize)?;
     let body: SnapshotBody = decode(Space::Snapshot, body)?;
     Ok(body.into_view())

@@ -13,7 +13,11 @@ use url::Url;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid URL {url:?} in --{flag}: {reason}")]
-    BadUrl { flag: &'static str, url: String, reason: String },
+    BadUrl {
+        flag: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error("invalid --initial-cluster entry {0:?}: expected NAME=URL")]
     BadClusterEntry(String),
     #[error("--initial-cluster has no entry for this member's name {0:?}")]
@@ -92,7 +96,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
 /// The server's command-line flags, named as etcd's.
 #[derive(Debug, Parser)]
-#[command(name = "raftcd", version, about = "A replicated key-value store with the etcd v3 API")]
+#[command(
+    name = "raftcd",
+    version,
+    about = "A replicated key-value store with the etcd v3 API"
+)]
 pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -101,22 +109,42 @@ pub struct Flags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Comma-separated URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
     /// Comma-separated client URLs advertised to the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: String,
     /// Comma-separated URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
     /// Comma-separated peer URLs advertised to the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: String,
     /// Initial cluster configuration: NAME=PEER_URL,... [default: ${name}=${initial-advertise-peer-urls}].
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// Initial cluster token, distinguishing clusters.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
     /// "new" to bootstrap a cluster, "existing" to join one.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
@@ -153,7 +181,10 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
         match u.scheme() {
             "http" => {}
             "https" | "unix" | "unixs" => {
-                return Err(bad(format!("scheme {:?} is not supported yet (use http)", u.scheme())))
+                return Err(bad(format!(
+                    "scheme {:?} is not supported yet (use http)",
+                    u.scheme()
+                )))
             }
             other => return Err(bad(format!("unsupported scheme {other:?} (expected http)"))),
         }
@@ -203,9 +234,13 @@ impl Flags {
             return Err(ConfigError::Invalid("--name must not be empty".into()));
         }
         let listen_client_urls = parse_urls("listen-client-urls", &self.listen_client_urls)?;
-        let advertise_client_urls = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_client_urls =
+            parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
         let listen_peer_urls = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
-        let initial_advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let initial_advertise_peer_urls = parse_urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
         let initial_cluster = match &self.initial_cluster {
             Some(s) => parse_cluster(s)?,
             None => vec![(self.name.clone(), initial_advertise_peer_urls.clone())],
@@ -219,10 +254,14 @@ impl Flags {
             other => return Err(ConfigError::BadClusterState(other.to_string())),
         };
         if self.max_txn_ops == 0 {
-            return Err(ConfigError::Invalid("--max-txn-ops must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "--max-txn-ops must be at least 1".into(),
+            ));
         }
         if self.max_request_bytes == 0 {
-            return Err(ConfigError::Invalid("--max-request-bytes must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "--max-request-bytes must be at least 1".into(),
+            ));
         }
         if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Invalid(format!(

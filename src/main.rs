@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     // openraft is chatty at info; its warnings and errors still show.
     let directives = format!("{},openraft=warn", flags.log_level);
-    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -118,6 +118,9 @@ impl WriteBatch {
     }
 }
 
+/// One stored key/value pair (key without its keyspace prefix).
+pub type Pair = (Vec<u8>, Vec<u8>);
+
 /// Handle to the storage engine. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Storage {
@@ -180,7 +183,7 @@ impl Storage {
         space: Space,
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> {
+    ) -> impl DoubleEndedIterator<Item = Result<Pair, StorageError>> {
         let start = Bound::Included(full_key(space, from));
         let end = match to {
             Some(to) => Bound::Excluded(full_key(space, to)),
@@ -193,12 +196,12 @@ impl Storage {
     }
 
     /// The last entry of `space`, if any.
-    pub fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn last(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next_back().transpose()
     }
 
     /// The first entry of `space`, if any.
-    pub fn first(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn first(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next().transpose()
     }
 

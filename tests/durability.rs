@@ -11,7 +11,9 @@ use common::{free_port, Server};
 use etcd_client::{Client, GetOptions};
 
 async fn connect(server: &Server) -> Client {
-    Client::connect([server.endpoint()], None).await.expect("connect")
+    Client::connect([server.endpoint()], None)
+        .await
+        .expect("connect")
 }
 
 /// Every key under `prefix` with its (value, create revision, mod revision).
@@ -53,7 +55,10 @@ async fn acknowledged_writes_survive_sigkill_without_reapply() {
     for i in 0..1000 {
         let key = format!("k/{i:04}");
         let value = format!("v{i}");
-        let resp = client.put(key.as_str(), value.as_str(), None).await.expect("put");
+        let resp = client
+            .put(key.as_str(), value.as_str(), None)
+            .await
+            .expect("put");
         let rev = resp.header().expect("header").revision();
         assert_eq!(rev, i as i64 + 2, "revisions go up by one per put");
         acked.insert(key, (value, rev, rev));
@@ -63,9 +68,20 @@ async fn acknowledged_writes_survive_sigkill_without_reapply() {
     server.kill();
     server.restart();
     let mut client = connect(&server).await;
-    assert_eq!(dump(&mut client, "k/").await, acked, "every acknowledged key, same revisions");
-    assert_eq!(current_revision(&mut client).await, 1001, "no entry applied twice");
-    let resp = client.put("after", "restart", None).await.expect("put after restart");
+    assert_eq!(
+        dump(&mut client, "k/").await,
+        acked,
+        "every acknowledged key, same revisions"
+    );
+    assert_eq!(
+        current_revision(&mut client).await,
+        1001,
+        "no entry applied twice"
+    );
+    let resp = client
+        .put("after", "restart", None)
+        .await
+        .expect("put after restart");
     assert_eq!(resp.header().expect("header").revision(), 1002);
 
     // A second restart, after more writes, still re-applies nothing.
@@ -90,9 +106,16 @@ async fn twenty_sigkills_during_writes_lose_nothing_acknowledged() {
         let mut c = client.clone();
         let found = dump(&mut c, "r/").await;
         for (k, v) in &acked {
-            assert_eq!(found.get(k).map(|x| &x.0), Some(v), "round {round}: lost acknowledged {k}");
+            assert_eq!(
+                found.get(k).map(|x| &x.0),
+                Some(v),
+                "round {round}: lost acknowledged {k}"
+            );
         }
-        assert!(current_revision(&mut c).await >= max_acked_rev, "round {round}: revision went back");
+        assert!(
+            current_revision(&mut c).await >= max_acked_rev,
+            "round {round}: revision went back"
+        );
 
         // Writers run until the process dies under them.
         let mut writers = Vec::new();
@@ -104,7 +127,9 @@ async fn twenty_sigkills_during_writes_lose_nothing_acknowledged() {
                     let key = format!("r/{round:02}/{w}/{i:05}");
                     let value = format!("{round}-{w}-{i}");
                     match c.put(key.as_str(), value.as_str(), None).await {
-                        Ok(resp) => mine.push((key, value, resp.header().map_or(0, |h| h.revision()))),
+                        Ok(resp) => {
+                            mine.push((key, value, resp.header().map_or(0, |h| h.revision())))
+                        }
                         Err(_) => break,
                     }
                 }
@@ -121,7 +146,11 @@ async fn twenty_sigkills_during_writes_lose_nothing_acknowledged() {
             }
         }
     }
-    assert!(acked.len() > 100, "the writers made progress: {} acks", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the writers made progress: {} acks",
+        acked.len()
+    );
     let server = Server::start_in(&dir, port, &[]);
     let mut client = connect(&server).await;
     let found = dump(&mut client, "r/").await;

@@ -43,7 +43,9 @@ impl From<ApiError> for Status {
                 (code, format!("etcdserver: {m}"))
             }
             ApiError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
-            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => (Code::Unavailable, e.to_string()),
+            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => {
+                (Code::Unavailable, e.to_string())
+            }
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
         };
         Status::new(code, msg)
@@ -58,19 +60,34 @@ mod tests {
     fn etcd_strings_and_codes() {
         let s: Status = ApiError::Mvcc(MvccError::Compacted).into();
         assert_eq!(s.code(), Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         let s: Status = ApiError::Mvcc(MvccError::FutureRevision).into();
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision is a future revision");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
         let s: Status = ApiError::Mvcc(MvccError::LeaseNotFound).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "etcdserver: requested lease not found")
+        );
         let s: Status = ApiError::Mvcc(MvccError::DuplicateKey).into();
         assert_eq!(
             (s.code(), s.message()),
-            (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
+            (
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
         );
         let s: Status = ApiError::Mvcc(MvccError::EmptyKey).into();
         assert_eq!(s.message(), "etcdserver: key is not provided");
         let s: Status = ApiError::RequestTooLarge.into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
     }
 }

@@ -83,9 +83,12 @@ impl Default for View {
     }
 }
 
+/// A key interval as map bounds.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The keys a request's `key`/`range_end` pair selects, as map bounds.
 /// `None` means the (empty) interval selects nothing.
-pub fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+pub fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
     if range_end.is_empty() {
         return Some((Bound::Included(key), Bound::Included(key)));
     }
@@ -111,7 +114,11 @@ pub fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl View {
     /// Iterate `(key, history)` over the interval `key`/`range_end` selects.
-    pub fn histories<'a>(&'a self, key: &'a [u8], range_end: &'a [u8]) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
+    pub fn histories<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
         let it = key_bounds(key, range_end).map(|b| self.index.range::<_, [u8]>(b));
         it.into_iter().flatten()
     }
@@ -121,7 +128,11 @@ impl View {
         if requested > self.revision {
             return Err(MvccError::FutureRevision);
         }
-        let rev = if requested <= 0 { self.revision } else { requested };
+        let rev = if requested <= 0 {
+            self.revision
+        } else {
+            requested
+        };
         if rev < self.compact_revision {
             return Err(MvccError::Compacted);
         }
@@ -130,10 +141,15 @@ impl View {
 
     /// Answer a Range request. `header_revision` is the revision to report
     /// (the store's, or inside a txn with writes, the txn's).
-    pub fn range(&self, req: &RangeRequest, header_revision: i64) -> Result<RangeResponse, MvccError> {
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+        header_revision: i64,
+    ) -> Result<RangeResponse, MvccError> {
         let rev = self.read_revision(req.revision)?;
         let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
-        let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
+        let sort_target =
+            SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
         let sort_order = if sort_target != SortTarget::Key && sort_order == SortOrder::None {
             SortOrder::Ascend
         } else {
@@ -184,7 +200,7 @@ impl View {
                     }
                 };
                 // Stable sort: equal elements stay in key order, as in etcd.
-                kvs.sort_by(|a, b| key_of(a).cmp(&key_of(b)));
+                kvs.sort_by_key(key_of);
                 if order == SortOrder::Descend {
                     kvs.reverse();
                 }
@@ -235,6 +251,9 @@ impl View {
 
     /// Number of keys with a live value at the current revision.
     pub fn live_keys(&self) -> usize {
-        self.index.values().filter(|h| h.last().is_some_and(|r| !r.is_tombstone())).count()
+        self.index
+            .values()
+            .filter(|h| h.last().is_some_and(|r| !r.is_tombstone()))
+            .count()
     }
 }
