@@ -22,6 +22,12 @@ pub enum BackupError {
     BadSize,
     #[error("backup checksum mismatch: the file is corrupt")]
     Checksum,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("backup body: {0}")]
     Body(#[from] crate::storage::StorageError),
 }
@@ -57,6 +63,19 @@ pub fn read_backup(bytes: &[u8]) -> Result<View, BackupError> {
     let body = data.get(16..16 + len).ok_or(BackupError::BadSize)?;
     let body: SnapshotBody = decode(Space::Snapshot, body)?;
     Ok(body.into_view())
+}
+
+/// `raftcd snapshot restore`: check `file` and seed a new data dir with it.
+/// Returns the restored revision.
+pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<i64, BackupError> {
+    let bytes = std::fs::read(file).map_err(|source| BackupError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let view = read_backup(&bytes)?;
+    let storage = crate::storage::Storage::open(data_dir)?;
+    crate::raft::state_machine::StateMachine::seed(&storage, &view)?;
+    Ok(view.revision)
 }
 
 #[cfg(test)]

@@ -167,6 +167,28 @@ pub struct Flags {
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(subcommand)]
+    pub command: Option<SubCommand>,
+}
+
+/// Commands besides serving (the default).
+#[derive(Debug, clap::Subcommand)]
+pub enum SubCommand {
+    /// Backups made with `etcdctl snapshot save`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Create a new data dir holding the keys and revisions of a backup.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+        /// The data dir to create (must not hold data yet).
+        #[arg(long = "data-dir")]
+        restore_data_dir: PathBuf,
+    },
 }
 
 fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {

@@ -160,6 +160,26 @@ impl StateMachine {
         b.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
     }
 
+    /// Seed an empty data dir with `view` (for `raftcd snapshot restore`):
+    /// the store's keys and revisions, no Raft log, no membership. The next
+    /// start bootstraps a new cluster on top of it.
+    pub fn seed(storage: &Storage, view: &View) -> Result<(), StorageError> {
+        if storage.first(Space::Kv)?.is_some() || storage.first(Space::SmMeta)?.is_some() {
+            return Err(StorageError::Corrupt {
+                space: Space::Kv,
+                reason: "refusing to restore into a data dir that already holds data".into(),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        for (main, sub, rec) in &SnapshotBody::from_view(view).records {
+            batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        batch.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
+        batch.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
+        storage.write(batch)?;
+        storage.flush_blocking()
+    }
+
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.storage
             .get(Space::Snapshot, KEY_SNAPSHOT)?
