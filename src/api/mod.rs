@@ -75,6 +75,7 @@ pub fn router(node: &Node) -> axum::Router {
     )
     .into_axum_router();
     grpc.merge(http::routes(node.clone()))
+        .fallback(http::fallback)
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.
