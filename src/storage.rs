@@ -138,7 +138,7 @@ impl Storage {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
