@@ -192,6 +192,8 @@ impl Applier {
         });
         let h = self.view.index.entry(key).or_default();
         h.push_back(rev);
+        // Later reads in the same txn see this write, as in etcd.
+        self.view.revision = self.write_rev;
     }
 
     fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
@@ -628,6 +630,39 @@ mod tests {
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
         assert!(bad.changes.is_empty());
         assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+
+    #[test]
+    fn txn_reads_see_earlier_writes_of_the_txn() {
+        let v = put(&View::default(), "foo", "bar");
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let a = apply(
+            &v,
+            &Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
+                        key: "foo".into(),
+                        value: "newval".into(),
+                        ..Default::default()
+                    })),
+                    op(Request::RequestRange(RangeRequest {
+                        key: "foo".into(),
+                        ..Default::default()
+                    })),
+                ],
+                failure: vec![],
+            }),
+        );
+        let Reply::Txn(t) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        let Some(Response::ResponseRange(r)) = &t.responses[1].response else {
+            panic!()
+        };
+        assert_eq!(r.header.as_ref().map(|h| h.revision), Some(3));
+        assert_eq!(&r.kvs[0].value[..], b"newval");
+        assert_eq!((r.kvs[0].mod_revision, r.kvs[0].version), (3, 2));
     }
 }
 
