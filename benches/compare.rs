@@ -35,6 +35,8 @@ const VALUE_SIZE: usize = 256;
 const MAX_CONNS: usize = 8;
 /// Clients used for the fill phases (as the reference's `prepare`).
 const FILL_CLIENTS: usize = 64;
+/// Keys of the shared-key compare-and-swap step.
+const SHARED_KEYS: usize = 100;
 /// Keys the history step piles its revisions on.
 const HISTORY_KEYS: usize = 100;
 /// The history fill stops after this long even if not all revisions are in.
@@ -162,7 +164,13 @@ fn clean_command(bin: &str) -> Command {
     cmd
 }
 
+/// The etcd to compare with: `$BENCH_ETCD_BIN` if set, else `/usr/bin/etcd`,
+/// else `etcd` on `PATH`.
 fn etcd_bin() -> Option<String> {
+    if let Some(bin) = std::env::var_os("BENCH_ETCD_BIN") {
+        let bin = PathBuf::from(bin);
+        return bin.is_file().then(|| bin.display().to_string());
+    }
     if Path::new(ETCD_BIN).is_file() {
         return Some(ETCD_BIN.to_string());
     }
@@ -776,6 +784,15 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
         );
         record(r.await);
     }
+    // The same with 100 keys shared by all clients: most compares fail.
+    let shared_keys = Arc::new(keys[..SHARED_KEYS].to_vec());
+    for &n in o.clients.iter().filter(|&&n| n > 1) {
+        let known = Arc::new(known_revisions(&conns[0], &shared_keys).await?);
+        let cas = workload(&shared_keys, Pick::Random, Some(known));
+        let label = format!("txn compare-and-swap, {SHARED_KEYS} shared keys");
+        let r = run_step("cas shared", &label, &conns, n, Op::TxnCas, &cas, per_step);
+        record(r.await);
+    }
     compact_defrag(kind, &conns[0]).await?;
 
     if !o.history {
@@ -1029,7 +1046,7 @@ async fn run(o: Opts) -> std::process::ExitCode {
             None => {
                 etcd_missing = true;
                 eprintln!(
-                    "compare: etcd not found ({ETCD_BIN} or on PATH): etcd is NOT MEASURED. \
+                    "compare: etcd not found ($BENCH_ETCD_BIN, {ETCD_BIN} or on PATH): etcd is NOT MEASURED. \
                      Install it with `apt-get install etcd-server` (Debian's etcd 3.4)."
                 );
                 None
