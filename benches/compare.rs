@@ -1103,6 +1103,10 @@ async fn run(o: Opts) -> std::process::ExitCode {
     let _ = writeln!(out, "{}", summary_table(raftcd.as_ref(), etcd.as_ref()));
     println!("{out}");
 
+    if raftcd.is_none() && etcd.is_none() {
+        eprintln!("compare: no server was measured");
+        return std::process::ExitCode::FAILURE;
+    }
     let failed = [raftcd.as_ref(), etcd.as_ref()]
         .into_iter()
         .flatten()
