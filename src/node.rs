@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use crate::mvcc::{Command, Reply, View};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::PeerNetwork;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::{ReadView, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
@@ -123,6 +124,7 @@ pub(crate) struct Inner {
     pub identity: Identity,
     pub storage: Storage,
     pub raft: Raft,
+    pub proposer: Proposer,
     pub view: ReadView,
     pub raft_state: Arc<RaftState>,
     shutdown_tx: watch::Sender<bool>,
@@ -227,6 +229,7 @@ impl Node {
             config,
             identity,
             storage,
+            proposer: Proposer::start(raft.clone()),
             raft,
             view,
             raft_state,
@@ -320,23 +323,19 @@ impl Node {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             let attempt =
-                tokio::time::timeout_at(deadline, self.inner.raft.client_write(cmd.clone())).await;
+                tokio::time::timeout_at(deadline, self.inner.proposer.propose(cmd.clone())).await;
             match attempt {
                 Err(_) => return Err(ApiError::Timeout),
-                Ok(Ok(resp)) => {
-                    return match resp.data {
-                        Reply::Error(e) => Err(ApiError::Mvcc(e)),
-                        other => Ok(other),
-                    }
-                }
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Ok(Ok(Reply::Error(e))) => return Err(ApiError::Mvcc(e)),
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ProposeError::NotLeader(_))) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(ApiError::NoLeader);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(Err(RaftError::APIError(e))) => return Err(ApiError::Internal(e.to_string())),
-                Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
+                Ok(Err(ProposeError::Other(e))) => return Err(ApiError::Internal(e)),
+                Ok(Err(ProposeError::Stopped)) => return Err(ApiError::Stopped),
             }
         }
     }

@@ -107,6 +107,7 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
         Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
         Command::Compact(req) => a.compact(req).map(Reply::Compact),
+        Command::Batch(cmds) => return apply_batch(view, cmds),
     };
     match result {
         Ok(reply) => {
@@ -125,6 +126,26 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
             events: Vec::new(),
         },
     }
+}
+
+/// Apply each command of a batch in order, each on its own.
+fn apply_batch(view: &View, cmds: &[Command]) -> Applied {
+    let mut out = Applied {
+        reply: Reply::None,
+        view: view.clone(),
+        changes: Vec::new(),
+        events: Vec::new(),
+    };
+    let mut replies = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        let a = apply(&out.view, c);
+        out.view = a.view;
+        out.changes.extend(a.changes);
+        out.events.extend(a.events);
+        replies.push(a.reply);
+    }
+    out.reply = Reply::Batch(replies);
+    out
 }
 
 struct Applier {
