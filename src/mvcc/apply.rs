@@ -286,6 +286,10 @@ impl Applier {
                     keys.push(Some(r.clone()));
                 }
             }
+            // An empty range compares like one missing key, as in etcd.
+            if keys.is_empty() {
+                keys.push(None);
+            }
         }
         for r in keys {
             if !compare_one(target, result, c.target_union.as_ref(), r.as_ref()) {
@@ -317,7 +321,14 @@ impl Applier {
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
-                    let resp: RangeResponse = self.view.range(r, self.current_rev())?;
+                    // A read sees the txn's earlier writes; an explicit
+                    // revision must exist before the txn, as in etcd.
+                    if r.revision > self.base.revision {
+                        return Err(MvccError::FutureRevision);
+                    }
+                    let mut view = self.view.clone();
+                    view.revision = self.current_rev();
+                    let resp: RangeResponse = view.range(r, view.revision)?;
                     Response::ResponseRange(resp)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
@@ -333,15 +344,8 @@ impl Applier {
                 response: Some(response),
             });
         }
-        // Write responses report the txn's final revision, as etcd does.
-        let rev = self.current_rev();
-        for r in responses.iter_mut() {
-            match &mut r.response {
-                Some(Response::ResponsePut(p)) => p.header = header(rev),
-                Some(Response::ResponseDeleteRange(d)) => d.header = header(rev),
-                _ => {}
-            }
-        }
+        // Each response keeps the revision as of its place in the txn, as in
+        // etcd: a delete or range before the first change reports the old one.
         Ok(TxnResponse {
             header: None,
             succeeded,
