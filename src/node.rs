@@ -32,12 +32,13 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but this member is {name:?} of cluster {cluster:x}")]
+    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but --name {name:?} with --initial-cluster-token {token:?} and --initial-cluster make member {name:?} of cluster {cluster:x}")]
     WrongDataDir {
         dir: String,
         found_name: String,
         found_cluster: u64,
         name: String,
+        token: String,
         cluster: u64,
     },
     #[error("this build runs single-member clusters only; --initial-cluster lists {0} members")]
@@ -144,6 +145,7 @@ fn check_identity(storage: &Storage, config: &Config, id: &Identity) -> Result<(
                     found_name: found.name,
                     found_cluster: found.cluster_id,
                     name: id.name.clone(),
+                    token: config.initial_cluster_token.clone(),
                     cluster: id.cluster_id,
                 });
             }

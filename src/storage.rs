@@ -128,6 +128,12 @@ pub struct Storage {
 impl Storage {
     /// Open (or create) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StorageError::Open {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "it exists and is not a directory"),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Open {
             path: dir.to_path_buf(),
             source,
