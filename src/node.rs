@@ -342,7 +342,8 @@ impl Node {
         }
     }
 
-    /// Stop serving, stop Raft and flush storage.
+    /// Stop serving, stop Raft and flush storage. Once every handle to this
+    /// node (its clients included) is dropped, the data dir can be reopened.
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.inner.shutdown_tx.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
@@ -359,6 +360,13 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         self.inner.storage.flush().await?;
+        // Raft's log and state machine workers drop their storage handles
+        // shortly after Raft stops; wait for that, so that the data dir is
+        // free to reopen once the caller drops its last handle to this node.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.inner.storage.handle_count() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Ok(())
     }
 }

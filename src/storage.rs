@@ -123,6 +123,9 @@ impl WriteBatch {
 pub struct Storage {
     db: sled::Db,
     path: PathBuf,
+    /// One count per live handle: the engine (and its lock on the data dir)
+    /// is released when the last one goes.
+    handles: std::sync::Arc<()>,
 }
 
 impl Storage {
@@ -151,7 +154,16 @@ impl Storage {
                 },
                 other => StorageError::Engine(other),
             })?;
-        Ok(Self { db, path })
+        Ok(Self {
+            db,
+            path,
+            handles: std::sync::Arc::new(()),
+        })
+    }
+
+    /// How many handles of this store are alive (this one included).
+    pub fn handle_count(&self) -> usize {
+        std::sync::Arc::strong_count(&self.handles)
     }
 
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
