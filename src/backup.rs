@@ -22,6 +22,12 @@ pub enum BackupError {
     BadSize,
     #[error("backup checksum mismatch: the file is corrupt")]
     Checksum,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("backup body: {0}")]
     Body(#[from] crate::storage::StorageError),
 }
@@ -52,10 +58,24 @@ pub fn read_backup(bytes: &[u8]) -> Result<View, BackupError> {
     if &data[..8] != MAGIC {
         return Err(BackupError::BadMagic);
     }
-    let len = u64::from_be_bytes(data[8..16].try_into().map_err(|_| BackupError::BadSize)?) as usize;
+    let len =
+        u64::from_be_bytes(data[8..16].try_into().map_err(|_| BackupError::BadSize)?) as usize;
     let body = data.get(16..16 + len).ok_or(BackupError::BadSize)?;
     let body: SnapshotBody = decode(Space::Snapshot, body)?;
     Ok(body.into_view())
+}
+
+/// `raftcd snapshot restore`: check `file` and seed a new data dir with it.
+/// Returns the restored revision.
+pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<i64, BackupError> {
+    let bytes = std::fs::read(file).map_err(|source| BackupError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let view = read_backup(&bytes)?;
+    let storage = crate::storage::Storage::open(data_dir)?;
+    crate::raft::state_machine::StateMachine::seed(&storage, &view)?;
+    Ok(view.revision)
 }
 
 #[cfg(test)]

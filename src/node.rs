@@ -84,7 +84,11 @@ impl Identity {
             .iter()
             .map(|u| u.as_str().to_string())
             .collect();
-        let mut parts = vec!["member", config.name.as_str(), config.initial_cluster_token.as_str()];
+        let mut parts = vec![
+            "member",
+            config.name.as_str(),
+            config.initial_cluster_token.as_str(),
+        ];
         parts.extend(peers.iter().map(String::as_str));
         let member_id = hash_id(&parts);
         let mut members: Vec<String> = config
@@ -186,20 +190,34 @@ impl Node {
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()
         };
-        let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| StartError::Raft(e.to_string()))?,
+        );
         let raft = Raft::new(identity.member_id, raft_config, PeerNetwork, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let member = MemberInfo {
             name: config.name.clone(),
-            peer_urls: config.initial_advertise_peer_urls.iter().map(url_string).collect(),
-            client_urls: config.advertise_client_urls.iter().map(url_string).collect(),
+            peer_urls: config
+                .initial_advertise_peer_urls
+                .iter()
+                .map(url_string)
+                .collect(),
+            client_urls: config
+                .advertise_client_urls
+                .iter()
+                .map(url_string)
+                .collect(),
         };
         if fresh {
             let mut members = BTreeMap::new();
             members.insert(identity.member_id, member);
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         } else {
             // The only voter: no need to wait a whole election timeout.
             let _ = raft.trigger().elect().await;
@@ -220,18 +238,29 @@ impl Node {
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let node = Node { inner };
-        node.spawn(track_metrics(node.inner.raft.clone(), node.inner.raft_state.clone()));
+        node.spawn(track_metrics(
+            node.inner.raft.clone(),
+            node.inner.raft_state.clone(),
+        ));
         node.wait_for_leader(REQUEST_TIMEOUT).await?;
         for url in node.inner.config.listen_client_urls.clone() {
-            let listener = crate::api::bind(&url).await.map_err(|source| StartError::Listen {
-                url: url_string(&url),
-                source,
-            })?;
-            if let (Ok(addr), Ok(mut addrs)) = (listener.local_addr(), node.inner.client_addrs.lock()) {
+            let listener = crate::api::bind(&url)
+                .await
+                .map_err(|source| StartError::Listen {
+                    url: url_string(&url),
+                    source,
+                })?;
+            if let (Ok(addr), Ok(mut addrs)) =
+                (listener.local_addr(), node.inner.client_addrs.lock())
+            {
                 addrs.push(addr);
             }
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving client requests");
-            node.spawn(crate::api::serve(node.clone(), listener, node.shutdown_signal()));
+            node.spawn(crate::api::serve(
+                node.clone(),
+                listener,
+                node.shutdown_signal(),
+            ));
         }
         tracing::info!(
             name = %node.inner.identity.name,
@@ -280,7 +309,11 @@ impl Node {
 
     /// Addresses the client listeners are bound to (useful with port 0).
     pub fn client_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.inner.client_addrs.lock().map(|a| a.clone()).unwrap_or_default()
+        self.inner
+            .client_addrs
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// Propose a command and wait for its reply. Waits for a leader and
@@ -288,7 +321,8 @@ impl Node {
     pub(crate) async fn write(&self, cmd: Command) -> Result<Reply, ApiError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.inner.raft.client_write(cmd.clone())).await;
+            let attempt =
+                tokio::time::timeout_at(deadline, self.inner.raft.client_write(cmd.clone())).await;
             match attempt {
                 Err(_) => return Err(ApiError::Timeout),
                 Ok(Ok(resp)) => {
@@ -381,7 +415,9 @@ async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
         {
             let cur = m.borrow();
             state.term.store(cur.current_term, Ordering::Relaxed);
-            state.leader.store(cur.current_leader.unwrap_or(0), Ordering::Relaxed);
+            state
+                .leader
+                .store(cur.current_leader.unwrap_or(0), Ordering::Relaxed);
             state
                 .last_log_index
                 .store(cur.last_log_index.unwrap_or(0), Ordering::Relaxed);

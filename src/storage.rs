@@ -118,6 +118,9 @@ impl WriteBatch {
     }
 }
 
+/// One stored key/value pair (key without its keyspace prefix).
+pub type Pair = (Vec<u8>, Vec<u8>);
+
 /// Handle to the storage engine. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Storage {
@@ -134,7 +137,10 @@ impl Storage {
         if dir.exists() && !dir.is_dir() {
             return Err(StorageError::Open {
                 path: dir.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "it exists and is not a directory"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                ),
             });
         }
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Open {
@@ -144,7 +150,7 @@ impl Storage {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
@@ -198,7 +204,7 @@ impl Storage {
         space: Space,
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> {
+    ) -> impl DoubleEndedIterator<Item = Result<Pair, StorageError>> {
         let start = Bound::Included(full_key(space, from));
         let end = match to {
             Some(to) => Bound::Excluded(full_key(space, to)),
@@ -211,12 +217,12 @@ impl Storage {
     }
 
     /// The last entry of `space`, if any.
-    pub fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn last(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next_back().transpose()
     }
 
     /// The first entry of `space`, if any.
-    pub fn first(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn first(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next().transpose()
     }
 

@@ -48,7 +48,12 @@ pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no address for {host}"),
+            )
+        })?;
     TcpListener::bind(addr).await
 }
 
@@ -61,12 +66,17 @@ pub fn router(node: &Node) -> axum::Router {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(
-        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())).max_decoding_message_size(max),
+        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
+            .max_decoding_message_size(max),
     )
-    .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())).max_decoding_message_size(max))
+    .add_service(
+        ClusterServer::new(cluster::ClusterService::new(node.clone()))
+            .max_decoding_message_size(max),
+    )
     .into_axum_router()
     .layer(axum::middleware::map_response(error::message_size_status));
     grpc.merge(http::routes(node.clone()))
+        .fallback(http::fallback)
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.

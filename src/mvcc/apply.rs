@@ -15,8 +15,8 @@ use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -57,7 +57,10 @@ impl Record {
             create: r.create,
             version: r.version,
             lease: r.lease,
-            value: r.value.as_ref().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+            value: r
+                .value
+                .as_ref()
+                .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
         }
     }
 
@@ -174,7 +177,11 @@ impl Applier {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<Rev> {
-        self.view.index.get(key).and_then(|h| live_at(h, i64::MAX)).cloned()
+        self.view
+            .index
+            .get(key)
+            .and_then(|h| live_at(h, i64::MAX))
+            .cloned()
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
@@ -185,6 +192,8 @@ impl Applier {
         });
         let h = self.view.index.entry(key).or_default();
         h.push_back(rev);
+        // Later reads in the same txn see this write, as in etcd.
+        self.view.revision = self.write_rev;
     }
 
     fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
@@ -198,12 +207,16 @@ impl Applier {
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
         let prev = self.latest_live(&req.key);
         let value = if req.ignore_value {
-            prev.as_ref().and_then(|p| p.value.clone()).ok_or(MvccError::KeyNotFound)?
+            prev.as_ref()
+                .and_then(|p| p.value.clone())
+                .ok_or(MvccError::KeyNotFound)?
         } else {
             req.value.clone()
         };
         let lease = if req.ignore_lease {
-            prev.as_ref().map(|p| p.lease).ok_or(MvccError::KeyNotFound)?
+            prev.as_ref()
+                .map(|p| p.lease)
+                .ok_or(MvccError::KeyNotFound)?
         } else {
             self.check_lease(req.lease)?;
             req.lease
@@ -273,13 +286,21 @@ impl Applier {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
-        let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
-        let result = CompareResult::try_from(c.result).map_err(|_| MvccError::UnknownCompareResult(c.result))?;
+        let target = CompareTarget::try_from(c.target)
+            .map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
+        let result = CompareResult::try_from(c.result)
+            .map_err(|_| MvccError::UnknownCompareResult(c.result))?;
         // Evaluate against the state before the txn, over one key or a range.
         let rev = self.base.revision;
         let mut keys: Vec<Option<Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(self.base.index.get(&c.key).and_then(|h| live_at(h, rev)).cloned());
+            keys.push(
+                self.base
+                    .index
+                    .get(&c.key)
+                    .and_then(|h| live_at(h, rev))
+                    .cloned(),
+            );
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
                 if let Some(r) = live_at(h, rev) {
@@ -316,23 +337,26 @@ impl Applier {
 
     fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let succeeded = self.compares_hold(&req.compare)?;
-        let ops = if succeeded { &req.success } else { &req.failure };
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
-                    // A read sees the txn's earlier writes; an explicit
-                    // revision must exist before the txn, as in etcd.
+                    // An explicit revision must exist before the txn, as in etcd.
                     if r.revision > self.base.revision {
                         return Err(MvccError::FutureRevision);
                     }
-                    let mut view = self.view.clone();
-                    view.revision = self.current_rev();
-                    let resp: RangeResponse = view.range(r, view.revision)?;
+                    let resp: RangeResponse = self.view.range(r, self.current_rev())?;
                     Response::ResponseRange(resp)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
-                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
+                Some(Request::RequestDeleteRange(d)) => {
+                    Response::ResponseDeleteRange(self.delete_range(d)?)
+                }
                 Some(Request::RequestTxn(t)) => {
                     let mut inner = self.txn(t)?;
                     inner.header = Some(ResponseHeader::default());
@@ -363,13 +387,18 @@ impl Applier {
         }
         let keys: Vec<Bytes> = self.view.index.keys().cloned().collect();
         for key in keys {
-            let Some(h) = self.view.index.get(&key) else { continue };
+            let Some(h) = self.view.index.get(&key) else {
+                continue;
+            };
             // Keep every revision above `rev` and the newest one at or below
             // it unless that one is a tombstone.
             let keep_from = match at_revision(h, rev) {
                 None => continue,
                 Some(r) => {
-                    let idx = h.iter().position(|x| x.main == r.main && x.sub == r.sub).unwrap_or(0);
+                    let idx = h
+                        .iter()
+                        .position(|x| x.main == r.main && x.sub == r.sub)
+                        .unwrap_or(0);
                     if r.is_tombstone() {
                         idx + 1
                     } else {
@@ -383,7 +412,10 @@ impl Applier {
             let mut h = h.clone();
             let kept = h.split_off(keep_from);
             for r in h.iter() {
-                self.changes.push(Change::Remove { main: r.main, sub: r.sub });
+                self.changes.push(Change::Remove {
+                    main: r.main,
+                    sub: r.sub,
+                });
             }
             if kept.is_empty() {
                 self.view.index.remove(&key);
@@ -399,7 +431,12 @@ impl Applier {
 }
 
 /// Evaluate one compare against one key's state (`None`: absent key).
-fn compare_one(target: CompareTarget, result: CompareResult, tu: Option<&TargetUnion>, r: Option<&Rev>) -> bool {
+fn compare_one(
+    target: CompareTarget,
+    result: CompareResult,
+    tu: Option<&TargetUnion>,
+    r: Option<&Rev>,
+) -> bool {
     use std::cmp::Ordering;
     let ord: Ordering = match target {
         CompareTarget::Value => {
@@ -490,21 +527,35 @@ mod tests {
                 prev_kv: true,
             }),
         );
-        let Reply::DeleteRange(d) = &del.reply else { panic!() };
+        let Reply::DeleteRange(d) = &del.reply else {
+            panic!()
+        };
         assert_eq!(d.deleted, 2);
         assert_eq!(d.prev_kvs.len(), 2);
         let v = put(&del.view, "foo", "again");
         let kv = &get(&v, "foo", 0).unwrap().kvs[0];
         assert_eq!((kv.create_revision, kv.version), (6, 1));
 
-        let c = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: true }));
+        let c = apply(
+            &v,
+            &Command::Compact(CompactionRequest {
+                revision: 5,
+                physical: true,
+            }),
+        );
         assert!(matches!(c.reply, Reply::Compact(_)));
         let v = c.view;
         assert_eq!(get(&v, "foo", 4), Err(MvccError::Compacted));
         assert!(get(&v, "foo", 5).unwrap().kvs.is_empty());
         // foo2 was deleted at 5: compacting at 5 drops its whole history.
         assert!(!v.index.contains_key(&b"foo2"[..]));
-        let again = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: false }));
+        let again = apply(
+            &v,
+            &Command::Compact(CompactionRequest {
+                revision: 5,
+                physical: false,
+            }),
+        );
         assert!(matches!(again.reply, Reply::Error(MvccError::Compacted)));
     }
 
@@ -580,5 +631,190 @@ mod tests {
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
         assert!(bad.changes.is_empty());
         assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+
+    #[test]
+    fn txn_reads_see_earlier_writes_of_the_txn() {
+        let v = put(&View::default(), "foo", "bar");
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let a = apply(
+            &v,
+            &Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
+                        key: "foo".into(),
+                        value: "newval".into(),
+                        ..Default::default()
+                    })),
+                    op(Request::RequestRange(RangeRequest {
+                        key: "foo".into(),
+                        ..Default::default()
+                    })),
+                ],
+                failure: vec![],
+            }),
+        );
+        let Reply::Txn(t) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        let Some(Response::ResponseRange(r)) = &t.responses[1].response else {
+            panic!()
+        };
+        assert_eq!(r.header.as_ref().map(|h| h.revision), Some(3));
+        assert_eq!(&r.kvs[0].value[..], b"newval");
+        assert_eq!((r.kvs[0].mod_revision, r.kvs[0].version), (3, 2));
+    }
+}
+
+/// The store against a plain model: a full copy of the key space per
+/// revision. Random puts, deletes, range deletes, compactions and reads at
+/// random revisions must agree with the model.
+#[cfg(test)]
+mod model_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::pb::etcdserverpb::RangeRequest;
+
+    type State = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>; // value, create, mod, version
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{:02}", i).into_bytes()
+    }
+
+    #[test]
+    fn store_matches_model_under_random_ops() {
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut view = View::default();
+            // history[r] = state at revision r (index 0 unused).
+            let mut history: Vec<State> = vec![State::new(), State::new()];
+            let mut compacted = -1i64;
+            for step in 0..400 {
+                let cur = history.last().cloned().unwrap_or_default();
+                let rev = history.len() as i64; // the revision a write would get
+                match rng.below(10) {
+                    0..=4 => {
+                        let k = key(rng.below(20));
+                        let v = format!("v{step}").into_bytes();
+                        let a = apply(
+                            &view,
+                            &Command::Put(PutRequest {
+                                key: k.clone().into(),
+                                value: v.clone().into(),
+                                ..Default::default()
+                            }),
+                        );
+                        assert!(matches!(a.reply, Reply::Put(_)));
+                        view = a.view;
+                        let mut next = cur.clone();
+                        let (create, version) = match cur.get(&k) {
+                            Some((_, c, _, ver)) => (*c, ver + 1),
+                            None => (rev, 1),
+                        };
+                        next.insert(k, (v, create, rev, version));
+                        history.push(next);
+                    }
+                    5 | 6 => {
+                        let a = rng.below(20);
+                        let b = a + rng.below(4);
+                        let (start, end) = (key(a), if b == a { vec![] } else { key(b) });
+                        let applied = apply(
+                            &view,
+                            &Command::DeleteRange(DeleteRangeRequest {
+                                key: start.clone().into(),
+                                range_end: end.clone().into(),
+                                prev_kv: false,
+                            }),
+                        );
+                        let Reply::DeleteRange(d) = &applied.reply else {
+                            panic!("delete failed")
+                        };
+                        view = applied.view;
+                        let mut next = cur.clone();
+                        next.retain(|k, _| !super::super::view::in_range(k, &start, &end));
+                        assert_eq!(d.deleted as usize, cur.len() - next.len());
+                        if d.deleted > 0 {
+                            history.push(next);
+                        }
+                    }
+                    7 => {
+                        let current = history.len() as i64 - 1;
+                        let target = 1 + rng.below(current as u64) as i64;
+                        let applied = apply(
+                            &view,
+                            &Command::Compact(CompactionRequest {
+                                revision: target,
+                                physical: false,
+                            }),
+                        );
+                        if target <= compacted {
+                            assert!(matches!(applied.reply, Reply::Error(MvccError::Compacted)));
+                        } else {
+                            assert!(matches!(applied.reply, Reply::Compact(_)));
+                            compacted = target;
+                            view = applied.view;
+                        }
+                    }
+                    _ => {}
+                }
+                assert_eq!(
+                    view.revision,
+                    history.len() as i64 - 1,
+                    "seed {seed} step {step}"
+                );
+                // Read everything at a random revision and compare.
+                let current = history.len() as i64 - 1;
+                let at = 1 + rng.below(current as u64) as i64;
+                let resp = view.range(
+                    &RangeRequest {
+                        key: vec![0u8].into(),
+                        range_end: vec![0u8].into(),
+                        revision: at,
+                        ..Default::default()
+                    },
+                    view.revision,
+                );
+                if at < compacted {
+                    assert_eq!(resp, Err(MvccError::Compacted));
+                    continue;
+                }
+                let resp = resp.unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+                let got: State = resp
+                    .kvs
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.key.to_vec(),
+                            (
+                                kv.value.to_vec(),
+                                kv.create_revision,
+                                kv.mod_revision,
+                                kv.version,
+                            ),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    got, history[at as usize],
+                    "seed {seed} step {step} rev {at}"
+                );
+                assert_eq!(resp.count as usize, got.len());
+            }
+        }
     }
 }

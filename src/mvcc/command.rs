@@ -75,7 +75,9 @@ pub(crate) mod pbcodec {
         s.serialize_bytes(&m.encode_to_vec())
     }
 
-    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<M, D::Error> {
         let buf = serde_bytes::ByteBuf::deserialize(d)?;
         M::decode(buf.as_slice()).map_err(serde::de::Error::custom)
     }

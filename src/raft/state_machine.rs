@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError};
+use openraft::{
+    AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -106,7 +109,10 @@ impl StateMachine {
     /// Load the state machine from storage, rebuilding the in-memory index.
     pub fn open(storage: Storage) -> Result<Self, StorageError> {
         let get = |key: &[u8]| storage.get(Space::SmMeta, key);
-        let applied: Option<LogId> = get(KEY_APPLIED)?.map(|v| decode(Space::SmMeta, &v)).transpose()?.flatten();
+        let applied: Option<LogId> = get(KEY_APPLIED)?
+            .map(|v| decode(Space::SmMeta, &v))
+            .transpose()?
+            .flatten();
         let membership: StoredMembership = get(KEY_MEMBERSHIP)?
             .map(|v| decode(Space::SmMeta, &v))
             .transpose()?
@@ -154,6 +160,26 @@ impl StateMachine {
         b.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
     }
 
+    /// Seed an empty data dir with `view` (for `raftcd snapshot restore`):
+    /// the store's keys and revisions, no Raft log, no membership. The next
+    /// start bootstraps a new cluster on top of it.
+    pub fn seed(storage: &Storage, view: &View) -> Result<(), StorageError> {
+        if storage.first(Space::Kv)?.is_some() || storage.first(Space::SmMeta)?.is_some() {
+            return Err(StorageError::Corrupt {
+                space: Space::Kv,
+                reason: "refusing to restore into a data dir that already holds data".into(),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        for (main, sub, rec) in &SnapshotBody::from_view(view).records {
+            batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        batch.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
+        batch.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
+        storage.write(batch)?;
+        storage.flush_blocking()
+    }
+
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.storage
             .get(Space::Snapshot, KEY_SNAPSHOT)?
@@ -183,7 +209,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         let mut b = WriteBatch::new();
         b.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
         self.storage.write(b).map_err(sm_write_err)?;
@@ -199,7 +228,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -227,7 +258,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Change::Put { main, sub, record } => {
                                 batch.put(Space::Kv, &record_key(main, sub), encode(&record))
                             }
-                            Change::Remove { main, sub } => batch.delete(Space::Kv, &record_key(main, sub)),
+                            Change::Remove { main, sub } => {
+                                batch.delete(Space::Kv, &record_key(main, sub))
+                            }
                         }
                     }
                     view = applied.view;
@@ -288,10 +321,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        Ok(self.load_snapshot().map_err(sm_read_err)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        Ok(self
+            .load_snapshot()
+            .map_err(sm_read_err)?
+            .map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }))
     }
 }

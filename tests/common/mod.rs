@@ -115,9 +115,25 @@ impl Drop for Server {
     }
 }
 
+/// The peer port of the member owning `dir`: chosen once, then reused, so a
+/// restarted member keeps its identity (member and cluster ids derive from
+/// the peer URLs).
+fn peer_port(dir: &Path) -> u16 {
+    let file = dir.with_extension("peer-port");
+    if let Some(p) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return p;
+    }
+    let p = free_port();
+    std::fs::write(&file, p.to_string()).expect("write peer port file");
+    p
+}
+
 fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let url = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", peer_port(dir));
     Command::new(raftcd_bin())
         .args(["--data-dir", &dir.display().to_string()])
         .args([
