@@ -33,12 +33,13 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but this member is {name:?} of cluster {cluster:x}")]
+    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but --name {name:?} with --initial-cluster-token {token:?} and --initial-cluster make member {name:?} of cluster {cluster:x}")]
     WrongDataDir {
         dir: String,
         found_name: String,
         found_cluster: u64,
         name: String,
+        token: String,
         cluster: u64,
     },
     #[error("this build runs single-member clusters only; --initial-cluster lists {0} members")]
@@ -150,6 +151,7 @@ fn check_identity(storage: &Storage, config: &Config, id: &Identity) -> Result<(
                     found_name: found.name,
                     found_cluster: found.cluster_id,
                     name: id.name.clone(),
+                    token: config.initial_cluster_token.clone(),
                     cluster: id.cluster_id,
                 });
             }
@@ -373,7 +375,8 @@ impl Node {
         }
     }
 
-    /// Stop serving, stop Raft and flush storage.
+    /// Stop serving, stop Raft and flush storage. Once every handle to this
+    /// node (its clients included) is dropped, the data dir can be reopened.
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.inner.shutdown_tx.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
@@ -390,6 +393,13 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         self.inner.storage.flush().await?;
+        // Raft's log and state machine workers drop their storage handles
+        // shortly after Raft stops; wait for that, so that the data dir is
+        // free to reopen once the caller drops its last handle to this node.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.inner.storage.handle_count() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Ok(())
     }
 }

@@ -328,6 +328,10 @@ impl Applier {
                     keys.push(Some(r.clone()));
                 }
             }
+            // An empty range compares like one missing key, as in etcd.
+            if keys.is_empty() {
+                keys.push(None);
+            }
         }
         for r in keys {
             if !compare_one(target, result, c.target_union.as_ref(), r.as_ref()) {
@@ -363,6 +367,10 @@ impl Applier {
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
+                    // An explicit revision must exist before the txn, as in etcd.
+                    if r.revision > self.base.revision {
+                        return Err(MvccError::FutureRevision);
+                    }
                     let resp: RangeResponse = self.view.range(r, self.current_rev())?;
                     Response::ResponseRange(resp)
                 }
@@ -381,15 +389,8 @@ impl Applier {
                 response: Some(response),
             });
         }
-        // Write responses report the txn's final revision, as etcd does.
-        let rev = self.current_rev();
-        for r in responses.iter_mut() {
-            match &mut r.response {
-                Some(Response::ResponsePut(p)) => p.header = header(rev),
-                Some(Response::ResponseDeleteRange(d)) => d.header = header(rev),
-                _ => {}
-            }
-        }
+        // Each response keeps the revision as of its place in the txn, as in
+        // etcd: a delete or range before the first change reports the old one.
         Ok(TxnResponse {
             header: None,
             succeeded,
