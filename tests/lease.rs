@@ -244,9 +244,11 @@ fn a_lease_survives_a_restart_with_its_remaining_ttl_and_keys() {
         ("kept", kept_before, kept_after),
         ("plain", plain_before, plain_after),
     ] {
+        // Truncation puts `after` in (expect - 1, expect + 1); `elapsed` also
+        // spans the etcdctl runs around the restart, hence the extra slack.
         let expect = before as f64 - elapsed + 1.0;
         assert!(
-            (after as f64) > expect - 1.3 && (after as f64) < expect + 1.3,
+            (after as f64) > expect - 1.2 && (after as f64) < expect + 1.6,
             "{name}: remaining {before}s before, {after}s after a {elapsed:.1}s restart"
         );
     }
