@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     pub proposer: Proposer,
     pub view: ReadView,
     pub raft_state: Arc<RaftState>,
+    /// Lease deadlines and keep-alives (leader side).
+    pub lessor: crate::lessor::Lessor,
     shutdown_tx: watch::Sender<bool>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -227,6 +229,7 @@ impl Node {
 
         let (shutdown_tx, _) = watch::channel(false);
         let raft_state = Arc::new(RaftState::default());
+        let lessor = crate::lessor::Lessor::new(identity.member_id, &config);
         let inner = Arc::new(Inner {
             config,
             identity,
@@ -235,7 +238,7 @@ impl Node {
             raft,
             view,
             raft_state,
-
+            lessor,
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -246,6 +249,7 @@ impl Node {
             node.inner.raft_state.clone(),
         ));
         node.wait_for_leader(REQUEST_TIMEOUT).await?;
+        node.spawn(crate::lessor::run(node.clone()));
         for url in node.inner.config.listen_client_urls.clone() {
             let listener = crate::api::bind(&url)
                 .await
@@ -358,6 +362,13 @@ impl Node {
                 Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
             }
         }
+    }
+
+    /// The current term if this member is the leader.
+    pub(crate) fn leader_term(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.inner.identity.member_id)).then_some(m.current_term)
     }
 
     /// The current view of the store, for reads.
