@@ -10,8 +10,8 @@ use crate::node::Node;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
-    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
-    TxnResponse,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
 
@@ -27,7 +27,11 @@ impl Client {
     }
 
     /// Put `value` at `key`; returns the new revision.
-    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<i64, ApiError> {
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<i64, ApiError> {
         let resp = kv::put(
             &self.node,
             PutRequest {
@@ -51,10 +55,14 @@ impl Client {
         Ok(resp.kvs.into_iter().next())
     }
 
-    /// Linearizable read of every key starting with `prefix`.
+    /// Linearizable read of every key starting with `prefix` (an empty
+    /// prefix: every key, as in etcd's clientv3).
     pub async fn get_prefix(&self, prefix: impl Into<Bytes>) -> Result<Vec<KeyValue>, ApiError> {
-        let key: Bytes = prefix.into();
+        let mut key: Bytes = prefix.into();
         let range_end = prefix_end(&key);
+        if key.is_empty() {
+            key = Bytes::from_static(&[0]);
+        }
         let resp = self
             .range(RangeRequest {
                 key,

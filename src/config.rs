@@ -14,7 +14,11 @@ use url::Url;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid URL {url:?} in --{flag}: {reason}")]
-    BadUrl { flag: &'static str, url: String, reason: String },
+    BadUrl {
+        flag: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error("invalid --initial-cluster entry {0:?}: expected NAME=URL")]
     BadClusterEntry(String),
     #[error("--initial-cluster has no entry for this member's name {0:?}")]
@@ -113,13 +117,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, ConfigError> {
     let mut rest = s;
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let secs_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -137,7 +145,12 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, ConfigError> {
 
 /// The server's command-line flags, named as etcd's.
 #[derive(Debug, Parser)]
-#[command(name = "raftcd", version, about = "A replicated key-value store with the etcd v3 API")]
+#[command(
+    name = "raftcd",
+    version,
+    about = "A replicated key-value store with the etcd v3 API",
+    args_override_self = true
+)]
 pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -146,22 +159,42 @@ pub struct Flags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Comma-separated URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
     /// Comma-separated client URLs advertised to the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: String,
     /// Comma-separated URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
     /// Comma-separated peer URLs advertised to the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: String,
     /// Initial cluster configuration: NAME=PEER_URL,... [default: ${name}=${initial-advertise-peer-urls}].
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// Initial cluster token, distinguishing clusters.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
     /// "new" to bootstrap a cluster, "existing" to join one.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
@@ -182,11 +215,37 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
     /// Duration of periodic watch progress notifications (Go duration, e.g. `10m`).
-    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m"
+    )]
     pub experimental_watch_progress_notify_interval: String,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(subcommand)]
+    pub command: Option<SubCommand>,
+}
+
+/// Commands besides serving (the default).
+#[derive(Debug, clap::Subcommand)]
+pub enum SubCommand {
+    /// Backups made with `etcdctl snapshot save`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Create a new data dir holding the keys and revisions of a backup.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+        /// The data dir to create (must not hold data yet).
+        #[arg(long = "data-dir")]
+        restore_data_dir: PathBuf,
+    },
 }
 
 fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
@@ -201,7 +260,10 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
         match u.scheme() {
             "http" => {}
             "https" | "unix" | "unixs" => {
-                return Err(bad(format!("scheme {:?} is not supported yet (use http)", u.scheme())))
+                return Err(bad(format!(
+                    "scheme {:?} is not supported yet (use http)",
+                    u.scheme()
+                )))
             }
             other => return Err(bad(format!("unsupported scheme {other:?} (expected http)"))),
         }
@@ -251,9 +313,13 @@ impl Flags {
             return Err(ConfigError::Invalid("--name must not be empty".into()));
         }
         let listen_client_urls = parse_urls("listen-client-urls", &self.listen_client_urls)?;
-        let advertise_client_urls = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_client_urls =
+            parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
         let listen_peer_urls = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
-        let initial_advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let initial_advertise_peer_urls = parse_urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
         let initial_cluster = match &self.initial_cluster {
             Some(s) => parse_cluster(s)?,
             None => vec![(self.name.clone(), initial_advertise_peer_urls.clone())],
@@ -267,10 +333,14 @@ impl Flags {
             other => return Err(ConfigError::BadClusterState(other.to_string())),
         };
         if self.max_txn_ops == 0 {
-            return Err(ConfigError::Invalid("--max-txn-ops must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "--max-txn-ops must be at least 1".into(),
+            ));
         }
         if self.max_request_bytes == 0 {
-            return Err(ConfigError::Invalid("--max-request-bytes must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "--max-request-bytes must be at least 1".into(),
+            ));
         }
         if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Invalid(format!(
@@ -278,7 +348,8 @@ impl Flags {
                 self.election_timeout, self.heartbeat_interval
             )));
         }
-        let watch_progress_notify_interval = parse_go_duration(&self.experimental_watch_progress_notify_interval)?;
+        let watch_progress_notify_interval =
+            parse_go_duration(&self.experimental_watch_progress_notify_interval)?;
         if watch_progress_notify_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "--experimental-watch-progress-notify-interval must be greater than 0".into(),
@@ -337,8 +408,14 @@ mod tests {
     fn go_durations() {
         assert_eq!(parse_go_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "10", "s", "1x", "-1s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
@@ -360,5 +437,19 @@ mod tests {
         assert!(e.contains("initial-cluster-state"), "{e}");
         let e = flags(&["--initial-cluster", "default"]).unwrap_err();
         assert!(e.contains("NAME=URL"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_the_last_value_as_etcd_does() {
+        let c = flags(&[
+            "--name",
+            "a",
+            "--name",
+            "b",
+            "--initial-cluster",
+            "b=http://127.0.0.1:2380",
+        ])
+        .unwrap();
+        assert_eq!(c.name, "b");
     }
 }

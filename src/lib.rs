@@ -15,6 +15,7 @@
 //! * [`raft`]: openraft glue: log store, state machine, peer network.
 //! * [`watch`]: fan-out of applied events to watch streams, history replay.
 //! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
+//! * [`lessor`]: the leader's lease deadlines, keep-alives and expiry ticker.
 //! * [`node`]: wiring; [`Node::start`] is the one start function.
 //! * [`client`]: the in-process KV handle for embedding programs.
 //!
@@ -34,6 +35,7 @@ pub mod api;
 pub mod backup;
 pub mod client;
 pub mod config;
+pub mod lessor;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

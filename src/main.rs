@@ -2,7 +2,7 @@
 //! etcd's flags and environment variables.
 
 use clap::Parser;
-use raftcd::config::Flags;
+use raftcd::config::{Flags, SnapshotCommand, SubCommand};
 use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -10,12 +10,33 @@ fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     // openraft is chatty at info; its warnings and errors still show.
     let directives = format!("{},openraft=warn", flags.log_level);
-    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(SubCommand::Snapshot(SnapshotCommand::Restore {
+        file,
+        restore_data_dir,
+    })) = &flags.command
+    {
+        return match raftcd::backup::restore(file, restore_data_dir) {
+            Ok(rev) => {
+                println!(
+                    "restored {} at revision {rev} into {}",
+                    file.display(),
+                    restore_data_dir.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("raftcd: error: snapshot restore: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match flags.into_config() {
         Ok(c) => c,
         Err(e) => {

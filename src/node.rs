@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use crate::mvcc::{Command, Reply, View};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::PeerNetwork;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::{ReadView, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
@@ -32,12 +33,13 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but this member is {name:?} of cluster {cluster:x}")]
+    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but --name {name:?} with --initial-cluster-token {token:?} and --initial-cluster make member {name:?} of cluster {cluster:x}")]
     WrongDataDir {
         dir: String,
         found_name: String,
         found_cluster: u64,
         name: String,
+        token: String,
         cluster: u64,
     },
     #[error("this build runs single-member clusters only; --initial-cluster lists {0} members")]
@@ -83,7 +85,11 @@ impl Identity {
             .iter()
             .map(|u| u.as_str().to_string())
             .collect();
-        let mut parts = vec!["member", config.name.as_str(), config.initial_cluster_token.as_str()];
+        let mut parts = vec![
+            "member",
+            config.name.as_str(),
+            config.initial_cluster_token.as_str(),
+        ];
         parts.extend(peers.iter().map(String::as_str));
         let member_id = hash_id(&parts);
         let mut members: Vec<String> = config
@@ -119,9 +125,12 @@ pub(crate) struct Inner {
     pub identity: Identity,
     pub storage: Storage,
     pub raft: Raft,
+    pub proposer: Proposer,
     pub view: ReadView,
     pub raft_state: Arc<RaftState>,
     pub watch: crate::watch::WatchHub,
+    /// Lease deadlines and keep-alives (leader side).
+    pub lessor: crate::lessor::Lessor,
     shutdown_tx: watch::Sender<bool>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -145,6 +154,7 @@ fn check_identity(storage: &Storage, config: &Config, id: &Identity) -> Result<(
                     found_name: found.name,
                     found_cluster: found.cluster_id,
                     name: id.name.clone(),
+                    token: config.initial_cluster_token.clone(),
                     cluster: id.cluster_id,
                 });
             }
@@ -186,20 +196,34 @@ impl Node {
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()
         };
-        let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| StartError::Raft(e.to_string()))?,
+        );
         let raft = Raft::new(identity.member_id, raft_config, PeerNetwork, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let member = MemberInfo {
             name: config.name.clone(),
-            peer_urls: config.initial_advertise_peer_urls.iter().map(url_string).collect(),
-            client_urls: config.advertise_client_urls.iter().map(url_string).collect(),
+            peer_urls: config
+                .initial_advertise_peer_urls
+                .iter()
+                .map(url_string)
+                .collect(),
+            client_urls: config
+                .advertise_client_urls
+                .iter()
+                .map(url_string)
+                .collect(),
         };
         if fresh {
             let mut members = BTreeMap::new();
             members.insert(identity.member_id, member);
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         } else {
             // The only voter: no need to wait a whole election timeout.
             let _ = raft.trigger().elect().await;
@@ -216,31 +240,46 @@ impl Node {
                 fragment_bytes: config.max_request_bytes + crate::api::GRPC_OVERHEAD_BYTES,
             },
         );
+        let lessor = crate::lessor::Lessor::new(identity.member_id, &config);
         let inner = Arc::new(Inner {
             config,
             identity,
             storage,
+            proposer: Proposer::start(raft.clone()),
             raft,
             view,
             raft_state,
             watch,
+            lessor,
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let node = Node { inner };
-        node.spawn(track_metrics(node.inner.raft.clone(), node.inner.raft_state.clone()));
+        node.spawn(track_metrics(
+            node.inner.raft.clone(),
+            node.inner.raft_state.clone(),
+        ));
         node.wait_for_leader(REQUEST_TIMEOUT).await?;
+        node.spawn(crate::lessor::run(node.clone()));
         for url in node.inner.config.listen_client_urls.clone() {
-            let listener = crate::api::bind(&url).await.map_err(|source| StartError::Listen {
-                url: url_string(&url),
-                source,
-            })?;
-            if let (Ok(addr), Ok(mut addrs)) = (listener.local_addr(), node.inner.client_addrs.lock()) {
+            let listener = crate::api::bind(&url)
+                .await
+                .map_err(|source| StartError::Listen {
+                    url: url_string(&url),
+                    source,
+                })?;
+            if let (Ok(addr), Ok(mut addrs)) =
+                (listener.local_addr(), node.inner.client_addrs.lock())
+            {
                 addrs.push(addr);
             }
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving client requests");
-            node.spawn(crate::api::serve(node.clone(), listener, node.shutdown_signal()));
+            node.spawn(crate::api::serve(
+                node.clone(),
+                listener,
+                node.shutdown_signal(),
+            ));
         }
         tracing::info!(
             name = %node.inner.identity.name,
@@ -289,7 +328,11 @@ impl Node {
 
     /// Addresses the client listeners are bound to (useful with port 0).
     pub fn client_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.inner.client_addrs.lock().map(|a| a.clone()).unwrap_or_default()
+        self.inner
+            .client_addrs
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// Propose a command and wait for its reply. Waits for a leader and
@@ -297,23 +340,20 @@ impl Node {
     pub(crate) async fn write(&self, cmd: Command) -> Result<Reply, ApiError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.inner.raft.client_write(cmd.clone())).await;
+            let attempt =
+                tokio::time::timeout_at(deadline, self.inner.proposer.propose(cmd.clone())).await;
             match attempt {
                 Err(_) => return Err(ApiError::Timeout),
-                Ok(Ok(resp)) => {
-                    return match resp.data {
-                        Reply::Error(e) => Err(ApiError::Mvcc(e)),
-                        other => Ok(other),
-                    }
-                }
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Ok(Ok(Reply::Error(e))) => return Err(ApiError::Mvcc(e)),
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ProposeError::NotLeader(_))) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(ApiError::NoLeader);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(Err(RaftError::APIError(e))) => return Err(ApiError::Internal(e.to_string())),
-                Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
+                Ok(Err(ProposeError::Other(e))) => return Err(ApiError::Internal(e)),
+                Ok(Err(ProposeError::Stopped)) => return Err(ApiError::Stopped),
             }
         }
     }
@@ -336,6 +376,13 @@ impl Node {
         }
     }
 
+    /// The current term if this member is the leader.
+    pub(crate) fn leader_term(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.inner.identity.member_id)).then_some(m.current_term)
+    }
+
     /// The current view of the store, for reads.
     pub(crate) fn view(&self) -> Arc<View> {
         self.inner.view.load()
@@ -346,7 +393,8 @@ impl Node {
         make_header(&self.inner.identity, &self.inner.raft_state, revision)
     }
 
-    /// Stop serving, stop Raft and flush storage.
+    /// Stop serving, stop Raft and flush storage. Once every handle to this
+    /// node (its clients included) is dropped, the data dir can be reopened.
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.inner.shutdown_tx.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
@@ -363,6 +411,13 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         self.inner.storage.flush().await?;
+        // Raft's log and state machine workers drop their storage handles
+        // shortly after Raft stops; wait for that, so that the data dir is
+        // free to reopen once the caller drops its last handle to this node.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.inner.storage.handle_count() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Ok(())
     }
 }
@@ -392,7 +447,9 @@ async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
         {
             let cur = m.borrow();
             state.term.store(cur.current_term, Ordering::Relaxed);
-            state.leader.store(cur.current_leader.unwrap_or(0), Ordering::Relaxed);
+            state
+                .leader
+                .store(cur.current_leader.unwrap_or(0), Ordering::Relaxed);
             state
                 .last_log_index
                 .store(cur.last_log_index.unwrap_or(0), Ordering::Relaxed);

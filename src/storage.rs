@@ -13,7 +13,9 @@
 //!
 //! Every value written here is encoded with [`encode`]: a format-version byte
 //! followed by the postcard encoding of the record, so a later release can
-//! read today's data or refuse it with a clear message.
+//! read today's data or refuse it with a clear message. A record type whose
+//! layout changes gets a new version byte ([`encode_as`]) and its reader
+//! dispatches on [`split_version`]; the other records stay at version 1.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,11 @@ use serde::Serialize;
 
 /// Version byte in front of every persisted record.
 pub const FORMAT_V1: u8 = 1;
+/// Version 2: used by records whose layout grew after version 1 (the
+/// snapshot body, which gained the lease table).
+pub const FORMAT_V2: u8 = 2;
+/// The newest format version this build reads.
+pub const FORMAT_LATEST: u8 = FORMAT_V2;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +44,7 @@ pub enum StorageError {
     Engine(#[from] sled::Error),
     #[error("corrupt record in {space:?}: {reason}")]
     Corrupt { space: Space, reason: String },
-    #[error("unsupported data format version {found} (this build reads version {FORMAT_V1}); was the data dir written by a newer raftcd?")]
+    #[error("unsupported data format version {found} (this build reads versions up to {FORMAT_LATEST}); was the data dir written by a newer raftcd?")]
     Version { found: u8 },
 }
 
@@ -56,6 +63,9 @@ pub enum Space {
     Snapshot = 5,
     /// Identity of this data dir: cluster id, member id, name.
     Identity = 6,
+    /// The lease table by lease id (i64 big endian): granted TTL and the
+    /// leader's clock at the last grant or persisted refresh.
+    Lease = 7,
 }
 
 impl Space {
@@ -81,7 +91,12 @@ fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
 
 /// Encode a record with the format-version byte in front.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let out = vec![FORMAT_V1];
+    encode_as(FORMAT_V1, value)
+}
+
+/// Encode a record with an explicit format-version byte in front.
+pub fn encode_as<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let out = vec![version];
     // postcard only fails on writer errors, and a Vec writer cannot fail.
     match postcard::to_extend(value, out) {
         Ok(v) => v,
@@ -89,19 +104,36 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
-/// Decode a record written by [`encode`].
+/// Decode a version-1 record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(space: Space, bytes: &[u8]) -> Result<T, StorageError> {
-    match bytes.first() {
-        Some(&FORMAT_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| StorageError::Corrupt {
-            space,
-            reason: e.to_string(),
-        }),
-        Some(&v) => Err(StorageError::Version { found: v }),
+    match split_version(space, bytes)? {
+        (FORMAT_V1, payload) => decode_payload(space, payload),
+        (v, _) => Err(StorageError::Version { found: v }),
+    }
+}
+
+/// The format version of a record and its payload; refuses versions newer
+/// than this build reads.
+pub fn split_version(space: Space, bytes: &[u8]) -> Result<(u8, &[u8]), StorageError> {
+    match bytes.split_first() {
+        Some((&v, payload)) if (FORMAT_V1..=FORMAT_LATEST).contains(&v) => Ok((v, payload)),
+        Some((&v, _)) => Err(StorageError::Version { found: v }),
         None => Err(StorageError::Corrupt {
             space,
             reason: "empty record".into(),
         }),
     }
+}
+
+/// Decode the payload of a record (the bytes after its version byte).
+pub fn decode_payload<T: DeserializeOwned>(
+    space: Space,
+    payload: &[u8],
+) -> Result<T, StorageError> {
+    postcard::from_bytes(payload).map_err(|e| StorageError::Corrupt {
+        space,
+        reason: e.to_string(),
+    })
 }
 
 /// A set of writes applied atomically by [`Storage::write`].
@@ -143,17 +175,32 @@ impl WriteBatch {
     }
 }
 
+/// One stored key/value pair (key without its keyspace prefix).
+pub type Pair = (Vec<u8>, Vec<u8>);
+
 /// Handle to the storage engine. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
     blobs: sled::Tree,
     path: PathBuf,
+    /// One count per live handle: the engine (and its lock on the data dir)
+    /// is released when the last one goes.
+    handles: std::sync::Arc<()>,
 }
 
 impl Storage {
     /// Open (or create) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StorageError::Open {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                ),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Open {
             path: dir.to_path_buf(),
             source,
@@ -161,7 +208,7 @@ impl Storage {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
@@ -172,7 +219,12 @@ impl Storage {
                 other => StorageError::Engine(other),
             })?;
         let blobs = db.open_tree(BLOB_TREE)?;
-        let s = Self { db, blobs, path };
+        let s = Self {
+            db,
+            blobs,
+            path,
+            handles: std::sync::Arc::new(()),
+        };
         s.move_blobs_out_of_main()?;
         Ok(s)
     }
@@ -206,8 +258,16 @@ impl Storage {
         }
     }
 
+    /// How many handles of this store are alive (this one included).
+    pub fn handle_count(&self) -> usize {
+        std::sync::Arc::strong_count(&self.handles)
+    }
+
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree(space).get(full_key(space, key))?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(space)
+            .get(full_key(space, key))?
+            .map(|v| v.to_vec()))
     }
 
     /// Apply every write of `batch` atomically (all or none survive a crash).
@@ -228,9 +288,9 @@ impl Storage {
                     })
                     .map_err(|e| match e {
                         TransactionError::Storage(e) => StorageError::Engine(e),
-                        TransactionError::Abort(()) => {
-                            StorageError::Engine(sled::Error::ReportableBug("write batch transaction aborted".into()))
-                        }
+                        TransactionError::Abort(()) => StorageError::Engine(
+                            sled::Error::ReportableBug("write batch transaction aborted".into()),
+                        ),
                     })?;
             }
         }
@@ -256,7 +316,7 @@ impl Storage {
         space: Space,
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> {
+    ) -> impl DoubleEndedIterator<Item = Result<Pair, StorageError>> {
         let start = Bound::Included(full_key(space, from));
         let end = match to {
             Some(to) => Bound::Excluded(full_key(space, to)),
@@ -269,12 +329,12 @@ impl Storage {
     }
 
     /// The last entry of `space`, if any.
-    pub fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn last(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next_back().transpose()
     }
 
     /// The first entry of `space`, if any.
-    pub fn first(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn first(&self, space: Space) -> Result<Option<Pair>, StorageError> {
         self.scan(space, &[], None).next().transpose()
     }
 
@@ -341,11 +401,16 @@ mod tests {
         {
             // An older layout: the snapshot in the main tree.
             let s = Storage::open(dir.path()).unwrap();
-            s.db.insert(full_key(Space::Snapshot, b"snap"), encode(&"old")).unwrap();
+            s.db.insert(full_key(Space::Snapshot, b"snap"), encode(&"old"))
+                .unwrap();
             s.flush_blocking().unwrap();
         }
         let s = Storage::open(dir.path()).unwrap();
-        assert!(s.db.get(full_key(Space::Snapshot, b"snap")).unwrap().is_none());
+        assert!(s
+            .db
+            .get(full_key(Space::Snapshot, b"snap"))
+            .unwrap()
+            .is_none());
         let v = s.get(Space::Snapshot, b"snap").unwrap().unwrap();
         assert_eq!(decode::<String>(Space::Snapshot, &v).unwrap(), "old");
         // One batch over both trees is applied as a whole.

@@ -30,6 +30,8 @@ impl From<ApiError> for Status {
                 let code = match m {
                     MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
                     MvccError::LeaseNotFound => Code::NotFound,
+                    MvccError::LeaseExists => Code::FailedPrecondition,
+                    MvccError::LeaseTtlTooLarge => Code::OutOfRange,
                     MvccError::KeyNotFound
                     | MvccError::EmptyKey
                     | MvccError::ValueProvided
@@ -43,11 +45,44 @@ impl From<ApiError> for Status {
                 (code, format!("etcdserver: {m}"))
             }
             ApiError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
-            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => (Code::Unavailable, e.to_string()),
+            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => {
+                (Code::Unavailable, e.to_string())
+            }
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
         };
         Status::new(code, msg)
     }
+}
+
+/// tonic refuses a message above the decoding limit with `OutOfRange`
+/// "Error, decoded message length too large: found N bytes, the limit is: M
+/// bytes"; etcd (grpc-go) answers `ResourceExhausted` "grpc: received message
+/// larger than max (N vs. M)". Response middleware turning the first into the
+/// second; every other response passes unchanged.
+pub async fn message_size_status(res: axum::response::Response) -> axum::response::Response {
+    let Some(status) = res.extensions().get::<Status>() else {
+        return res;
+    };
+    match etcd_size_status(status) {
+        Some(etcd) => etcd.into_http(),
+        None => res,
+    }
+}
+
+fn etcd_size_status(s: &Status) -> Option<Status> {
+    let rest = s
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")?;
+    if s.code() != Code::OutOfRange {
+        return None;
+    }
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u64>().ok());
+    let (found, limit) = (numbers.next()?, numbers.next()?);
+    Some(Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    )))
 }
 
 #[cfg(test)]
@@ -58,19 +93,54 @@ mod tests {
     fn etcd_strings_and_codes() {
         let s: Status = ApiError::Mvcc(MvccError::Compacted).into();
         assert_eq!(s.code(), Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         let s: Status = ApiError::Mvcc(MvccError::FutureRevision).into();
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision is a future revision");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
         let s: Status = ApiError::Mvcc(MvccError::LeaseNotFound).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "etcdserver: requested lease not found")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::LeaseExists).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "etcdserver: lease already exists")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::LeaseTtlTooLarge).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::OutOfRange, "etcdserver: too large lease TTL")
+        );
         let s: Status = ApiError::Mvcc(MvccError::DuplicateKey).into();
         assert_eq!(
             (s.code(), s.message()),
-            (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
+            (
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
         );
         let s: Status = ApiError::Mvcc(MvccError::EmptyKey).into();
         assert_eq!(s.message(), "etcdserver: key is not provided");
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 3145739 bytes, the limit is: 2097152 bytes",
+        );
+        let s = etcd_size_status(&tonic).unwrap();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "grpc: received message larger than max (3145739 vs. 2097152)"
+        );
+        assert!(etcd_size_status(&ApiError::Mvcc(MvccError::Compacted).into()).is_none());
         let s: Status = ApiError::RequestTooLarge.into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::node::Node;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
 pub struct KvService {
@@ -37,19 +37,25 @@ fn unexpected(reply: Reply) -> ApiError {
 
 /// A txn that only reads can be answered from the local view.
 fn txn_is_read_only(t: &TxnRequest) -> bool {
-    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
-        Some(Op::RequestRange(_)) => true,
-        Some(Op::RequestTxn(inner)) => txn_is_read_only(inner),
-        _ => false,
-    })
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(_)) => true,
+            Some(Op::RequestTxn(inner)) => txn_is_read_only(inner),
+            _ => false,
+        })
 }
 
 fn txn_is_serializable(t: &TxnRequest) -> bool {
-    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
-        Some(Op::RequestRange(r)) => r.serializable,
-        Some(Op::RequestTxn(inner)) => txn_is_serializable(inner),
-        _ => true,
-    })
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(r)) => r.serializable,
+            Some(Op::RequestTxn(inner)) => txn_is_serializable(inner),
+            _ => true,
+        })
 }
 
 /// Range: linearizable unless `serializable` is set.
@@ -76,7 +82,10 @@ pub async fn put(node: &Node, r: PutRequest) -> Result<PutResponse, ApiError> {
     }
 }
 
-pub async fn delete_range(node: &Node, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, ApiError> {
+pub async fn delete_range(
+    node: &Node,
+    r: DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, ApiError> {
     validate::check_delete(&r)?;
     check_size(node, &r)?;
     match node.write(Command::DeleteRange(r)).await? {
@@ -139,15 +148,23 @@ impl Kv for KvService {
         Ok(Response::new(put(&self.node, req.into_inner()).await?))
     }
 
-    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        Ok(Response::new(delete_range(&self.node, req.into_inner()).await?))
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        Ok(Response::new(
+            delete_range(&self.node, req.into_inner()).await?,
+        ))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         Ok(Response::new(txn(&self.node, req.into_inner()).await?))
     }
 
-    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         Ok(Response::new(compact(&self.node, req.into_inner()).await?))
     }
 }

@@ -11,9 +11,9 @@ use super::{ApiError, ETCD_VERSION};
 use crate::node::Node;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 
 /// Bytes per Snapshot stream message.
@@ -35,14 +35,17 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         // No alarm is ever raised: the store has no space quota to exceed yet.
-        let view = self.node.view();
+        // etcd's Alarm reply carries no header (`alarm list -w json` is `{}`).
         Ok(Response::new(AlarmResponse {
-            header: Some(self.node.header(view.revision)),
+            header: None,
             alarms: Vec::new(),
         }))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let inner = &self.node.inner;
         let view = self.node.view();
         let size = inner.storage.size_on_disk() as i64;
@@ -61,7 +64,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         // The engine reclaims space on its own; make everything durable.
         self.node
             .inner
@@ -84,9 +90,14 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         let view = self.node.view();
-        let (hash, _) = view.hash_kv(req.into_inner().revision).map_err(ApiError::from)?;
+        let (hash, _) = view
+            .hash_kv(req.into_inner().revision)
+            .map_err(ApiError::from)?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.node.header(view.revision)),
             hash,
@@ -96,7 +107,10 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         let view = self.node.view();
         let header = self.node.header(view.revision);
         let bytes = tokio::task::spawn_blocking(move || crate::backup::write_backup(&view))
@@ -117,10 +131,15 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
         if target != self.node.inner.identity.member_id {
-            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
         }
         let view = self.node.view();
         Ok(Response::new(MoveLeaderResponse {

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
@@ -26,6 +27,7 @@ pub use error::ApiError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 
@@ -50,7 +52,12 @@ pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no address for {host}"),
+            )
+        })?;
     TcpListener::bind(addr).await
 }
 
@@ -68,11 +75,20 @@ pub fn router(node: &Node) -> axum::Router {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(
-        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone())).max_decoding_message_size(max),
+        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
+            .max_decoding_message_size(max),
     )
-    .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())).max_decoding_message_size(max))
-    .into_axum_router();
+    .add_service(
+        ClusterServer::new(cluster::ClusterService::new(node.clone()))
+            .max_decoding_message_size(max),
+    )
+    .add_service(
+        LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
+    )
+    .into_axum_router()
+    .layer(axum::middleware::map_response(error::message_size_status));
     grpc.merge(http::routes(node.clone()))
+        .fallback(http::fallback)
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.

@@ -5,18 +5,25 @@
 //! command fails, the copy and its records are dropped, so a rejected command
 //! changes nothing. All writes of one command share one main revision and
 //! get increasing sub revisions, as in etcd.
+//!
+//! Lease commands live here too: a put attaches its key to its lease (and
+//! detaches it from the one its previous revision had), a delete detaches,
+//! and revoking a lease deletes every attached key in one revision, with a
+//! DELETE event for each, before dropping the lease.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, MvccError, Reply};
+use super::command::{Command, LeaseRefresh, MvccError, Reply};
+use super::lease::{Lease, LeaseRecord, MAX_LEASE_TTL};
 use super::view::{at_revision, live_at, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -57,7 +64,10 @@ impl Record {
             create: r.create,
             version: r.version,
             lease: r.lease,
-            value: r.value.as_ref().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+            value: r
+                .value
+                .as_ref()
+                .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
         }
     }
 
@@ -83,6 +93,10 @@ pub enum Change {
     Put { main: i64, sub: u32, record: Record },
     /// A record removed by compaction.
     Remove { main: i64, sub: u32 },
+    /// A lease granted or refreshed.
+    LeasePut { id: i64, record: LeaseRecord },
+    /// A lease revoked.
+    LeaseRemove { id: i64 },
 }
 
 /// The outcome of applying one command.
@@ -104,6 +118,16 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
         Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
         Command::Compact(req) => a.compact(req).map(Reply::Compact),
+        Command::Batch(cmds) => return apply_batch(view, cmds),
+        Command::LeaseGrant {
+            id,
+            ttl,
+            granted_ms,
+        } => a.lease_grant(*id, *ttl, *granted_ms).map(Reply::LeaseGrant),
+        Command::LeaseRevoke { id } => a.lease_revoke(*id).map(Reply::LeaseRevoke),
+        Command::LeaseCheckpoint { refreshes } => {
+            Ok(Reply::LeaseCheckpoint(a.lease_checkpoint(refreshes)))
+        }
     };
     match result {
         Ok(reply) => {
@@ -122,6 +146,26 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
             events: Vec::new(),
         },
     }
+}
+
+/// Apply each command of a batch in order, each on its own.
+fn apply_batch(view: &View, cmds: &[Command]) -> Applied {
+    let mut out = Applied {
+        reply: Reply::None,
+        view: view.clone(),
+        changes: Vec::new(),
+        events: Vec::new(),
+    };
+    let mut replies = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        let a = apply(&out.view, c);
+        out.view = a.view;
+        out.changes.extend(a.changes);
+        out.events.extend(a.events);
+        replies.push(a.reply);
+    }
+    out.reply = Reply::Batch(replies);
+    out
 }
 
 struct Applier {
@@ -174,7 +218,11 @@ impl Applier {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<Rev> {
-        self.view.index.get(key).and_then(|h| live_at(h, i64::MAX)).cloned()
+        self.view
+            .index
+            .get(key)
+            .and_then(|h| live_at(h, i64::MAX))
+            .cloned()
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
@@ -185,11 +233,12 @@ impl Applier {
         });
         let h = self.view.index.entry(key).or_default();
         h.push_back(rev);
+        // Later reads in the same txn see this write, as in etcd.
+        self.view.revision = self.write_rev;
     }
 
     fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
-        // Leases are not granted by this store yet, so any lease is unknown.
-        if lease != 0 {
+        if lease != 0 && !self.view.leases.contains_key(&lease) {
             return Err(MvccError::LeaseNotFound);
         }
         Ok(())
@@ -198,12 +247,16 @@ impl Applier {
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
         let prev = self.latest_live(&req.key);
         let value = if req.ignore_value {
-            prev.as_ref().and_then(|p| p.value.clone()).ok_or(MvccError::KeyNotFound)?
+            prev.as_ref()
+                .and_then(|p| p.value.clone())
+                .ok_or(MvccError::KeyNotFound)?
         } else {
             req.value.clone()
         };
         let lease = if req.ignore_lease {
-            prev.as_ref().map(|p| p.lease).ok_or(MvccError::KeyNotFound)?
+            prev.as_ref()
+                .map(|p| p.lease)
+                .ok_or(MvccError::KeyNotFound)?
         } else {
             self.check_lease(req.lease)?;
             req.lease
@@ -219,6 +272,12 @@ impl Applier {
             value: Some(value),
         };
         let key = req.key.clone();
+        if let Some(p) = &prev {
+            if p.lease != lease {
+                self.view.detach_key(p.lease, &key);
+            }
+        }
+        self.view.attach_key(lease, &key);
         let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -240,30 +299,10 @@ impl Applier {
             .collect();
         let mut prev_kvs = Vec::new();
         for (key, prev) in &victims {
-            let sub = self.next_sub;
-            self.next_sub += 1;
-            let tomb = Rev {
-                main: self.write_rev,
-                sub,
-                create: 0,
-                version: 0,
-                lease: 0,
-                value: None,
-            };
-            let prev_kv = prev.to_kv(key);
-            self.events.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(KeyValue {
-                    key: key.clone(),
-                    mod_revision: self.write_rev,
-                    ..Default::default()
-                }),
-                prev_kv: Some(prev_kv.clone()),
-            });
+            let prev_kv = self.delete_key(key, prev);
             if req.prev_kv {
                 prev_kvs.push(prev_kv);
             }
-            self.write(key.clone(), tomb);
         }
         Ok(DeleteRangeResponse {
             header: header(self.current_rev()),
@@ -272,19 +311,126 @@ impl Applier {
         })
     }
 
+    /// Delete one live key at this command's revision: a tombstone, a
+    /// DELETE event, and the key leaves its lease. Returns the previous kv.
+    fn delete_key(&mut self, key: &Bytes, prev: &Rev) -> KeyValue {
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        let tomb = Rev {
+            main: self.write_rev,
+            sub,
+            create: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        };
+        let prev_kv = prev.to_kv(key);
+        self.events.push(Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(KeyValue {
+                key: key.clone(),
+                mod_revision: self.write_rev,
+                ..Default::default()
+            }),
+            prev_kv: Some(prev_kv.clone()),
+        });
+        self.view.detach_key(prev.lease, key);
+        self.write(key.clone(), tomb);
+        prev_kv
+    }
+
+    fn lease_grant(
+        &mut self,
+        id: i64,
+        ttl: i64,
+        granted_ms: i64,
+    ) -> Result<LeaseGrantResponse, MvccError> {
+        if id == 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        if ttl > MAX_LEASE_TTL {
+            return Err(MvccError::LeaseTtlTooLarge);
+        }
+        if self.view.leases.contains_key(&id) {
+            return Err(MvccError::LeaseExists);
+        }
+        let lease = Lease::new(ttl, granted_ms);
+        self.changes.push(Change::LeasePut {
+            id,
+            record: lease.record(),
+        });
+        self.view.leases.insert(id, lease);
+        Ok(LeaseGrantResponse {
+            header: header(self.current_rev()),
+            id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse, MvccError> {
+        let lease = self
+            .view
+            .leases
+            .get(&id)
+            .cloned()
+            .ok_or(MvccError::LeaseNotFound)?;
+        for key in lease.keys.iter() {
+            if let Some(prev) = self.latest_live(key) {
+                self.delete_key(key, &prev);
+            }
+        }
+        self.view.leases.remove(&id);
+        self.changes.push(Change::LeaseRemove { id });
+        Ok(LeaseRevokeResponse {
+            header: header(self.current_rev()),
+        })
+    }
+
+    /// Record refreshes of the leases that still exist; unknown ids (revoked
+    /// meanwhile) are skipped. Returns how many were recorded.
+    fn lease_checkpoint(&mut self, refreshes: &[LeaseRefresh]) -> usize {
+        let mut n = 0;
+        for r in refreshes {
+            let Some(l) = self.view.leases.get_mut(&r.id) else {
+                continue;
+            };
+            if r.refreshed_ms <= l.refreshed_ms {
+                continue;
+            }
+            l.refreshed_ms = r.refreshed_ms;
+            let record = l.record();
+            self.changes.push(Change::LeasePut { id: r.id, record });
+            n += 1;
+        }
+        n
+    }
+
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
-        let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
-        let result = CompareResult::try_from(c.result).map_err(|_| MvccError::UnknownCompareResult(c.result))?;
+        let target = CompareTarget::try_from(c.target)
+            .map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
+        let result = CompareResult::try_from(c.result)
+            .map_err(|_| MvccError::UnknownCompareResult(c.result))?;
         // Evaluate against the state before the txn, over one key or a range.
         let rev = self.base.revision;
         let mut keys: Vec<Option<Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(self.base.index.get(&c.key).and_then(|h| live_at(h, rev)).cloned());
+            keys.push(
+                self.base
+                    .index
+                    .get(&c.key)
+                    .and_then(|h| live_at(h, rev))
+                    .cloned(),
+            );
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
                 if let Some(r) = live_at(h, rev) {
                     keys.push(Some(r.clone()));
                 }
+            }
+            // An empty range compares like one missing key, as in etcd.
+            if keys.is_empty() {
+                keys.push(None);
             }
         }
         for r in keys {
@@ -312,16 +458,26 @@ impl Applier {
 
     fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let succeeded = self.compares_hold(&req.compare)?;
-        let ops = if succeeded { &req.success } else { &req.failure };
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
+                    // An explicit revision must exist before the txn, as in etcd.
+                    if r.revision > self.base.revision {
+                        return Err(MvccError::FutureRevision);
+                    }
                     let resp: RangeResponse = self.view.range(r, self.current_rev())?;
                     Response::ResponseRange(resp)
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
-                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
+                Some(Request::RequestDeleteRange(d)) => {
+                    Response::ResponseDeleteRange(self.delete_range(d)?)
+                }
                 Some(Request::RequestTxn(t)) => {
                     let mut inner = self.txn(t)?;
                     inner.header = Some(ResponseHeader::default());
@@ -333,15 +489,8 @@ impl Applier {
                 response: Some(response),
             });
         }
-        // Write responses report the txn's final revision, as etcd does.
-        let rev = self.current_rev();
-        for r in responses.iter_mut() {
-            match &mut r.response {
-                Some(Response::ResponsePut(p)) => p.header = header(rev),
-                Some(Response::ResponseDeleteRange(d)) => d.header = header(rev),
-                _ => {}
-            }
-        }
+        // Each response keeps the revision as of its place in the txn, as in
+        // etcd: a delete or range before the first change reports the old one.
         Ok(TxnResponse {
             header: None,
             succeeded,
@@ -359,13 +508,18 @@ impl Applier {
         }
         let keys: Vec<Bytes> = self.view.index.keys().cloned().collect();
         for key in keys {
-            let Some(h) = self.view.index.get(&key) else { continue };
+            let Some(h) = self.view.index.get(&key) else {
+                continue;
+            };
             // Keep every revision above `rev` and the newest one at or below
             // it unless that one is a tombstone.
             let keep_from = match at_revision(h, rev) {
                 None => continue,
                 Some(r) => {
-                    let idx = h.iter().position(|x| x.main == r.main && x.sub == r.sub).unwrap_or(0);
+                    let idx = h
+                        .iter()
+                        .position(|x| x.main == r.main && x.sub == r.sub)
+                        .unwrap_or(0);
                     if r.is_tombstone() {
                         idx + 1
                     } else {
@@ -379,7 +533,10 @@ impl Applier {
             let mut h = h.clone();
             let kept = h.split_off(keep_from);
             for r in h.iter() {
-                self.changes.push(Change::Remove { main: r.main, sub: r.sub });
+                self.changes.push(Change::Remove {
+                    main: r.main,
+                    sub: r.sub,
+                });
             }
             if kept.is_empty() {
                 self.view.index.remove(&key);
@@ -395,7 +552,12 @@ impl Applier {
 }
 
 /// Evaluate one compare against one key's state (`None`: absent key).
-fn compare_one(target: CompareTarget, result: CompareResult, tu: Option<&TargetUnion>, r: Option<&Rev>) -> bool {
+fn compare_one(
+    target: CompareTarget,
+    result: CompareResult,
+    tu: Option<&TargetUnion>,
+    r: Option<&Rev>,
+) -> bool {
     use std::cmp::Ordering;
     let ord: Ordering = match target {
         CompareTarget::Value => {
@@ -486,21 +648,35 @@ mod tests {
                 prev_kv: true,
             }),
         );
-        let Reply::DeleteRange(d) = &del.reply else { panic!() };
+        let Reply::DeleteRange(d) = &del.reply else {
+            panic!()
+        };
         assert_eq!(d.deleted, 2);
         assert_eq!(d.prev_kvs.len(), 2);
         let v = put(&del.view, "foo", "again");
         let kv = &get(&v, "foo", 0).unwrap().kvs[0];
         assert_eq!((kv.create_revision, kv.version), (6, 1));
 
-        let c = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: true }));
+        let c = apply(
+            &v,
+            &Command::Compact(CompactionRequest {
+                revision: 5,
+                physical: true,
+            }),
+        );
         assert!(matches!(c.reply, Reply::Compact(_)));
         let v = c.view;
         assert_eq!(get(&v, "foo", 4), Err(MvccError::Compacted));
         assert!(get(&v, "foo", 5).unwrap().kvs.is_empty());
         // foo2 was deleted at 5: compacting at 5 drops its whole history.
         assert!(!v.index.contains_key(&b"foo2"[..]));
-        let again = apply(&v, &Command::Compact(CompactionRequest { revision: 5, physical: false }));
+        let again = apply(
+            &v,
+            &Command::Compact(CompactionRequest {
+                revision: 5,
+                physical: false,
+            }),
+        );
         assert!(matches!(again.reply, Reply::Error(MvccError::Compacted)));
     }
 
@@ -576,5 +752,190 @@ mod tests {
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
         assert!(bad.changes.is_empty());
         assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+
+    #[test]
+    fn txn_reads_see_earlier_writes_of_the_txn() {
+        let v = put(&View::default(), "foo", "bar");
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let a = apply(
+            &v,
+            &Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
+                        key: "foo".into(),
+                        value: "newval".into(),
+                        ..Default::default()
+                    })),
+                    op(Request::RequestRange(RangeRequest {
+                        key: "foo".into(),
+                        ..Default::default()
+                    })),
+                ],
+                failure: vec![],
+            }),
+        );
+        let Reply::Txn(t) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        let Some(Response::ResponseRange(r)) = &t.responses[1].response else {
+            panic!()
+        };
+        assert_eq!(r.header.as_ref().map(|h| h.revision), Some(3));
+        assert_eq!(&r.kvs[0].value[..], b"newval");
+        assert_eq!((r.kvs[0].mod_revision, r.kvs[0].version), (3, 2));
+    }
+}
+
+/// The store against a plain model: a full copy of the key space per
+/// revision. Random puts, deletes, range deletes, compactions and reads at
+/// random revisions must agree with the model.
+#[cfg(test)]
+mod model_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::pb::etcdserverpb::RangeRequest;
+
+    type State = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>; // value, create, mod, version
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{:02}", i).into_bytes()
+    }
+
+    #[test]
+    fn store_matches_model_under_random_ops() {
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut view = View::default();
+            // history[r] = state at revision r (index 0 unused).
+            let mut history: Vec<State> = vec![State::new(), State::new()];
+            let mut compacted = -1i64;
+            for step in 0..400 {
+                let cur = history.last().cloned().unwrap_or_default();
+                let rev = history.len() as i64; // the revision a write would get
+                match rng.below(10) {
+                    0..=4 => {
+                        let k = key(rng.below(20));
+                        let v = format!("v{step}").into_bytes();
+                        let a = apply(
+                            &view,
+                            &Command::Put(PutRequest {
+                                key: k.clone().into(),
+                                value: v.clone().into(),
+                                ..Default::default()
+                            }),
+                        );
+                        assert!(matches!(a.reply, Reply::Put(_)));
+                        view = a.view;
+                        let mut next = cur.clone();
+                        let (create, version) = match cur.get(&k) {
+                            Some((_, c, _, ver)) => (*c, ver + 1),
+                            None => (rev, 1),
+                        };
+                        next.insert(k, (v, create, rev, version));
+                        history.push(next);
+                    }
+                    5 | 6 => {
+                        let a = rng.below(20);
+                        let b = a + rng.below(4);
+                        let (start, end) = (key(a), if b == a { vec![] } else { key(b) });
+                        let applied = apply(
+                            &view,
+                            &Command::DeleteRange(DeleteRangeRequest {
+                                key: start.clone().into(),
+                                range_end: end.clone().into(),
+                                prev_kv: false,
+                            }),
+                        );
+                        let Reply::DeleteRange(d) = &applied.reply else {
+                            panic!("delete failed")
+                        };
+                        view = applied.view;
+                        let mut next = cur.clone();
+                        next.retain(|k, _| !super::super::view::in_range(k, &start, &end));
+                        assert_eq!(d.deleted as usize, cur.len() - next.len());
+                        if d.deleted > 0 {
+                            history.push(next);
+                        }
+                    }
+                    7 => {
+                        let current = history.len() as i64 - 1;
+                        let target = 1 + rng.below(current as u64) as i64;
+                        let applied = apply(
+                            &view,
+                            &Command::Compact(CompactionRequest {
+                                revision: target,
+                                physical: false,
+                            }),
+                        );
+                        if target <= compacted {
+                            assert!(matches!(applied.reply, Reply::Error(MvccError::Compacted)));
+                        } else {
+                            assert!(matches!(applied.reply, Reply::Compact(_)));
+                            compacted = target;
+                            view = applied.view;
+                        }
+                    }
+                    _ => {}
+                }
+                assert_eq!(
+                    view.revision,
+                    history.len() as i64 - 1,
+                    "seed {seed} step {step}"
+                );
+                // Read everything at a random revision and compare.
+                let current = history.len() as i64 - 1;
+                let at = 1 + rng.below(current as u64) as i64;
+                let resp = view.range(
+                    &RangeRequest {
+                        key: vec![0u8].into(),
+                        range_end: vec![0u8].into(),
+                        revision: at,
+                        ..Default::default()
+                    },
+                    view.revision,
+                );
+                if at < compacted {
+                    assert_eq!(resp, Err(MvccError::Compacted));
+                    continue;
+                }
+                let resp = resp.unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+                let got: State = resp
+                    .kvs
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.key.to_vec(),
+                            (
+                                kv.value.to_vec(),
+                                kv.create_revision,
+                                kv.mod_revision,
+                                kv.version,
+                            ),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    got, history[at as usize],
+                    "seed {seed} step {step} rev {at}"
+                );
+                assert_eq!(resp.count as usize, got.len());
+            }
+        }
     }
 }

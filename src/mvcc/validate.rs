@@ -5,7 +5,9 @@ use super::command::MvccError;
 use super::view::in_range;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget};
 use crate::pb::etcdserverpb::request_op::Request;
-use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::pb::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 pub fn check_range(r: &RangeRequest) -> Result<(), MvccError> {
     if r.key.is_empty() {
@@ -162,16 +164,31 @@ mod tests {
             success,
             failure,
         };
-        assert_eq!(check_txn(&t(vec![put("a"), put("a")], vec![]), 128), Err(MvccError::DuplicateKey));
-        assert_eq!(check_txn(&t(vec![del("a", "c"), put("b")], vec![]), 128), Err(MvccError::DuplicateKey));
+        assert_eq!(
+            check_txn(&t(vec![put("a"), put("a")], vec![]), 128),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&t(vec![del("a", "c"), put("b")], vec![]), 128),
+            Err(MvccError::DuplicateKey)
+        );
         assert_eq!(check_txn(&t(vec![put("a")], vec![put("a")]), 128), Ok(()));
-        assert_eq!(check_txn(&t(vec![del("a", "c"), del("b", "d")], vec![]), 128), Ok(()));
+        assert_eq!(
+            check_txn(&t(vec![del("a", "c"), del("b", "d")], vec![]), 128),
+            Ok(())
+        );
         let nested = RequestOp {
             request: Some(Request::RequestTxn(t(vec![put("a")], vec![put("a")]))),
         };
         assert_eq!(check_txn(&t(vec![nested.clone()], vec![]), 128), Ok(()));
-        assert_eq!(check_txn(&t(vec![nested.clone(), put("a")], vec![]), 128), Err(MvccError::DuplicateKey));
-        assert_eq!(check_txn(&t(vec![nested, del("a", "")], vec![]), 128), Err(MvccError::DuplicateKey));
+        assert_eq!(
+            check_txn(&t(vec![nested.clone(), put("a")], vec![]), 128),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&t(vec![nested, del("a", "")], vec![]), 128),
+            Err(MvccError::DuplicateKey)
+        );
         let many: Vec<RequestOp> = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert_eq!(check_txn(&t(many, vec![]), 128), Err(MvccError::TooManyOps));
     }

@@ -3,6 +3,8 @@
 //! The index maps every key to its revision history (oldest first). Both the
 //! map and the histories are persistent data structures: cloning a view is
 //! O(1) and a writer changing its copy never disturbs readers of the old one.
+//! The lease table (lease id → granted TTL, refresh time, attached keys) is
+//! part of the view in the same way (see [`super::lease`]).
 
 use std::ops::Bound;
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use imbl::{OrdMap, Vector};
 
 use super::command::MvccError;
+use super::lease::Lease;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
@@ -71,6 +74,8 @@ pub struct View {
     pub revision: i64,
     /// The revision the store was last compacted at; -1 if never.
     pub compact_revision: i64,
+    /// Granted leases by id.
+    pub leases: OrdMap<i64, Lease>,
 }
 
 impl Default for View {
@@ -79,13 +84,17 @@ impl Default for View {
             index: OrdMap::new(),
             revision: 1,
             compact_revision: -1,
+            leases: OrdMap::new(),
         }
     }
 }
 
+/// A key interval as map bounds.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The keys a request's `key`/`range_end` pair selects, as map bounds.
 /// `None` means the (empty) interval selects nothing.
-pub fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+pub fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> Option<KeyBounds<'a>> {
     if range_end.is_empty() {
         return Some((Bound::Included(key), Bound::Included(key)));
     }
@@ -111,7 +120,11 @@ pub fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl View {
     /// Iterate `(key, history)` over the interval `key`/`range_end` selects.
-    pub fn histories<'a>(&'a self, key: &'a [u8], range_end: &'a [u8]) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
+    pub fn histories<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
         let it = key_bounds(key, range_end).map(|b| self.index.range::<_, [u8]>(b));
         it.into_iter().flatten()
     }
@@ -121,7 +134,11 @@ impl View {
         if requested > self.revision {
             return Err(MvccError::FutureRevision);
         }
-        let rev = if requested <= 0 { self.revision } else { requested };
+        let rev = if requested <= 0 {
+            self.revision
+        } else {
+            requested
+        };
         if rev < self.compact_revision {
             return Err(MvccError::Compacted);
         }
@@ -130,14 +147,20 @@ impl View {
 
     /// Answer a Range request. `header_revision` is the revision to report
     /// (the store's, or inside a txn with writes, the txn's).
-    pub fn range(&self, req: &RangeRequest, header_revision: i64) -> Result<RangeResponse, MvccError> {
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+        header_revision: i64,
+    ) -> Result<RangeResponse, MvccError> {
         let rev = self.read_revision(req.revision)?;
-        let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
-        let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
-        let sort_order = if sort_target != SortTarget::Key && sort_order == SortOrder::None {
+        let requested_order =
+            SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
+        let sort_target =
+            SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
+        let sort_order = if sort_target != SortTarget::Key && requested_order == SortOrder::None {
             SortOrder::Ascend
         } else {
-            sort_order
+            requested_order
         };
         let filtered = req.min_mod_revision != 0
             || req.max_mod_revision != 0
@@ -149,9 +172,11 @@ impl View {
                 && (req.min_create_revision == 0 || r.create >= req.min_create_revision)
                 && (req.max_create_revision == 0 || r.create <= req.max_create_revision)
         };
-        // Without sorting or filters, stop collecting after limit+1 entries
-        // (the extra one tells `more`), but keep counting.
-        let collect_cap = if req.limit > 0 && sort_order == SortOrder::None && !filtered {
+        // Without a requested sort order or filters, stop collecting after
+        // limit+1 entries (the extra one tells `more`), but keep counting.
+        // Like etcd, this looks at the order as requested: a non-key target
+        // with order NONE sorts only the first limit+1 keys.
+        let collect_cap = if req.limit > 0 && requested_order == SortOrder::None && !filtered {
             req.limit as usize + 1
         } else {
             usize::MAX
@@ -183,10 +208,12 @@ impl View {
                         SortTarget::Key => (0, kv.key.clone()),
                     }
                 };
-                // Stable sort: equal elements stay in key order, as in etcd.
-                kvs.sort_by(|a, b| key_of(a).cmp(&key_of(b)));
+                // Stable sort in either direction: equal elements stay in
+                // ascending key order, as etcd returns them.
                 if order == SortOrder::Descend {
-                    kvs.reverse();
+                    kvs.sort_by_key(|kv| std::cmp::Reverse(key_of(kv)));
+                } else {
+                    kvs.sort_by_key(key_of);
                 }
             }
         }
@@ -235,6 +262,9 @@ impl View {
 
     /// Number of keys with a live value at the current revision.
     pub fn live_keys(&self) -> usize {
-        self.index.values().filter(|h| h.last().is_some_and(|r| !r.is_tombstone())).count()
+        self.index
+            .values()
+            .filter(|h| h.last().is_some_and(|r| !r.is_tombstone()))
+            .count()
     }
 }

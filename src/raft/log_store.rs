@@ -67,7 +67,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let end_key = end.map(|e| e.to_be_bytes());
         let mut out = Vec::new();
-        for item in self.storage.scan(Space::Log, &start.to_be_bytes(), end_key.as_ref().map(|k| &k[..])) {
+        for item in self.storage.scan(
+            Space::Log,
+            &start.to_be_bytes(),
+            end_key.as_ref().map(|k| &k[..]),
+        ) {
             let (_, v) = item.map_err(read_err)?;
             out.push(decode::<Entry>(Space::Log, &v).map_err(read_err)?);
         }
@@ -113,10 +117,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED).map_err(read_err)?.flatten())
+        Ok(self
+            .meta::<Option<LogId>>(KEY_COMMITTED)
+            .map_err(read_err)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -5,21 +5,33 @@
 //! atomic storage batch, and only then is the new view published to readers.
 //! A crash therefore never half-applies a batch, and since the last applied
 //! log id is stored with the data, restart never applies an entry twice.
+//!
+//! The lease table is part of the state: lease records live in their own
+//! keyspace, written in the same batch, and travel in snapshots (format
+//! version 2 of [`SnapshotBody`]; version-1 snapshots, from before leases,
+//! still load, with no leases).
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError};
+use openraft::{
+    AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::mvcc::apply::{apply, parse_record_key, record_key, Change, Record};
+use crate::mvcc::lease::{lease_key, parse_lease_key, Lease, LeaseRecord};
 use crate::mvcc::{Reply, View};
 use crate::pb::mvccpb::Event;
-use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::storage::{
+    decode, decode_payload, encode, encode_as, split_version, Space, Storage, StorageError,
+    WriteBatch, FORMAT_V1, FORMAT_V2,
+};
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -37,15 +49,47 @@ fn sm_write_err(e: StorageError) -> RaftStorageError {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
-/// The whole state machine as shipped in a snapshot.
+/// The whole state machine as shipped in a snapshot (format version 2).
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
     pub revision: i64,
     pub compact_revision: i64,
     pub records: Vec<(i64, u32, Record)>,
+    /// The lease table; attached keys are rebuilt from the records.
+    pub leases: Vec<(i64, LeaseRecord)>,
+}
+
+/// Format version 1 of the snapshot body: before leases.
+#[derive(Deserialize)]
+struct SnapshotBodyV1 {
+    revision: i64,
+    compact_revision: i64,
+    records: Vec<(i64, u32, Record)>,
 }
 
 impl SnapshotBody {
+    /// The versioned encoding of the body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_as(FORMAT_V2, self)
+    }
+
+    /// Decode a body of any supported format version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        match split_version(Space::Snapshot, bytes)? {
+            (FORMAT_V1, payload) => {
+                let v1: SnapshotBodyV1 = decode_payload(Space::Snapshot, payload)?;
+                Ok(Self {
+                    revision: v1.revision,
+                    compact_revision: v1.compact_revision,
+                    records: v1.records,
+                    leases: Vec::new(),
+                })
+            }
+            (FORMAT_V2, payload) => decode_payload(Space::Snapshot, payload),
+            (found, _) => Err(StorageError::Version { found }),
+        }
+    }
+
     pub fn from_view(view: &View) -> Self {
         let mut records = Vec::new();
         for (k, h) in view.index.iter() {
@@ -58,6 +102,11 @@ impl SnapshotBody {
             revision: view.revision,
             compact_revision: view.compact_revision,
             records,
+            leases: view
+                .leases
+                .iter()
+                .map(|(id, l)| (*id, l.record()))
+                .collect(),
         }
     }
 
@@ -70,6 +119,13 @@ impl SnapshotBody {
         for (main, sub, rec) in self.records {
             let (key, rev) = rec.into_rev(main, sub);
             view.index.entry(key).or_default().push_back(rev);
+        }
+        for (id, r) in self.leases {
+            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
+        }
+        let orphans = view.attach_lease_keys();
+        if orphans > 0 {
+            tracing::warn!(orphans, "snapshot has live keys naming unknown leases");
         }
         view
     }
@@ -106,7 +162,10 @@ impl StateMachine {
     /// Load the state machine from storage, rebuilding the in-memory index.
     pub fn open(storage: Storage) -> Result<Self, StorageError> {
         let get = |key: &[u8]| storage.get(Space::SmMeta, key);
-        let applied: Option<LogId> = get(KEY_APPLIED)?.map(|v| decode(Space::SmMeta, &v)).transpose()?.flatten();
+        let applied: Option<LogId> = get(KEY_APPLIED)?
+            .map(|v| decode(Space::SmMeta, &v))
+            .transpose()?
+            .flatten();
         let membership: StoredMembership = get(KEY_MEMBERSHIP)?
             .map(|v| decode(Space::SmMeta, &v))
             .transpose()?
@@ -127,6 +186,22 @@ impl StateMachine {
             let rec: Record = decode(Space::Kv, &v)?;
             let (key, rev) = rec.into_rev(main, sub);
             view.index.entry(key).or_default().push_back(rev);
+        }
+        for item in storage.scan(Space::Lease, &[], None) {
+            let (k, v) = item?;
+            let id = parse_lease_key(&k).ok_or_else(|| StorageError::Corrupt {
+                space: Space::Lease,
+                reason: format!("bad lease key of {} bytes", k.len()),
+            })?;
+            let r: LeaseRecord = decode(Space::Lease, &v)?;
+            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
+        }
+        let orphans = view.attach_lease_keys();
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "live keys name leases missing from the lease table"
+            );
         }
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
@@ -160,6 +235,30 @@ impl StateMachine {
         b.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
     }
 
+    /// Seed an empty data dir with `view` (for `raftcd snapshot restore`):
+    /// the store's keys and revisions, no Raft log, no membership. The next
+    /// start bootstraps a new cluster on top of it.
+    pub fn seed(storage: &Storage, view: &View) -> Result<(), StorageError> {
+        if storage.first(Space::Kv)?.is_some() || storage.first(Space::SmMeta)?.is_some() {
+            return Err(StorageError::Corrupt {
+                space: Space::Kv,
+                reason: "refusing to restore into a data dir that already holds data".into(),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        let body = SnapshotBody::from_view(view);
+        for (main, sub, rec) in &body.records {
+            batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        for (id, rec) in &body.leases {
+            batch.put(Space::Lease, &lease_key(*id), encode(rec));
+        }
+        batch.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
+        batch.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
+        storage.write(batch)?;
+        storage.flush_blocking()
+    }
+
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         self.storage
             .get(Space::Snapshot, KEY_SNAPSHOT)?
@@ -179,7 +278,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let body = SnapshotBody::from_view(&self.view);
-        let data = encode(&body);
+        let data = body.encode();
         let snapshot_id = match &self.applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.view.revision),
             None => format!("0-0-{}", self.view.revision),
@@ -189,7 +288,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         let mut b = WriteBatch::new();
         b.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
         self.storage.write(b).map_err(sm_write_err)?;
@@ -205,7 +307,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -233,7 +337,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Change::Put { main, sub, record } => {
                                 batch.put(Space::Kv, &record_key(main, sub), encode(&record))
                             }
-                            Change::Remove { main, sub } => batch.delete(Space::Kv, &record_key(main, sub)),
+                            Change::Remove { main, sub } => {
+                                batch.delete(Space::Kv, &record_key(main, sub))
+                            }
+                            Change::LeasePut { id, record } => {
+                                batch.put(Space::Lease, &lease_key(id), encode(&record))
+                            }
+                            Change::LeaseRemove { id } => {
+                                batch.delete(Space::Lease, &lease_key(id))
+                            }
                         }
                     }
                     view = applied.view;
@@ -271,13 +383,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = decode(Space::Snapshot, &data).map_err(sm_read_err)?;
+        let body = SnapshotBody::decode(&data).map_err(sm_read_err)?;
         let mut batch = WriteBatch::new();
-        self.storage
-            .delete_range_into(&mut batch, Space::Kv, &[], None)
-            .map_err(sm_write_err)?;
+        for space in [Space::Kv, Space::Lease] {
+            self.storage
+                .delete_range_into(&mut batch, space, &[], None)
+                .map_err(sm_write_err)?;
+        }
         for (main, sub, rec) in &body.records {
             batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        for (id, rec) in &body.leases {
+            batch.put(Space::Lease, &lease_key(*id), encode(rec));
         }
         let view = body.into_view();
         self.applied = meta.last_log_id;
@@ -294,10 +411,151 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        Ok(self.load_snapshot().map_err(sm_read_err)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        Ok(self
+            .load_snapshot()
+            .map_err(sm_read_err)?
+            .map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mvcc::Command;
+    use crate::pb::etcdserverpb::PutRequest;
+
+    fn entry(index: u64, cmd: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn put(key: &str, lease: i64) -> Command {
+        Command::Put(PutRequest {
+            key: key.to_string().into(),
+            value: "v".into(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    fn lease_keys(v: &View, id: i64) -> Vec<Bytes> {
+        v.leases[&id].keys.iter().cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn leases_persist_across_reopen_and_travel_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(storage.clone()).unwrap();
+        let entries = vec![
+            entry(
+                1,
+                Command::LeaseGrant {
+                    id: 5,
+                    ttl: 30,
+                    granted_ms: 111,
+                },
+            ),
+            entry(
+                2,
+                Command::LeaseGrant {
+                    id: 6,
+                    ttl: 60,
+                    granted_ms: 222,
+                },
+            ),
+            entry(3, put("a", 5)),
+            entry(4, put("b", 5)),
+            entry(5, put("c", 6)),
+            entry(6, Command::LeaseRevoke { id: 6 }),
+        ];
+        let replies = sm.apply(entries).await.unwrap();
+        assert!(
+            replies.iter().all(|r| !matches!(r, Reply::Error(_))),
+            "{replies:?}"
+        );
+        let view = sm.read_view().load();
+        assert_eq!(view.revision, 5);
+        drop(sm);
+
+        // Reopen: the lease table and its keys come back from storage.
+        let mut sm = StateMachine::open(storage.clone()).unwrap();
+        let reopened = sm.read_view().load();
+        assert_eq!(reopened.leases, view.leases);
+        assert_eq!(
+            lease_keys(&reopened, 5),
+            vec![Bytes::from("a"), Bytes::from("b")]
+        );
+        assert!(!reopened.leases.contains_key(&6));
+        assert_eq!(
+            reopened.leases[&5].record(),
+            LeaseRecord {
+                ttl: 30,
+                refreshed_ms: 111
+            }
+        );
+
+        // A snapshot carries the leases into another state machine.
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let storage2 = Storage::open(dir2.path()).unwrap();
+        let mut sm2 = StateMachine::open(storage2.clone()).unwrap();
+        sm2.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        let installed = sm2.read_view().load();
+        assert_eq!(installed.leases, view.leases);
+        assert_eq!(installed.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
+        drop(sm2);
+        let again = StateMachine::open(storage2).unwrap().read_view().load();
+        assert_eq!(again.leases, view.leases);
+    }
+
+    #[test]
+    fn version_1_snapshot_bodies_still_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            revision: i64,
+            compact_revision: i64,
+            records: Vec<(i64, u32, Record)>,
+        }
+        let rec = Record {
+            key: b"k".to_vec(),
+            create: 2,
+            version: 1,
+            lease: 0,
+            value: Some(serde_bytes::ByteBuf::from(b"v".to_vec())),
+        };
+        let old = encode(&V1 {
+            revision: 2,
+            compact_revision: -1,
+            records: vec![(2, 0, rec)],
+        });
+        let body = SnapshotBody::decode(&old).unwrap();
+        assert!(body.leases.is_empty());
+        let view = body.into_view();
+        assert_eq!((view.revision, view.live_keys()), (2, 1));
+        let mut v2 = SnapshotBody::from_view(&view).encode();
+        assert_eq!(v2[0], FORMAT_V2);
+        v2[0] = 3;
+        assert!(matches!(
+            SnapshotBody::decode(&v2),
+            Err(StorageError::Version { found: 3 })
+        ));
     }
 }

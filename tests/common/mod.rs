@@ -73,7 +73,11 @@ impl Server {
             if let Some((200, _)) = http_get(self.port, "/health") {
                 return;
             }
-            assert!(Instant::now() < deadline, "raftcd on port {} not ready in time", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "raftcd on port {} not ready in time",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -111,13 +115,39 @@ impl Drop for Server {
     }
 }
 
+/// The peer port of the member owning `dir`: chosen once, then reused, so a
+/// restarted member keeps its identity (member and cluster ids derive from
+/// the peer URLs).
+fn peer_port(dir: &Path) -> u16 {
+    let file = dir.with_extension("peer-port");
+    if let Some(p) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return p;
+    }
+    let p = free_port();
+    std::fs::write(&file, p.to_string()).expect("write peer port file");
+    p
+}
+
 fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let url = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", peer_port(dir));
     Command::new(raftcd_bin())
         .args(["--data-dir", &dir.display().to_string()])
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
         .args(["--initial-cluster", &format!("default={peer}")])
         .args(extra)
         .env("ETCD_LOG_LEVEL", "warn")
@@ -131,7 +161,11 @@ fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -154,7 +188,11 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Out {
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -177,7 +215,9 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Out {
 pub fn mask(s: &str, ids: &[u64]) -> String {
     let mut out = s.to_string();
     for id in ids {
-        out = out.replace(&id.to_string(), "<ID>").replace(&format!("{id:x}"), "<HEXID>");
+        out = out
+            .replace(&id.to_string(), "<ID>")
+            .replace(&format!("{id:x}"), "<HEXID>");
     }
     out
 }
