@@ -1,16 +1,18 @@
 //! `etcdctl watch` against the real raftcd binary: what etcdctl 3.4 prints
-//! must be what it prints against etcd 3.4.23 (see the reference transcript).
+//! must be what it prints against etcd 3.4.23 (see the reference transcript;
+//! `RAFTCD_TEST_ORACLE=etcd` runs the same assertions against real etcd).
 //! `etcdctl watch` runs as a child process whose stdout is read line by line;
 //! every wait has a timeout and the child is killed at the end.
 
 mod common;
+mod target;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use target::Target;
 
 /// A running `etcdctl watch`.
 struct Watch {
@@ -20,7 +22,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn spawn(server: &Server, args: &[&str]) -> Watch {
+    fn spawn(server: &Target, args: &[&str]) -> Watch {
         let mut child = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", server.endpoint()))
@@ -119,27 +121,27 @@ impl Drop for Watch {
     }
 }
 
-fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.etcdctl(args);
+fn ok(server: &Target, args: &[&str]) -> String {
+    let out = common::etcdctl(&server.endpoint(), args, None);
     assert_eq!(out.code, 0, "etcdctl {args:?}: {out:?}");
     out.stdout
 }
 
 /// The current revision and the ids a response header carries.
-fn header(server: &Server) -> serde_json::Value {
+fn header(server: &Target) -> serde_json::Value {
     let out = ok(server, &["get", "no-such-key", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     v["header"].clone()
 }
 
-fn revision(server: &Server) -> i64 {
+fn revision(server: &Target) -> i64 {
     header(server)["revision"].as_i64().expect("revision")
 }
 
 /// A watch without `--rev` only sees writes after its stream is set up,
 /// which etcdctl does not announce: put `key` until an event shows up,
 /// then drop those warm-up events.
-fn warm_up(server: &Server, w: &Watch, key: &str) {
+fn warm_up(server: &Target, w: &Watch, key: &str) {
     for i in 0..40 {
         ok(server, &["put", key, &format!("ready{i}")]);
         if w.next_line(Duration::from_millis(500)).is_some() {
@@ -156,7 +158,7 @@ fn lines(s: &[&str]) -> Vec<String> {
 
 #[test]
 fn watch_key_prints_events_like_etcd() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let w = Watch::spawn(&server, &["foo"]);
     warm_up(&server, &w, "foo");
     ok(&server, &["put", "foo", "w1"]);
@@ -173,7 +175,7 @@ fn watch_key_prints_events_like_etcd() {
 
 #[test]
 fn watch_prefix_and_range() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let w = Watch::spawn(&server, &["foo", "--prefix"]);
     warm_up(&server, &w, "foo");
     ok(&server, &["put", "foo", "w1"]);
@@ -203,12 +205,16 @@ fn watch_prefix_and_range() {
 
 #[test]
 fn watch_rev_replays_history_then_goes_live() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     // The transcript's writes before its `watch foo --rev=1`.
     ok(&server, &["put", "foo", "bar"]);
     ok(&server, &["put", "foo", "bar2", "--prev-kv"]);
     ok(&server, &["put", "foo2", "baz"]);
-    let out = server.etcdctl_in(&["txn"], "version(\"foo\") > \"0\"\n\ndel foo\n\n\n");
+    let out = common::etcdctl(
+        &server.endpoint(),
+        &["txn"],
+        Some("version(\"foo\") > \"0\"\n\ndel foo\n\n\n"),
+    );
     assert_eq!(out.code, 0, "{out:?}");
     ok(&server, &["put", "foo", "bar"]);
     let w = Watch::spawn(&server, &["foo", "--rev=1"]);
@@ -247,7 +253,7 @@ fn watch_rev_replays_history_then_goes_live() {
 
 #[test]
 fn watch_prev_kv() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     ok(&server, &["put", "k", "v1"]);
     let next = (revision(&server) + 1).to_string();
     let w = Watch::spawn(&server, &["k", "--prev-kv", &format!("--rev={next}")]);
@@ -278,7 +284,7 @@ fn watch_prev_kv() {
 
 #[test]
 fn watch_compacted_revision_is_canceled() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     ok(&server, &["put", "foo", "a"]);
     ok(&server, &["put", "foo", "b"]);
     ok(&server, &["del", "foo"]);
@@ -320,7 +326,7 @@ fn watch_compacted_revision_is_canceled() {
 
 #[test]
 fn watch_json_like_etcd() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let w = Watch::spawn(&server, &["foo", "-w", "json"]);
     warm_up(&server, &w, "foo");
     ok(&server, &["del", "foo"]);

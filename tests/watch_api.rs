@@ -3,13 +3,14 @@
 //! requests: watch ids, duplicate ids, empty ranges, cancel, progress
 //! requests, filters, prev_kv, future start revisions, periodic progress
 //! notifications, fragmentation and compacted start revisions.
+//! `RAFTCD_TEST_ORACLE=etcd` runs the same assertions against real etcd.
 
 mod common;
+mod target;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Server;
 use raftcd::pb::etcdserverpb::kv_client::KvClient;
 use raftcd::pb::etcdserverpb::watch_client::WatchClient;
 use raftcd::pb::etcdserverpb::watch_create_request::FilterType;
@@ -18,6 +19,7 @@ use raftcd::pb::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, WatchCancelRequest,
     WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
+use target::Target;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -25,19 +27,40 @@ use tonic::Streaming;
 
 struct Stream {
     tx: mpsc::Sender<WatchRequest>,
-    rx: Streaming<WatchResponse>,
+    /// The response stream, once the server sent its headers (etcd's gRPC
+    /// server sends them with the first response only, so the call is
+    /// awaited in a task while requests go out).
+    rx: Option<Streaming<WatchResponse>>,
+    opening: Option<tokio::task::JoinHandle<Streaming<WatchResponse>>>,
 }
 
 impl Stream {
     async fn open(ch: &Channel) -> Stream {
         let (tx, req_rx) = mpsc::channel(16);
-        let rx = WatchClient::new(ch.clone())
-            .max_decoding_message_size(64 << 20)
-            .watch(ReceiverStream::new(req_rx))
-            .await
-            .expect("watch")
-            .into_inner();
-        Stream { tx, rx }
+        let mut client = WatchClient::new(ch.clone()).max_decoding_message_size(64 << 20);
+        let opening = tokio::spawn(async move {
+            client
+                .watch(ReceiverStream::new(req_rx))
+                .await
+                .expect("watch")
+                .into_inner()
+        });
+        Stream {
+            tx,
+            rx: None,
+            opening: Some(opening),
+        }
+    }
+
+    async fn responses(&mut self) -> &mut Streaming<WatchResponse> {
+        if let Some(opening) = self.opening.take() {
+            let rx = tokio::time::timeout(Duration::from_secs(20), opening)
+                .await
+                .expect("watch call answered in time")
+                .expect("watch call");
+            self.rx = Some(rx);
+        }
+        self.rx.as_mut().expect("response stream")
     }
 
     async fn send(&self, r: RequestUnion) {
@@ -54,7 +77,7 @@ impl Stream {
     }
 
     async fn next(&mut self) -> WatchResponse {
-        tokio::time::timeout(Duration::from_secs(20), self.rx.message())
+        tokio::time::timeout(Duration::from_secs(20), self.responses().await.message())
             .await
             .expect("response in time")
             .expect("stream error")
@@ -63,7 +86,8 @@ impl Stream {
 
     /// Nothing arrives for a while.
     async fn assert_quiet(&mut self, ms: u64) {
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(ms), self.rx.message()).await {
+        let rx = self.responses().await;
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(ms), rx.message()).await {
             panic!("unexpected response: {m:?}");
         }
     }
@@ -76,7 +100,7 @@ fn create(key: &str) -> WatchCreateRequest {
     }
 }
 
-async fn channel(server: &Server) -> Channel {
+async fn channel(server: &Target) -> Channel {
     Channel::from_shared(server.url())
         .expect("url")
         .connect()
@@ -112,7 +136,7 @@ async fn current(ch: &Channel) -> raftcd::pb::etcdserverpb::ResponseHeader {
 
 #[tokio::test]
 async fn ids_cancel_progress_and_errors_like_etcd() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let ch = channel(&server).await;
     put(&ch, "x", "1").await;
     let head = current(&ch).await;
@@ -215,7 +239,7 @@ async fn ids_cancel_progress_and_errors_like_etcd() {
 
 #[tokio::test]
 async fn filters_prev_kv_and_future_start() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let ch = channel(&server).await;
     let rev = put(&ch, "f", "0").await;
     let mut s = Stream::open(&ch).await;
@@ -274,12 +298,7 @@ async fn filters_prev_kv_and_future_start() {
 
 #[tokio::test]
 async fn progress_notify_goes_to_idle_watchers() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let server = Server::start_in(
-        &tmp.path().join("d"),
-        common::free_port(),
-        &["--experimental-watch-progress-notify-interval", "1s"],
-    );
+    let server = Target::start(&["--experimental-watch-progress-notify-interval", "1s"]);
     let ch = channel(&server).await;
     let rev = put(&ch, "a", "1").await;
     let mut s = Stream::open(&ch).await;
@@ -305,12 +324,7 @@ async fn progress_notify_goes_to_idle_watchers() {
 
 #[tokio::test]
 async fn fragments_large_responses_when_asked() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let server = Server::start_in(
-        &tmp.path().join("d"),
-        common::free_port(),
-        &["--max-request-bytes", "1024"],
-    );
+    let server = Target::start(&["--max-request-bytes", "1024"]);
     let ch = channel(&server).await;
     let value = "v".repeat(900);
     let mut kv = KvClient::new(ch.clone());
@@ -369,7 +383,7 @@ async fn fragments_large_responses_when_asked() {
 
 #[tokio::test]
 async fn compacted_start_revision_is_canceled() {
-    let server = Server::start();
+    let server = Target::start(&[]);
     let ch = channel(&server).await;
     for i in 0..5 {
         put(&ch, "c", &i.to_string()).await;
