@@ -612,4 +612,72 @@ mod tests {
         .unwrap();
         assert_eq!(c.name, "b");
     }
+
+    #[test]
+    fn tls_flags_as_etcd_takes_them() {
+        let https = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--advertise-client-urls",
+            "https://127.0.0.1:2379",
+        ];
+        let mut args = https.to_vec();
+        args.extend([
+            "--cert-file",
+            "s.pem",
+            "--key-file",
+            "s-key.pem",
+            "--trusted-ca-file",
+            "ca.pem",
+            "--client-cert-auth",
+        ]);
+        let c = flags(&args).unwrap();
+        let t = c.client_tls.unwrap();
+        assert_eq!(t.cert_file, PathBuf::from("s.pem"));
+        assert_eq!(t.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(t.client_cert_auth && t.requires_client_cert());
+        assert!(c.peer_tls.is_none());
+
+        // --client-cert-auth=false and a CA alone: certificates still required.
+        let mut a = https.to_vec();
+        a.extend([
+            "--cert-file=s.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+            "--client-cert-auth=false",
+        ]);
+        let t = flags(&a).unwrap().client_tls.unwrap();
+        assert!(!t.client_cert_auth && t.requires_client_cert());
+
+        // http:// URLs with certificates: ignored with a warning, as etcd.
+        let c = flags(&["--cert-file", "s.pem", "--key-file", "k.pem"]).unwrap();
+        assert!(c.client_tls.is_some());
+        assert!(c.check_tls().is_ok());
+
+        let e = flags(&https).unwrap_err();
+        assert!(e.contains("TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"), "{e}");
+        let e = flags(&["--key-file", "k.pem"]).unwrap_err();
+        assert!(e.contains("--key-file is given without --cert-file"), "{e}");
+        let e = flags(&["--peer-cert-file", "p.pem"]).unwrap_err();
+        assert!(
+            e.contains("--peer-cert-file is given without --peer-key-file"),
+            "{e}"
+        );
+        let e = flags(&[
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+            "--peer-cert-file",
+            "p.pem",
+            "--peer-key-file",
+            "pk.pem",
+            "--peer-client-cert-auth",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"),
+            "{e}"
+        );
+        let e = flags(&["--listen-client-urls", "unixs://x:1"]).unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+    }
 }
