@@ -22,6 +22,7 @@ use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::{ReadView, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::tls::ServerTls;
 
 /// How long a client request waits for a leader / for its commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -54,6 +55,8 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Stable identity of this member and its cluster.
@@ -131,6 +134,11 @@ pub(crate) struct Inner {
     pub watch: crate::watch::WatchHub,
     /// Lease deadlines and keep-alives (leader side).
     pub lessor: crate::lessor::Lessor,
+    /// TLS of the `https://` client listeners.
+    pub client_tls: Option<Arc<ServerTls>>,
+    /// TLS of the `https://` peer listeners and of dialing peers, loaded
+    /// and checked at start for the peer service.
+    pub peer_tls: Option<Arc<ServerTls>>,
     shutdown_tx: watch::Sender<bool>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -175,6 +183,10 @@ impl Node {
         if config.initial_cluster.len() > 1 {
             return Err(StartError::MultiMember(config.initial_cluster.len()));
         }
+        config.check_tls()?;
+        // Certificate problems surface before the data dir is touched.
+        let client_tls = load_tls(&config.listen_client_urls, config.client_tls.as_ref())?;
+        let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref())?;
         let identity = Identity::derive(&config);
         let storage = Storage::open(&config.data_dir)?;
         check_identity(&storage, &config, &identity)?;
@@ -251,6 +263,8 @@ impl Node {
             raft_state,
             watch,
             lessor,
+            client_tls,
+            peer_tls,
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -275,11 +289,20 @@ impl Node {
                 addrs.push(addr);
             }
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving client requests");
+            let tls = match url.scheme() {
+                "https" => node.inner.client_tls.clone(),
+                _ => None,
+            };
             node.spawn(crate::api::serve(
                 node.clone(),
                 listener,
+                tls,
                 node.shutdown_signal(),
             ));
+        }
+        let watched = node.tls_sides();
+        if !watched.is_empty() {
+            node.spawn(crate::tls::watch_files(watched, node.shutdown_signal()));
         }
         tracing::info!(
             name = %node.inner.identity.name,
@@ -314,6 +337,33 @@ impl Node {
                 Err(_) => return Err(StartError::Raft("no leader elected in time".into())),
             }
         }
+    }
+
+    fn tls_sides(&self) -> Vec<Arc<ServerTls>> {
+        [&self.inner.client_tls, &self.inner.peer_tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Re-read the certificate files (the binary does this on SIGHUP; they
+    /// are also re-read when they change). On error the old ones stay.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        for t in self.tls_sides() {
+            t.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Certificates (served or trusted) that expired or expire within 7
+    /// days, for `endpoint status`'s `errors`.
+    pub fn tls_warnings(&self) -> Vec<String> {
+        let now = std::time::SystemTime::now();
+        self.tls_sides()
+            .iter()
+            .flat_map(|t| t.expiry_warnings(now))
+            .collect()
     }
 
     /// This member's and its cluster's ids.
@@ -435,6 +485,19 @@ fn make_header(identity: &Identity, raft_state: &RaftState, revision: i64) -> Re
 fn header_fn(identity: &Identity, raft_state: Arc<RaftState>) -> crate::watch::HeaderFn {
     let identity = identity.clone();
     Arc::new(move |revision| make_header(&identity, &raft_state, revision))
+}
+
+/// Load one side's TLS if any of its listen URLs is `https://`.
+fn load_tls(
+    listen: &[url::Url],
+    tls: Option<&crate::tls::TlsConfig>,
+) -> Result<Option<Arc<ServerTls>>, StartError> {
+    match tls {
+        Some(t) if listen.iter().any(|u| u.scheme() == "https") => {
+            Ok(Some(Arc::new(ServerTls::load(t)?)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn url_string(u: &url::Url) -> String {
