@@ -32,6 +32,7 @@
 pub mod api;
 pub mod backup;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod mvcc;
 pub mod node;
