@@ -50,6 +50,12 @@ impl Maintenance for MaintenanceService {
         let view = self.node.view();
         let size = inner.storage.size_on_disk() as i64;
         let rs = &inner.raft_state;
+        let me = inner.identity.member_id;
+        let is_learner = self
+            .node
+            .members()
+            .iter()
+            .any(|m| m.id == me && m.is_learner);
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(view.revision)),
             version: ETCD_VERSION.to_string(),
@@ -60,7 +66,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
             errors: Vec::new(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner,
         }))
     }
 
