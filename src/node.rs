@@ -664,7 +664,7 @@ fn rejection_message(r: &Rejection) -> String {
         Rejection::ClusterMismatch(reason) => format!(
             "{reason} (check --initial-cluster-token and --initial-cluster: this member belongs to another cluster)"
         ),
-        Rejection::Removed(reason) => format!("{reason}: this member was removed from the cluster"),
+        Rejection::Removed(reason) => reason.clone(),
     }
 }
 

@@ -170,3 +170,248 @@ fn three_members_replicate_fail_over_and_catch_up() {
     assert_eq!(ok(&c.etcdctl(&["get", "still"])), "still\nfine");
     converged(&c, &[0, 1, 2]);
 }
+
+/// The hex member id in etcdctl's "Member <id> added to cluster <cid>".
+fn added_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("member id in member add output")
+        .to_string()
+}
+
+#[test]
+fn learner_joins_is_promoted_and_removed() {
+    let mut c = Cluster::start(3, &[]);
+    for i in 0..20 {
+        ok(&c.etcdctl(&["put", &format!("pre/{i}"), "v"]));
+    }
+
+    // etcdctl member add --learner: the new member is listed, unstarted.
+    let peer_port = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let out = c.etcdctl(&[
+        "member",
+        "add",
+        "m4",
+        "--learner",
+        &format!("--peer-urls={peer_url}"),
+    ]);
+    let text = ok(&out).to_string();
+    assert!(text.starts_with("Member "), "{text}");
+    assert!(text.contains(" added to cluster "), "{text}");
+    assert!(text.contains("ETCD_NAME=\"m4\""), "{text}");
+    assert!(
+        text.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer_url}\"")),
+        "{text}"
+    );
+    let id = added_id(&text);
+    let initial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    assert!(initial.contains(&format!("m4={peer_url}")), "{initial}");
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert!(
+        list.contains(&format!("{id}, unstarted, , {peer_url}, , true")),
+        "{list}"
+    );
+
+    // A learner that has not caught up cannot be promoted (etcd's error).
+    let out = c.etcdctl(&["member", "promote", &id]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains(
+            "Error: etcdserver: can only promote a learner member which is in sync with leader"
+        ),
+        "{out:?}"
+    );
+
+    // It starts with --initial-cluster-state existing and catches up.
+    let mut m4 = Member {
+        name: "m4".into(),
+        client_port: free_port(),
+        peer_port,
+        dir: c.tmp.path().join("m4"),
+        initial_cluster: initial,
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: Vec::new(),
+        child: None,
+    };
+    m4.spawn();
+    m4.wait_ready(Duration::from_secs(20));
+    c.members.push(m4);
+    let s = c.status(3).expect("learner status");
+    assert!(s.is_learner);
+    eventually(Duration::from_secs(10), || {
+        let out = c.members[3].etcdctl(&["get", "pre/19", "--consistency=s"]);
+        (out.stdout.trim_end() == "pre/19\nv").then_some(())
+    });
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    let m4_line = format!(
+        "{id}, started, m4, {peer_url}, {}, true",
+        c.members[3].client_url()
+    );
+    assert!(list.contains(&m4_line), "{list}");
+
+    // Promote: four voters.
+    let out = c.etcdctl(&["member", "promote", &id]);
+    assert!(
+        ok(&out).starts_with(&format!("Member {id} promoted in cluster ")),
+        "{out:?}"
+    );
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(list.lines().all(|l| l.ends_with(", false")), "{list}");
+    assert!(!c.status(3).expect("status").is_learner);
+    ok(&c.etcdctl(&["put", "with-four", "yes"]));
+    assert_eq!(
+        ok(&c.members[3].etcdctl(&["get", "with-four"])),
+        "with-four\nyes"
+    );
+
+    // Remove it again: back to three, and the removed process is refused
+    // from then on (it stops with a clear message).
+    let out = c.members[0].etcdctl(&["member", "remove", &id]);
+    assert!(
+        ok(&out).starts_with(&format!("Member {id} removed from cluster ")),
+        "{out:?}"
+    );
+    let code = c.members[3].wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "removed member still running"
+    );
+    assert!(
+        c.members[3].log().contains("was removed from cluster"),
+        "{}",
+        c.members[3].log()
+    );
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 3, "{list}");
+    ok(&c.etcdctl(&["put", "with-three", "again"]));
+    converged(&c, &[0, 1, 2]);
+
+    // Its data dir cannot rejoin either.
+    c.members[3].spawn();
+    let code = c.members[3].wait_exit(Duration::from_secs(15));
+    assert!(matches!(code, Some(c) if c != 0), "removed member rejoined");
+    assert!(
+        c.members[3].log().contains("was removed from cluster"),
+        "{}",
+        c.members[3].log()
+    );
+}
+
+#[test]
+fn five_members_survive_two_failures_and_refuse_writes_without_quorum() {
+    let mut c = Cluster::start(5, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    ok(&c.etcdctl(&["put", "a", "1"]));
+
+    // Kill the leader and one more: three of five still write.
+    let second = (leader + 1) % 5;
+    c.members[leader].kill();
+    c.members[second].kill();
+    for i in (0..5).filter(|i| *i != leader && *i != second) {
+        let out = c.members[i].etcdctl(&["put", &format!("k{i}"), "v"]);
+        assert_eq!(ok(&out), "OK");
+    }
+    let alive: Vec<usize> = (0..5).filter(|i| *i != leader && *i != second).collect();
+    converged(&c, &alive);
+
+    // A third failure: no quorum. Writes fail with an error within the
+    // request deadline rather than hang.
+    c.members[alive[0]].kill();
+    let started = Instant::now();
+    let out = c.members[alive[1]].etcdctl(&["--command-timeout=30s", "put", "lost", "v"]);
+    let took = started.elapsed();
+    assert_ne!(out.code, 0, "write without quorum succeeded: {out:?}");
+    assert!(
+        out.stderr.contains("etcdserver: request timed out")
+            || out.stderr.contains("etcdserver: no leader"),
+        "{out:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // Serializable reads still work locally.
+    assert_eq!(
+        ok(&c.members[alive[2]].etcdctl(&["get", "a", "--consistency=s"])),
+        "a\n1"
+    );
+}
+
+#[test]
+fn lagging_member_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-count", "100"]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let lagging = (leader + 1) % 3;
+    c.members[lagging].kill();
+
+    // Many writes (with a compaction in between) while it is down: the
+    // leader snapshots and purges its log.
+    let endpoints: Vec<String> = (0..3)
+        .filter(|i| *i != lagging)
+        .map(|i| c.members[i].endpoint())
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = etcd_client::Client::connect(endpoints, None)
+            .await
+            .expect("connect");
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let mut kv = client.kv_client();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150 {
+                    kv.put(format!("bulk/{t}/{i}"), format!("value-{i}"), None)
+                        .await
+                        .expect("put");
+                }
+            }));
+        }
+        for (n, t) in tasks.into_iter().enumerate() {
+            t.await.expect("writer");
+            if n == 3 {
+                let rev = client
+                    .kv_client()
+                    .get("bulk/0/0", None)
+                    .await
+                    .expect("get")
+                    .header()
+                    .expect("header")
+                    .revision();
+                client
+                    .kv_client()
+                    .compact(rev, None)
+                    .await
+                    .expect("compact");
+            }
+        }
+    });
+
+    // It restarts, receives a snapshot (its log is gone on the leader) and
+    // ends up with the same data.
+    c.members[lagging].spawn();
+    c.members[lagging].wait_ready(Duration::from_secs(30));
+    let (rev, _) = converged(&c, &[0, 1, 2]);
+    assert_eq!(rev, 1 + 8 * 150);
+    assert!(
+        c.members[lagging]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "no snapshot installed:\n{}",
+        c.members[lagging].log()
+    );
+    let out = c.members[lagging].etcdctl(&["get", "bulk/7/149", "--consistency=s"]);
+    assert_eq!(ok(&out), "bulk/7/149\nvalue-149");
+    let out = c.members[lagging].etcdctl(&["get", "bulk/", "--prefix", "--keys-only"]);
+    assert_eq!(ok(&out).lines().filter(|l| !l.is_empty()).count(), 1200);
+}

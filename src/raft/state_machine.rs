@@ -362,6 +362,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
         self.storage.write(batch).map_err(sm_write_err)?;
         self.storage.flush().await.map_err(sm_write_err)?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            revision = view.revision,
+            "installed a snapshot from the leader"
+        );
         self.view.store(Arc::new(view));
         Ok(())
     }
