@@ -55,10 +55,14 @@ impl Client {
         Ok(resp.kvs.into_iter().next())
     }
 
-    /// Linearizable read of every key starting with `prefix`.
+    /// Linearizable read of every key starting with `prefix` (an empty
+    /// prefix: every key, as in etcd's clientv3).
     pub async fn get_prefix(&self, prefix: impl Into<Bytes>) -> Result<Vec<KeyValue>, ApiError> {
-        let key: Bytes = prefix.into();
+        let mut key: Bytes = prefix.into();
         let range_end = prefix_end(&key);
+        if key.is_empty() {
+            key = Bytes::from_static(&[0]);
+        }
         let resp = self
             .range(RangeRequest {
                 key,

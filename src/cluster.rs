@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::mvcc::{Command, Reply};
 use crate::node::{hash_id, url_string, Identity, Node, REQUEST_TIMEOUT};
 use crate::raft::network::{peer_url, PeerError, PeerTransport, Rpc};
+use crate::raft::proposer::ProposeError;
 use crate::raft::MemberInfo;
 
 /// A request only the leader can serve.
@@ -262,12 +263,14 @@ impl Node {
     pub(crate) async fn serve_leader_op(&self, op: LeaderOp) -> Result<LeaderReply, Refusal> {
         let raft = &self.inner.raft;
         match op {
-            LeaderOp::Write(cmd) => match raft.client_write(cmd).await {
-                Ok(resp) => match resp.data {
-                    Reply::Error(e) => Err(Refusal::Api(ApiError::Mvcc(e))),
-                    other => Ok(LeaderReply::Write(other)),
-                },
-                Err(e) => Err(write_refusal(e)),
+            // Through the proposer: forwarded writes join the leader's
+            // group commit like local ones.
+            LeaderOp::Write(cmd) => match self.inner.proposer.propose(cmd).await {
+                Ok(Reply::Error(e)) => Err(Refusal::Api(ApiError::Mvcc(e))),
+                Ok(reply) => Ok(LeaderReply::Write(reply)),
+                Err(ProposeError::NotLeader(hint)) => Err(Refusal::NotLeader(hint)),
+                Err(ProposeError::Stopped) => Err(Refusal::Api(ApiError::Stopped)),
+                Err(ProposeError::Other(e)) => Err(Refusal::Api(ApiError::Internal(e))),
             },
             LeaderOp::AddMember { peer_urls, learner } => {
                 self.ensure_leader()?;

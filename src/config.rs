@@ -99,7 +99,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 #[command(
     name = "raftcd",
     version,
-    about = "A replicated key-value store with the etcd v3 API"
+    about = "A replicated key-value store with the etcd v3 API",
+    args_override_self = true
 )]
 pub struct Flags {
     /// Human-readable name for this member.
@@ -350,5 +351,19 @@ mod tests {
         assert!(e.contains("initial-cluster-state"), "{e}");
         let e = flags(&["--initial-cluster", "default"]).unwrap_err();
         assert!(e.contains("NAME=URL"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_the_last_value_as_etcd_does() {
+        let c = flags(&[
+            "--name",
+            "a",
+            "--name",
+            "b",
+            "--initial-cluster",
+            "b=http://127.0.0.1:2380",
+        ])
+        .unwrap();
+        assert_eq!(c.name, "b");
     }
 }

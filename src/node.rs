@@ -19,6 +19,7 @@ use crate::mvcc::{Command, Reply, View};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, PeerTransport, Rejection, Rpc};
+use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::{ReadView, RemovedMembers, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
@@ -33,12 +34,13 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but this member is {name:?} of cluster {cluster:x}")]
+    #[error("data dir {dir} belongs to member {found_name:?} of cluster {found_cluster:x}, but --name {name:?} with --initial-cluster-token {token:?} and --initial-cluster make member {name:?} of cluster {cluster:x}")]
     WrongDataDir {
         dir: String,
         found_name: String,
         found_cluster: u64,
         name: String,
+        token: String,
         cluster: u64,
     },
     #[error("data dir {dir} was created with another --initial-cluster-token")]
@@ -124,6 +126,7 @@ pub(crate) struct Inner {
     pub identity: Identity,
     pub storage: Storage,
     pub raft: Raft,
+    pub proposer: Proposer,
     pub view: ReadView,
     pub raft_state: Arc<RaftState>,
     pub transport: PeerTransport,
@@ -166,6 +169,7 @@ async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity
                 found_name: found.name,
                 found_cluster: found.cluster_id,
                 name: config.name.clone(),
+                token: config.initial_cluster_token.clone(),
                 cluster: derived.cluster_id,
             });
         }
@@ -284,6 +288,7 @@ impl Node {
             config,
             identity,
             storage,
+            proposer: Proposer::start(raft.clone()),
             raft,
             view,
             raft_state,
@@ -634,7 +639,8 @@ impl Node {
         }
     }
 
-    /// Stop serving, stop Raft and flush storage.
+    /// Stop serving, stop Raft and flush storage. Once every handle to this
+    /// node (its clients included) is dropped, the data dir can be reopened.
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.inner.shutdown_tx.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
@@ -651,6 +657,13 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         self.inner.storage.flush().await?;
+        // Raft's log and state machine workers drop their storage handles
+        // shortly after Raft stops; wait for that, so that the data dir is
+        // free to reopen once the caller drops its last handle to this node.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.inner.storage.handle_count() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Ok(())
     }
 }

@@ -126,11 +126,23 @@ pub type Pair = (Vec<u8>, Vec<u8>);
 pub struct Storage {
     db: sled::Db,
     path: PathBuf,
+    /// One count per live handle: the engine (and its lock on the data dir)
+    /// is released when the last one goes.
+    handles: std::sync::Arc<()>,
 }
 
 impl Storage {
     /// Open (or create) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StorageError::Open {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                ),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Open {
             path: dir.to_path_buf(),
             source,
@@ -138,7 +150,7 @@ impl Storage {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
@@ -148,7 +160,16 @@ impl Storage {
                 },
                 other => StorageError::Engine(other),
             })?;
-        Ok(Self { db, path })
+        Ok(Self {
+            db,
+            path,
+            handles: std::sync::Arc::new(()),
+        })
+    }
+
+    /// How many handles of this store are alive (this one included).
+    pub fn handle_count(&self) -> usize {
+        std::sync::Arc::strong_count(&self.handles)
     }
 
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {

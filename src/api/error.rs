@@ -75,6 +75,37 @@ impl From<ApiError> for Status {
     }
 }
 
+/// tonic refuses a message above the decoding limit with `OutOfRange`
+/// "Error, decoded message length too large: found N bytes, the limit is: M
+/// bytes"; etcd (grpc-go) answers `ResourceExhausted` "grpc: received message
+/// larger than max (N vs. M)". Response middleware turning the first into the
+/// second; every other response passes unchanged.
+pub async fn message_size_status(res: axum::response::Response) -> axum::response::Response {
+    let Some(status) = res.extensions().get::<Status>() else {
+        return res;
+    };
+    match etcd_size_status(status) {
+        Some(etcd) => etcd.into_http(),
+        None => res,
+    }
+}
+
+fn etcd_size_status(s: &Status) -> Option<Status> {
+    let rest = s
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")?;
+    if s.code() != Code::OutOfRange {
+        return None;
+    }
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u64>().ok());
+    let (found, limit) = (numbers.next()?, numbers.next()?);
+    Some(Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +138,16 @@ mod tests {
         );
         let s: Status = ApiError::Mvcc(MvccError::EmptyKey).into();
         assert_eq!(s.message(), "etcdserver: key is not provided");
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 3145739 bytes, the limit is: 2097152 bytes",
+        );
+        let s = etcd_size_status(&tonic).unwrap();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "grpc: received message larger than max (3145739 vs. 2097152)"
+        );
+        assert!(etcd_size_status(&ApiError::Mvcc(MvccError::Compacted).into()).is_none());
         let s: Status = ApiError::RequestTooLarge.into();
         assert_eq!(
             (s.code(), s.message()),

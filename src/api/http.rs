@@ -1,7 +1,10 @@
 //! Plain HTTP endpoints on the client port: `/health` and `/version`, with
 //! etcd's bodies.
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -16,20 +19,37 @@ pub fn routes(node: Node) -> Router {
                 let node = node.clone();
                 async move {
                     // Healthy means a linearizable read goes through now.
-                    match node.linearize().await {
+                    let (status, body) = match node.linearize().await {
                         Ok(()) => (StatusCode::OK, r#"{"health":"true"}"#),
                         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#),
-                    }
+                    };
+                    (status, [(CONTENT_TYPE, "application/json")], body)
                 }
             }),
         )
         .route(
             "/version",
             get(|| async {
-                format!(
+                let body = format!(
                     r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}","raftcd":"{}"}}"#,
                     env!("CARGO_PKG_VERSION")
-                )
+                );
+                ([(CONTENT_TYPE, "application/json")], body)
             }),
         )
+}
+
+/// Unknown gRPC methods get `Unimplemented`; unknown HTTP paths a 404.
+pub async fn fallback(req: Request<Body>) -> Response {
+    let grpc = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
+            .into_http::<Body>()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
 }

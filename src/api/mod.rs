@@ -73,8 +73,10 @@ pub fn router(node: &Node) -> axum::Router {
         ClusterServer::new(cluster::ClusterService::new(node.clone()))
             .max_decoding_message_size(max),
     )
-    .into_axum_router();
+    .into_axum_router()
+    .layer(axum::middleware::map_response(error::message_size_status));
     grpc.merge(http::routes(node.clone()))
+        .fallback(http::fallback)
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.

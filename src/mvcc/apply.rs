@@ -107,6 +107,7 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
         Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
         Command::Compact(req) => a.compact(req).map(Reply::Compact),
+        Command::Batch(cmds) => return apply_batch(view, cmds),
     };
     match result {
         Ok(reply) => {
@@ -125,6 +126,26 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
             events: Vec::new(),
         },
     }
+}
+
+/// Apply each command of a batch in order, each on its own.
+fn apply_batch(view: &View, cmds: &[Command]) -> Applied {
+    let mut out = Applied {
+        reply: Reply::None,
+        view: view.clone(),
+        changes: Vec::new(),
+        events: Vec::new(),
+    };
+    let mut replies = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        let a = apply(&out.view, c);
+        out.view = a.view;
+        out.changes.extend(a.changes);
+        out.events.extend(a.events);
+        replies.push(a.reply);
+    }
+    out.reply = Reply::Batch(replies);
+    out
 }
 
 struct Applier {
@@ -192,6 +213,8 @@ impl Applier {
         });
         let h = self.view.index.entry(key).or_default();
         h.push_back(rev);
+        // Later reads in the same txn see this write, as in etcd.
+        self.view.revision = self.write_rev;
     }
 
     fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
@@ -305,6 +328,10 @@ impl Applier {
                     keys.push(Some(r.clone()));
                 }
             }
+            // An empty range compares like one missing key, as in etcd.
+            if keys.is_empty() {
+                keys.push(None);
+            }
         }
         for r in keys {
             if !compare_one(target, result, c.target_union.as_ref(), r.as_ref()) {
@@ -340,6 +367,10 @@ impl Applier {
         for op in ops {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
+                    // An explicit revision must exist before the txn, as in etcd.
+                    if r.revision > self.base.revision {
+                        return Err(MvccError::FutureRevision);
+                    }
                     let resp: RangeResponse = self.view.range(r, self.current_rev())?;
                     Response::ResponseRange(resp)
                 }
@@ -358,15 +389,8 @@ impl Applier {
                 response: Some(response),
             });
         }
-        // Write responses report the txn's final revision, as etcd does.
-        let rev = self.current_rev();
-        for r in responses.iter_mut() {
-            match &mut r.response {
-                Some(Response::ResponsePut(p)) => p.header = header(rev),
-                Some(Response::ResponseDeleteRange(d)) => d.header = header(rev),
-                _ => {}
-            }
-        }
+        // Each response keeps the revision as of its place in the txn, as in
+        // etcd: a delete or range before the first change reports the old one.
         Ok(TxnResponse {
             header: None,
             succeeded,
@@ -628,6 +652,39 @@ mod tests {
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
         assert!(bad.changes.is_empty());
         assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+
+    #[test]
+    fn txn_reads_see_earlier_writes_of_the_txn() {
+        let v = put(&View::default(), "foo", "bar");
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let a = apply(
+            &v,
+            &Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
+                        key: "foo".into(),
+                        value: "newval".into(),
+                        ..Default::default()
+                    })),
+                    op(Request::RequestRange(RangeRequest {
+                        key: "foo".into(),
+                        ..Default::default()
+                    })),
+                ],
+                failure: vec![],
+            }),
+        );
+        let Reply::Txn(t) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        let Some(Response::ResponseRange(r)) = &t.responses[1].response else {
+            panic!()
+        };
+        assert_eq!(r.header.as_ref().map(|h| h.revision), Some(3));
+        assert_eq!(&r.kvs[0].value[..], b"newval");
+        assert_eq!((r.kvs[0].mod_revision, r.kvs[0].version), (3, 2));
     }
 }
 

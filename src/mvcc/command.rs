@@ -19,6 +19,24 @@ pub enum Command {
     DeleteRange(#[serde(with = "pbcodec")] DeleteRangeRequest),
     Txn(#[serde(with = "pbcodec")] TxnRequest),
     Compact(#[serde(with = "pbcodec")] CompactionRequest),
+    /// Several client requests proposed as one Raft entry (group commit).
+    /// Each is applied on its own, in order, with its own revision, exactly
+    /// as if proposed separately.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Approximate encoded size, for bounding batches.
+    pub fn size(&self) -> usize {
+        use prost::Message;
+        match self {
+            Command::Put(r) => r.encoded_len(),
+            Command::DeleteRange(r) => r.encoded_len(),
+            Command::Txn(r) => r.encoded_len(),
+            Command::Compact(r) => r.encoded_len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::size).sum(),
+        }
+    }
 }
 
 /// The state machine's answer to one [`Command`]. Only `header.revision` of
@@ -32,6 +50,8 @@ pub enum Reply {
     DeleteRange(#[serde(with = "pbcodec")] DeleteRangeResponse),
     Txn(#[serde(with = "pbcodec")] TxnResponse),
     Compact(#[serde(with = "pbcodec")] CompactionResponse),
+    /// The replies to a [`Command::Batch`], in order.
+    Batch(Vec<Reply>),
     /// The command was rejected deterministically; nothing changed.
     Error(MvccError),
 }

@@ -147,13 +147,14 @@ impl View {
         header_revision: i64,
     ) -> Result<RangeResponse, MvccError> {
         let rev = self.read_revision(req.revision)?;
-        let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
+        let requested_order =
+            SortOrder::try_from(req.sort_order).map_err(|_| MvccError::UnknownSort)?;
         let sort_target =
             SortTarget::try_from(req.sort_target).map_err(|_| MvccError::UnknownSort)?;
-        let sort_order = if sort_target != SortTarget::Key && sort_order == SortOrder::None {
+        let sort_order = if sort_target != SortTarget::Key && requested_order == SortOrder::None {
             SortOrder::Ascend
         } else {
-            sort_order
+            requested_order
         };
         let filtered = req.min_mod_revision != 0
             || req.max_mod_revision != 0
@@ -165,9 +166,11 @@ impl View {
                 && (req.min_create_revision == 0 || r.create >= req.min_create_revision)
                 && (req.max_create_revision == 0 || r.create <= req.max_create_revision)
         };
-        // Without sorting or filters, stop collecting after limit+1 entries
-        // (the extra one tells `more`), but keep counting.
-        let collect_cap = if req.limit > 0 && sort_order == SortOrder::None && !filtered {
+        // Without a requested sort order or filters, stop collecting after
+        // limit+1 entries (the extra one tells `more`), but keep counting.
+        // Like etcd, this looks at the order as requested: a non-key target
+        // with order NONE sorts only the first limit+1 keys.
+        let collect_cap = if req.limit > 0 && requested_order == SortOrder::None && !filtered {
             req.limit as usize + 1
         } else {
             usize::MAX
@@ -199,10 +202,12 @@ impl View {
                         SortTarget::Key => (0, kv.key.clone()),
                     }
                 };
-                // Stable sort: equal elements stay in key order, as in etcd.
-                kvs.sort_by_key(key_of);
+                // Stable sort in either direction: equal elements stay in
+                // ascending key order, as etcd returns them.
                 if order == SortOrder::Descend {
-                    kvs.reverse();
+                    kvs.sort_by_key(|kv| std::cmp::Reverse(key_of(kv)));
+                } else {
+                    kvs.sort_by_key(key_of);
                 }
             }
         }

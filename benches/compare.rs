@@ -1,0 +1,1119 @@
+//! Side-by-side benchmark: raftcd against a real etcd 3.4 on the same machine.
+//!
+//! Run with `cargo bench --bench compare -- [--duration-secs N]
+//! [--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]`.
+//! Each server runs alone (one after the other) with a fresh temp data dir on
+//! free loopback ports; the closed-loop load generator runs in this process
+//! (etcd-client over gRPC, 8-byte keys, 256-byte values, 10,000-key space, up
+//! to 8 connections shared by the clients), the way the etcd 3.4.23 reference
+//! numbers in `../shared/reference/` were taken. See `docs/benchmarks.md`.
+//!
+//! Without `--bench` on its command line (that is, under `cargo test
+//! --benches` or `--all-targets`) it does nothing, so test runs stay fast.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn,
+    TxnOp, TxnOpResponse,
+};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+const KEY_SPACE: usize = 10_000;
+const VALUE_SIZE: usize = 256;
+const MAX_CONNS: usize = 8;
+/// Clients used for the fill phases (as the reference's `prepare`).
+const FILL_CLIENTS: usize = 64;
+/// Keys of the shared-key compare-and-swap step.
+const SHARED_KEYS: usize = 100;
+/// Keys the history step piles its revisions on.
+const HISTORY_KEYS: usize = 100;
+/// The history fill stops after this long even if not all revisions are in.
+const HISTORY_FILL_CAP: Duration = Duration::from_secs(180);
+const DEFAULT_HISTORY_REVS: u64 = 400_000;
+const ETCD_BIN: &str = "/usr/bin/etcd";
+
+const USAGE: &str = "usage: cargo bench --bench compare -- [--duration-secs N] \
+[--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]";
+
+// ---------------------------------------------------------------- options
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Raftcd,
+    Etcd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Raftcd => "raftcd",
+            Kind::Etcd => "etcd",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Opts {
+    duration: Duration,
+    only: Option<Kind>,
+    clients: Vec<usize>,
+    history: bool,
+    history_revs: u64,
+}
+
+fn parse_args(args: &[String]) -> Res<Opts> {
+    let mut o = Opts {
+        duration: Duration::from_secs(5),
+        only: None,
+        clients: vec![1, 64],
+        history: true,
+        history_revs: DEFAULT_HISTORY_REVS,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = || -> Res<String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}").into())
+        };
+        match flag {
+            "--bench" => {}
+            "--duration-secs" => {
+                let v: f64 = value()?.parse()?;
+                if !(v > 0.0 && v <= 3600.0) {
+                    return Err(format!("--duration-secs must be in (0, 3600], not {v}").into());
+                }
+                o.duration = Duration::from_secs_f64(v);
+            }
+            "--only" => {
+                o.only = Some(match value()?.as_str() {
+                    "raftcd" => Kind::Raftcd,
+                    "etcd" => Kind::Etcd,
+                    other => return Err(format!("--only raftcd|etcd, not {other:?}").into()),
+                })
+            }
+            "--clients" => {
+                let mut list = Vec::new();
+                for part in value()?.split(',').filter(|p| !p.trim().is_empty()) {
+                    let n: usize = part.trim().parse()?;
+                    if n == 0 || n > 4096 {
+                        return Err(format!("--clients: {n} is not in 1..=4096").into());
+                    }
+                    list.push(n);
+                }
+                if list.is_empty() {
+                    return Err("--clients needs at least one number".into());
+                }
+                o.clients = list;
+            }
+            "--no-history" => o.history = false,
+            "--history-revs" => {
+                o.history_revs = value()?.parse()?;
+                if o.history_revs == 0 {
+                    o.history = false;
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------- servers
+
+/// A server process with its own temp data dir; killed on drop.
+struct ServerProc {
+    kind: Kind,
+    child: Option<Child>,
+    port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn free_port() -> Res<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A command with no inherited etcd configuration variables.
+fn clean_command(bin: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCD") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The etcd to compare with: `$BENCH_ETCD_BIN` if set, else `/usr/bin/etcd`,
+/// else `etcd` on `PATH`.
+fn etcd_bin() -> Option<String> {
+    if let Some(bin) = std::env::var_os("BENCH_ETCD_BIN") {
+        let bin = PathBuf::from(bin);
+        return bin.is_file().then(|| bin.display().to_string());
+    }
+    if Path::new(ETCD_BIN).is_file() {
+        return Some(ETCD_BIN.to_string());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("etcd"))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    })
+}
+
+fn binary_version(bin: &str) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl ServerProc {
+    fn start(kind: Kind, bin: &str) -> Res<ServerProc> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("compare-{}-", kind.name()))
+            .tempdir()?;
+        let data_dir = tmp.path().join("data");
+        let log = tmp.path().join("server.log");
+        let port = free_port()?;
+        let peer_port = free_port()?;
+        let client_url = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut cmd = clean_command(bin);
+        cmd.args(["--name", "default"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")]);
+        match kind {
+            Kind::Raftcd => cmd.args(["--log-level", "warn"]),
+            Kind::Etcd => cmd.args(["--logger", "zap", "--log-level", "warn"]),
+        };
+        let log_file = File::create(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        Ok(ServerProc {
+            kind,
+            child: Some(child),
+            port,
+            data_dir,
+            log,
+            _tmp: tmp,
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Wait until the server answers a Status call; return 8 connections.
+    async fn connect(&mut self, conns: usize) -> Res<Vec<Client>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    return Err(format!(
+                        "{} exited early with {status}; log:\n{}",
+                        self.kind.name(),
+                        self.log_tail()
+                    )
+                    .into());
+                }
+            }
+            if let Ok(mut c) = Client::connect([self.endpoint()], Some(connect_options())).await {
+                if c.status().await.is_ok() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} not ready after 30 s; log:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut out = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            out.push(Client::connect([self.endpoint()], Some(connect_options())).await?);
+        }
+        Ok(out)
+    }
+
+    /// Peak resident set size so far (VmHWM), in bytes.
+    fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// SIGTERM, wait up to 20 s, then SIGKILL.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.kind.name());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(30))
+}
+
+/// (bytes allocated on disk as `du` counts them, apparent bytes) under `dir`.
+fn dir_size(dir: &Path) -> (u64, u64) {
+    let mut disk = 0;
+    let mut apparent = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                disk += m.blocks() * 512;
+                apparent += m.len();
+            }
+        }
+    }
+    (disk, apparent)
+}
+
+// ---------------------------------------------------------------- load
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    SerializableGet,
+    /// Txn: if mod_revision(key) == the last one seen then put else get.
+    TxnCas,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get (linearizable)",
+            Op::SerializableGet => "get (serializable)",
+            Op::TxnCas => "txn compare-and-swap",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// Key number = operation number modulo the key count.
+    Sequential,
+    Random,
+}
+
+/// What a step works on.
+struct Workload {
+    keys: Arc<Vec<Vec<u8>>>,
+    value: Arc<Vec<u8>>,
+    pick: Pick,
+    /// The last mod_revision seen per key (txn compare-and-swap only).
+    known: Option<Arc<Vec<AtomicI64>>>,
+}
+
+fn main_keys() -> Vec<Vec<u8>> {
+    (0..KEY_SPACE)
+        .map(|i| format!("{i:08}").into_bytes())
+        .collect()
+}
+
+fn history_keys() -> Vec<Vec<u8>> {
+    (0..HISTORY_KEYS)
+        .map(|i| format!("h{i:07}").into_bytes())
+        .collect()
+}
+
+fn value_bytes() -> Vec<u8> {
+    (0..VALUE_SIZE).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// xorshift64*: enough to spread keys, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[derive(Default)]
+struct ClientStats {
+    lat_ns: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    cas_ok: u64,
+    cas_failed: u64,
+}
+
+/// One measured step.
+#[derive(Debug, Clone)]
+struct StepResult {
+    /// Stable step name, to match a step across servers.
+    id: &'static str,
+    label: String,
+    clients: usize,
+    conns: usize,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    note: String,
+}
+
+impl StepResult {
+    fn ops_per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Duration::from_nanos(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+async fn one_op(
+    kv: &mut KvClient,
+    op: Op,
+    k: usize,
+    w: &Workload,
+    stats: &mut ClientStats,
+) -> Result<(), etcd_client::Error> {
+    let key = w.keys[k].clone();
+    match op {
+        Op::Put => {
+            kv.put(key, w.value.as_slice(), None).await?;
+        }
+        Op::Get => {
+            kv.get(key, None).await?;
+        }
+        Op::SerializableGet => {
+            kv.get(key, Some(GetOptions::new().with_serializable()))
+                .await?;
+        }
+        Op::TxnCas => {
+            let Some(known) = w.known.as_ref() else {
+                return Err(etcd_client::Error::InvalidArgs("no revisions".into()));
+            };
+            let seen = known[k].load(Ordering::Relaxed);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, seen)])
+                .and_then([TxnOp::put(key.clone(), w.value.as_slice(), None)])
+                .or_else([TxnOp::get(key, None)]);
+            let resp = kv.txn(txn).await?;
+            if resp.succeeded() {
+                stats.cas_ok += 1;
+                if let Some(h) = resp.header() {
+                    known[k].store(h.revision(), Ordering::Relaxed);
+                }
+            } else {
+                stats.cas_failed += 1;
+                for r in resp.op_responses() {
+                    if let TxnOpResponse::Get(g) = r {
+                        if let Some(kv) = g.kvs().first() {
+                            known[k].store(kv.mod_revision(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When a step ends: after `duration`, or once `total` operations were issued.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    duration: Duration,
+    total: Option<u64>,
+}
+
+impl Limit {
+    fn time(duration: Duration) -> Self {
+        Limit {
+            duration,
+            total: None,
+        }
+    }
+}
+
+/// Run `clients` closed-loop clients over `min(clients, 8)` connections until
+/// `duration` has passed or `total` operations were issued.
+async fn run_step(
+    id: &'static str,
+    label: &str,
+    conns: &[Client],
+    clients: usize,
+    op: Op,
+    w: &Arc<Workload>,
+    limit: Limit,
+) -> StepResult {
+    let Limit { duration, total } = limit;
+    let nconn = clients.min(conns.len()).max(1);
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let mut kv = conns[c % nconn].kv_client();
+        let w = Arc::clone(w);
+        let issued = Arc::clone(&issued);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut stats = ClientStats::default();
+            while Instant::now() < deadline {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) {
+                    break;
+                }
+                let k = match w.pick {
+                    Pick::Sequential => n as usize % w.keys.len(),
+                    Pick::Random => rng.next() as usize % w.keys.len(),
+                };
+                let t0 = Instant::now();
+                match one_op(&mut kv, op, k, &w, &mut stats).await {
+                    Ok(()) => stats.lat_ns.push(t0.elapsed().as_nanos() as u64),
+                    Err(e) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert_with(|| e.to_string());
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            stats
+        }));
+    }
+    let mut all = ClientStats::default();
+    for t in tasks {
+        match t.await {
+            Ok(s) => {
+                all.lat_ns.extend(s.lat_ns);
+                all.errors += s.errors;
+                all.cas_ok += s.cas_ok;
+                all.cas_failed += s.cas_failed;
+                if all.first_error.is_none() {
+                    all.first_error = s.first_error;
+                }
+            }
+            Err(e) => {
+                all.errors += 1;
+                all.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    all.lat_ns.sort_unstable();
+    let note = if op == Op::TxnCas {
+        format!("cas ok {} / compare failed {}", all.cas_ok, all.cas_failed)
+    } else {
+        String::new()
+    };
+    StepResult {
+        id,
+        label: label.to_string(),
+        clients,
+        conns: nconn,
+        ok: all.lat_ns.len() as u64,
+        errors: all.errors,
+        first_error: all.first_error,
+        elapsed,
+        p50: percentile(&all.lat_ns, 50.0),
+        p99: percentile(&all.lat_ns, 99.0),
+        max: all
+            .lat_ns
+            .last()
+            .copied()
+            .map(Duration::from_nanos)
+            .unwrap_or_default(),
+        note,
+    }
+}
+
+/// Compact at the current revision (waiting for it to be physical), then
+/// defragment, as between the reference's phases.
+async fn compact_defrag(kind: Kind, c: &Client) -> Res<()> {
+    let mut c = c.clone();
+    let t0 = Instant::now();
+    let rev = c
+        .status()
+        .await?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(0);
+    c.compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    c.defragment().await?;
+    let db = c.status().await?.db_size();
+    eprintln!(
+        "[{}] compact+defrag at rev {rev}: {:.0} ms, db size {}",
+        kind.name(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        human_bytes(db.max(0) as u64)
+    );
+    Ok(())
+}
+
+/// The last mod_revision of every key, for the compare-and-swap step (read
+/// in keys-only ranges of 1,000 to stay far below the message size limit).
+async fn known_revisions(c: &Client, keys: &[Vec<u8>]) -> Res<Vec<AtomicI64>> {
+    let mut c = c.clone();
+    let known: Vec<AtomicI64> = (0..keys.len()).map(|_| AtomicI64::new(0)).collect();
+    for chunk in keys.chunks(1000) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            continue;
+        };
+        let mut end = last.clone();
+        end.push(0);
+        let opts = GetOptions::new().with_range(end).with_keys_only();
+        let resp = c.get(first.clone(), Some(opts)).await?;
+        for kv in resp.kvs() {
+            let slot = std::str::from_utf8(kv.key())
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .and_then(|j| known.get(j));
+            if let Some(slot) = slot {
+                slot.store(kv.mod_revision(), Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(known)
+}
+
+// ---------------------------------------------------------------- one server
+
+struct ServerReport {
+    kind: Kind,
+    version: String,
+    steps: Vec<StepResult>,
+    peak_rss: Option<u64>,
+    disk: Option<(u64, u64)>,
+    failure: Option<String>,
+}
+
+fn log_step(kind: Kind, r: &StepResult) {
+    eprintln!(
+        "[{}] {:<28} clients={:<3} {:>9.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>8.3} ms  errors {}{}{}",
+        kind.name(),
+        r.label,
+        r.clients,
+        r.ops_per_sec(),
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.max),
+        r.errors,
+        if r.note.is_empty() { "" } else { "  " },
+        r.note
+    );
+    if let Some(e) = &r.first_error {
+        eprintln!("[{}]   first error: {e}", kind.name());
+    }
+}
+
+async fn bench_server(kind: Kind, bin: &str, o: &Opts) -> ServerReport {
+    let mut report = ServerReport {
+        kind,
+        version: binary_version(bin),
+        steps: Vec::new(),
+        peak_rss: None,
+        disk: None,
+        failure: None,
+    };
+    eprintln!("[{}] starting {bin} ({})", kind.name(), report.version);
+    let mut server = match ServerProc::start(kind, bin) {
+        Ok(s) => s,
+        Err(e) => {
+            report.failure = Some(e.to_string());
+            return report;
+        }
+    };
+    if let Err(e) = run_phases(&mut server, o, &mut report.steps).await {
+        eprintln!("[{}] benchmark stopped: {e}", kind.name());
+        report.failure = Some(e.to_string());
+    }
+    report.peak_rss = server.peak_rss();
+    server.stop();
+    report.disk = Some(dir_size(&server.data_dir));
+    report
+}
+
+async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResult>) -> Res<()> {
+    let kind = server.kind;
+    let conns = server.connect(MAX_CONNS).await?;
+    let keys = Arc::new(main_keys());
+    let value = Arc::new(value_bytes());
+    let workload = |keys: &Arc<Vec<Vec<u8>>>, pick, known| {
+        Arc::new(Workload {
+            keys: Arc::clone(keys),
+            value: Arc::clone(&value),
+            pick,
+            known,
+        })
+    };
+    let per_step = Limit::time(o.duration);
+    let mut record = |r: StepResult| {
+        log_step(kind, &r);
+        steps.push(r);
+    };
+
+    // Fill every key once (the reference's `prepare`).
+    let fill = workload(&keys, Pick::Sequential, None);
+    let label = format!("fill ({KEY_SPACE} keys)");
+    let limit = Limit {
+        duration: Duration::from_secs(3600),
+        total: Some(KEY_SPACE as u64),
+    };
+    let r = run_step("fill", &label, &conns, FILL_CLIENTS, Op::Put, &fill, limit);
+    record(r.await);
+
+    let random = workload(&keys, Pick::Random, None);
+    for op in [Op::Get, Op::SerializableGet] {
+        for &n in &o.clients {
+            let r = run_step(op.name(), op.name(), &conns, n, op, &random, per_step);
+            record(r.await);
+        }
+    }
+    compact_defrag(kind, &conns[0]).await?;
+
+    for &n in &o.clients {
+        let r = run_step("put", "put", &conns, n, Op::Put, &random, per_step);
+        record(r.await);
+    }
+    compact_defrag(kind, &conns[0]).await?;
+
+    for &n in &o.clients {
+        let known = Arc::new(known_revisions(&conns[0], &keys).await?);
+        let cas = workload(&keys, Pick::Random, Some(known));
+        let r = run_step(
+            "cas",
+            Op::TxnCas.name(),
+            &conns,
+            n,
+            Op::TxnCas,
+            &cas,
+            per_step,
+        );
+        record(r.await);
+    }
+    // The same with 100 keys shared by all clients: most compares fail.
+    let shared_keys = Arc::new(keys[..SHARED_KEYS].to_vec());
+    for &n in o.clients.iter().filter(|&&n| n > 1) {
+        let known = Arc::new(known_revisions(&conns[0], &shared_keys).await?);
+        let cas = workload(&shared_keys, Pick::Random, Some(known));
+        let label = format!("txn compare-and-swap, {SHARED_KEYS} shared keys");
+        let r = run_step("cas shared", &label, &conns, n, Op::TxnCas, &cas, per_step);
+        record(r.await);
+    }
+    compact_defrag(kind, &conns[0]).await?;
+
+    if !o.history {
+        return Ok(());
+    }
+    // Pile revisions on a few keys (no compaction), then read them.
+    let hist_keys = Arc::new(history_keys());
+    let hist = workload(&hist_keys, Pick::Sequential, None);
+    let label = format!("history fill ({} revs)", o.history_revs);
+    let limit = Limit {
+        duration: HISTORY_FILL_CAP,
+        total: Some(o.history_revs),
+    };
+    let r = run_step(
+        "history fill",
+        &label,
+        &conns,
+        FILL_CLIENTS,
+        Op::Put,
+        &hist,
+        limit,
+    )
+    .await;
+    let written = r.ok;
+    record(r);
+    if written < o.history_revs {
+        eprintln!(
+            "[{}] history fill wrote {written} of {} revisions within {} s",
+            kind.name(),
+            o.history_revs,
+            HISTORY_FILL_CAP.as_secs()
+        );
+    }
+    let hist_get = workload(&hist_keys, Pick::Random, None);
+    let label = format!("get under history ({written} revs)");
+    for &n in &o.clients {
+        let r = run_step(
+            "history get",
+            &label,
+            &conns,
+            n,
+            Op::Get,
+            &hist_get,
+            per_step,
+        );
+        record(r.await);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- output
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn human_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= 1024.0 * MIB {
+        format!("{:.2} GiB", b as f64 / (1024.0 * MIB))
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
+}
+
+fn server_table(r: &ServerReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "### {} ({})\n", r.kind.name(), r.version);
+    if let Some(f) = &r.failure {
+        let _ = writeln!(s, "**Run failed:** {}\n", f.lines().next().unwrap_or(""));
+    }
+    let _ = writeln!(
+        s,
+        "| step | clients | conns | ops/s | p50 ms | p99 ms | max ms | ops | errors | note |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for st in &r.steps {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+            st.label,
+            st.clients,
+            st.conns,
+            st.ops_per_sec(),
+            ms(st.p50),
+            ms(st.p99),
+            ms(st.max),
+            st.ok,
+            st.errors,
+            st.note
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "- peak RSS (VmHWM): {}",
+        r.peak_rss
+            .map(human_bytes)
+            .unwrap_or_else(|| "unknown".into())
+    );
+    match r.disk {
+        Some((disk, apparent)) => {
+            let _ = writeln!(
+                s,
+                "- data dir after the run: {} on disk ({} apparent)",
+                human_bytes(disk),
+                human_bytes(apparent)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "- data dir after the run: unknown");
+        }
+    }
+    s
+}
+
+fn fmt_ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+fn summary_table(raftcd: Option<&ServerReport>, etcd: Option<&ServerReport>) -> String {
+    let not = "not measured";
+    let mut s = String::new();
+    let _ = writeln!(s, "### raftcd vs etcd\n");
+    let _ = writeln!(
+        s,
+        "| step | clients | raftcd ops/s | etcd ops/s | raftcd / etcd | raftcd p50 / p99 ms | etcd p50 / p99 ms |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    // Rows in the order of whichever server ran.
+    let order: Vec<&StepResult> = raftcd
+        .or(etcd)
+        .map(|r| r.steps.iter().collect())
+        .unwrap_or_default();
+    let find = |r: Option<&ServerReport>, st: &StepResult| {
+        r.and_then(|r| {
+            r.steps
+                .iter()
+                .find(|x| x.id == st.id && x.clients == st.clients)
+                .cloned()
+        })
+    };
+    for st in order {
+        let a = find(raftcd, st);
+        let b = find(etcd, st);
+        let ops = |x: &Option<StepResult>| {
+            x.as_ref()
+                .map(|x| format!("{:.0}", x.ops_per_sec()))
+                .unwrap_or_else(|| not.into())
+        };
+        let lat = |x: &Option<StepResult>| {
+            x.as_ref()
+                .map(|x| format!("{:.3} / {:.3}", ms(x.p50), ms(x.p99)))
+                .unwrap_or_else(|| not.into())
+        };
+        let ratio = match (&a, &b) {
+            (Some(a), Some(b)) => fmt_ratio(a.ops_per_sec(), b.ops_per_sec()),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            st.label,
+            st.clients,
+            ops(&a),
+            ops(&b),
+            ratio,
+            lat(&a),
+            lat(&b)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| resource | raftcd | etcd | raftcd / etcd |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let rss = |r: Option<&ServerReport>| r.and_then(|r| r.peak_rss);
+    let disk = |r: Option<&ServerReport>| r.and_then(|r| r.disk).map(|d| d.0);
+    for (name, a, b) in [
+        ("peak RSS (VmHWM)", rss(raftcd), rss(etcd)),
+        ("data dir on disk after the run", disk(raftcd), disk(etcd)),
+    ] {
+        let show = |x: Option<u64>| x.map(human_bytes).unwrap_or_else(|| not.into());
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) => fmt_ratio(a as f64, b as f64),
+            _ => "—".into(),
+        };
+        let _ = writeln!(s, "| {name} | {} | {} | {ratio} |", show(a), show(b));
+    }
+    s
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("compare: not a test; run it with `cargo bench --bench compare` (see docs/benchmarks.md)");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("compare: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(opts))
+}
+
+async fn run(o: Opts) -> std::process::ExitCode {
+    let raftcd_bin = env!("CARGO_BIN_EXE_raftcd");
+    let load_before = load_average();
+    let started = Instant::now();
+    if cfg!(debug_assertions) {
+        eprintln!("compare: WARNING: debug build (cargo test); numbers are not meaningful, use `cargo bench`");
+    }
+
+    let want = |k: Kind| o.only.is_none_or(|only| only == k);
+    let mut etcd_missing = false;
+    let raftcd = if want(Kind::Raftcd) {
+        Some(bench_server(Kind::Raftcd, raftcd_bin, &o).await)
+    } else {
+        None
+    };
+    let etcd = if want(Kind::Etcd) {
+        match etcd_bin() {
+            Some(bin) => Some(bench_server(Kind::Etcd, &bin, &o).await),
+            None => {
+                etcd_missing = true;
+                eprintln!(
+                    "compare: etcd not found ($BENCH_ETCD_BIN, {ETCD_BIN} or on PATH): etcd is NOT MEASURED. \
+                     Install it with `apt-get install etcd-server` (Debian's etcd 3.4)."
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(out, "\n## raftcd vs etcd benchmark\n");
+    let _ = writeln!(
+        out,
+        "- command: `cargo bench --bench compare -- {}`",
+        std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs, load average {} before / {} after; {} s total",
+        cpu_count(),
+        load_before,
+        load_average(),
+        started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "- workload: closed-loop clients over at most {MAX_CONNS} gRPC connections, {}-byte keys, \
+         {VALUE_SIZE}-byte values, {KEY_SPACE}-key space, {:.1} s per step, compact+defrag between phases",
+        main_keys()[0].len(),
+        o.duration.as_secs_f64()
+    );
+    if o.history {
+        let _ = writeln!(
+            out,
+            "- history step: {} puts on {HISTORY_KEYS} keys (64 clients, at most {} s), then linearizable gets on those keys",
+            o.history_revs,
+            HISTORY_FILL_CAP.as_secs()
+        );
+    }
+    if etcd_missing {
+        let _ = writeln!(out, "- etcd: not measured (no etcd binary found)");
+    }
+    if cfg!(debug_assertions) {
+        let _ = writeln!(out, "- **debug build: not meaningful numbers**");
+    }
+    let _ = writeln!(out);
+    for r in [raftcd.as_ref(), etcd.as_ref()].into_iter().flatten() {
+        let _ = writeln!(out, "{}", server_table(r));
+    }
+    let _ = writeln!(out, "{}", summary_table(raftcd.as_ref(), etcd.as_ref()));
+    println!("{out}");
+
+    if raftcd.is_none() && etcd.is_none() {
+        eprintln!("compare: no server was measured");
+        return std::process::ExitCode::FAILURE;
+    }
+    let failed = [raftcd.as_ref(), etcd.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|r| r.failure.is_some());
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,104 @@
+//! The server API tests talk to: a fresh raftcd (the default), or, with
+//! `RAFTCD_TEST_ORACLE=etcd`, a fresh real etcd 3.4 (`/usr/bin/etcd`), so
+//! the same assertions can be checked against etcd itself: every expected
+//! value in these tests is etcd's behaviour, not raftcd's.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, http_get, Server};
+
+pub enum Target {
+    Raftcd {
+        server: Server,
+        _tmp: tempfile::TempDir,
+    },
+    Etcd {
+        child: Child,
+        port: u16,
+        _tmp: tempfile::TempDir,
+    },
+}
+
+/// Whether the tests run against real etcd instead of raftcd.
+pub fn oracle_is_etcd() -> bool {
+    std::env::var("RAFTCD_TEST_ORACLE").is_ok_and(|v| v == "etcd")
+}
+
+impl Target {
+    /// A fresh server with `extra` flags (etcd's flag names: both accept them).
+    pub fn start(extra: &[&str]) -> Target {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        if oracle_is_etcd() {
+            let (child, port) = spawn_etcd(&dir, extra);
+            return Target::Etcd {
+                child,
+                port,
+                _tmp: tmp,
+            };
+        }
+        let server = Server::start_in(&dir, free_port(), extra);
+        Target::Raftcd { server, _tmp: tmp }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Raftcd { server, .. } => server.port,
+            Target::Etcd { port, .. } => *port,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as etcd clients take it.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    /// `http://127.0.0.1:PORT`, the advertised client URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Target::Etcd { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_etcd(dir: &Path, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let child = Command::new("etcd")
+        .args(["--data-dir", &dir.display().to_string()])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcd");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(port, "/health"), Some((200, _))) {
+        assert!(Instant::now() < deadline, "etcd not ready in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
