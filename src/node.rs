@@ -43,8 +43,6 @@ pub enum StartError {
         token: String,
         cluster: u64,
     },
-    #[error("data dir {dir} was created with another --initial-cluster-token")]
-    WrongToken { dir: String },
     #[error(transparent)]
     Join(#[from] crate::cluster::JoinError),
     #[error("refused by the cluster: {0}")]
@@ -163,7 +161,7 @@ async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity
             // Data dirs of single-member builds did not record the token.
             None => found.cluster_id == derived.cluster_id,
         };
-        if found.name != config.name || (stored_token.is_none() && !cluster_ok) {
+        if found.name != config.name || !cluster_ok {
             return Err(StartError::WrongDataDir {
                 dir: dir(),
                 found_name: found.name,
@@ -172,9 +170,6 @@ async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity
                 token: config.initial_cluster_token.clone(),
                 cluster: derived.cluster_id,
             });
-        }
-        if !cluster_ok {
-            return Err(StartError::WrongToken { dir: dir() });
         }
         return Ok(found);
     }
