@@ -441,6 +441,90 @@ impl Node {
         }
     }
 
+    /// MoveLeader: hand leadership to voter `target` (this member must lead).
+    ///
+    /// openraft 0.9 has no leadership transfer, so it is built from what it
+    /// has: wait until the target has every entry, stop heartbeats so the
+    /// followers' leader leases run out, then ask the target to campaign
+    /// (`TimeoutNow`); its log being the longest, it wins. Heartbeats and
+    /// elections resume here whatever happens.
+    pub(crate) async fn move_leader(&self, target: u64) -> Result<(), ApiError> {
+        let me = self.inner.identity.member_id;
+        let raft = &self.inner.raft;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(me) {
+            return Err(ApiError::NotLeader);
+        }
+        if target == me {
+            return Ok(());
+        }
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == target)
+        {
+            return Err(ApiError::BadLeaderTransferee);
+        }
+        let url = self
+            .peer_url_of(target)
+            .ok_or(ApiError::BadLeaderTransferee)?;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let m = raft.metrics().borrow().clone();
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&target).cloned().flatten())
+                .map(|l| l.index);
+            if m.current_leader != Some(me) {
+                return Err(ApiError::NotLeader);
+            }
+            if matched.is_some() && matched == m.last_log_index {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::LeaderTransferTimeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let runtime = raft.runtime_config();
+        runtime.heartbeat(false);
+        runtime.elect(false);
+        let lease = Duration::from_millis(
+            raft.config().election_timeout_max + raft.config().heartbeat_interval,
+        );
+        let transfer = async {
+            tokio::time::sleep(lease).await;
+            let asked: Result<Result<(), String>, PeerError> = self
+                .inner
+                .transport
+                .call_typed(Rpc::TimeoutNow, target, &url, &(), Duration::from_secs(1))
+                .await;
+            if let Err(e) | Ok(Err(e)) = asked.map_err(|e| e.to_string()) {
+                tracing::warn!(error = %e, "leadership transfer: the target did not campaign");
+            }
+            let mut m = raft.metrics();
+            loop {
+                if m.borrow().current_leader == Some(target) {
+                    return Ok(());
+                }
+                match tokio::time::timeout_at(deadline, m.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(ApiError::Stopped),
+                    Err(_) => return Err(ApiError::LeaderTransferTimeout),
+                }
+            }
+        };
+        let result = transfer.await;
+        runtime.heartbeat(true);
+        runtime.elect(true);
+        if result.is_ok() {
+            tracing::info!(to = format!("{target:x}"), "leadership transferred");
+        }
+        result
+    }
+
     /// The leader's read index, for a follower's linearizable read.
     pub(crate) async fn serve_read_index(&self) -> Result<u64, Refusal> {
         match self.inner.raft.get_read_log_id().await {

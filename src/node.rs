@@ -216,16 +216,28 @@ fn check_own_entry(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// The initial membership every member of a new cluster derives alike.
+/// Client URLs are not in `--initial-cluster`: each member publishes its
+/// own once the cluster runs (a single member knows them at once).
 fn initial_members(config: &Config) -> BTreeMap<u64, MemberInfo> {
+    let single = config.initial_cluster.len() == 1;
     config
         .initial_cluster
         .iter()
         .map(|(name, urls)| {
             let id = crate::cluster::member_id(name, urls, &config.initial_cluster_token);
+            let client_urls = if single {
+                config
+                    .advertise_client_urls
+                    .iter()
+                    .map(url_string)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let info = MemberInfo {
                 name: name.clone(),
                 peer_urls: urls.iter().map(url_string).collect(),
-                client_urls: Vec::new(),
+                client_urls,
             };
             (id, info)
         })
@@ -527,6 +539,13 @@ impl Node {
     /// Whether `member` was removed from the cluster.
     pub(crate) fn is_removed(&self, member: u64) -> bool {
         member != 0 && self.inner.removed.contains(member)
+    }
+
+    /// Install (or remove) a fault-injection filter on this member's
+    /// outgoing peer requests: drop or delay them per peer, to simulate
+    /// partitions and slow links in tests.
+    pub fn set_fault_filter(&self, filter: Option<Arc<dyn crate::raft::network::FaultFilter>>) {
+        self.inner.transport.set_fault_filter(filter);
     }
 
     /// This member's and its cluster's ids.

@@ -90,6 +90,18 @@ fn three_members_replicate_fail_over_and_catch_up() {
     assert_eq!(ok(&c.etcdctl(&["put", "k2", "v2"])), "OK");
     assert_eq!(ok(&c.etcdctl(&["get", "k2"])), "k2\nv2");
 
+    // move-leader hands leadership to a follower.
+    let target = c.status(followers[0]).expect("status").member_id;
+    let from = c.status(leader).expect("status").member_id;
+    let out = c.etcdctl(&["move-leader", &format!("{target:x}")]);
+    assert_eq!(
+        ok(&out),
+        format!("Leadership transferred from {from:x} to {target:x}")
+    );
+    let leader = c.wait_leader(Duration::from_secs(5));
+    assert_eq!(leader, followers[0]);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
     // Kill the leader: the others elect a new one within 3 election timeouts.
     let old = c.status(leader).expect("status").member_id;
     let killed_at = Instant::now();

@@ -35,6 +35,8 @@ pub enum ApiError {
     MemberBadUrls,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -59,9 +61,11 @@ impl From<ApiError> for Status {
                 (code, format!("etcdserver: {m}"))
             }
             ApiError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
-            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped | ApiError::LeaderFail => {
-                (Code::Unavailable, e.to_string())
-            }
+            ApiError::NoLeader
+            | ApiError::Timeout
+            | ApiError::Stopped
+            | ApiError::LeaderFail
+            | ApiError::LeaderTransferTimeout => (Code::Unavailable, e.to_string()),
             ApiError::NotLeader
             | ApiError::MemberNotLearner
             | ApiError::LearnerNotReady

@@ -142,11 +142,7 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        if target != self.node.inner.identity.member_id {
-            return Err(Status::failed_precondition(
-                "etcdserver: bad leader transferee",
-            ));
-        }
+        self.node.move_leader(target).await?;
         let view = self.node.view();
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.node.header(view.revision)),

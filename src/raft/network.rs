@@ -56,6 +56,7 @@ pub enum Rpc {
     Forward,
     ReadIndex,
     Join,
+    TimeoutNow,
 }
 
 /// What a [`FaultFilter`] does to one outgoing request.
@@ -238,6 +239,7 @@ impl PeerTransport {
                 Rpc::Forward => client.forward(request).await,
                 Rpc::ReadIndex => client.read_index(request).await,
                 Rpc::Join => client.join(request).await,
+                Rpc::TimeoutNow => client.timeout_now(request).await,
             }
         };
         let result = match tokio::time::timeout(timeout, fut).await {
@@ -283,8 +285,16 @@ impl PeerTransport {
         }
         let reason = format!("{:?}: {}", status.code(), status.message());
         // A failed connection attempt means the request never left.
+        let msg = status.message();
         let connect_failed = status.code() == tonic::Code::Unavailable
-            && (status.message().contains("connect") || status.message().contains("refused"));
+            && [
+                "tcp connect error",
+                "tcp open error",
+                "dns error",
+                "error trying to connect",
+            ]
+            .iter()
+            .any(|m| msg.contains(m));
         if connect_failed {
             PeerError::Unreachable {
                 to,

@@ -131,6 +131,20 @@ impl Peer for PeerService {
         Ok(reply(&self.node.serve_read_index().await))
     }
 
+    async fn timeout_now(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
+        let () = self.open(req)?;
+        tracing::info!("campaigning now: the leader transfers its leadership here");
+        let res: Result<(), String> = self
+            .node
+            .inner
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| e.to_string());
+        Ok(reply(&res))
+    }
+
     async fn join(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let join: JoinRequest = decode_wire(&req.into_inner().payload)
             .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))?;
