@@ -548,6 +548,11 @@ impl Node {
         self.inner.transport.set_fault_filter(filter);
     }
 
+    /// The current leader's member id, as this member knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
     /// This member's and its cluster's ids.
     pub fn identity(&self) -> &Identity {
         &self.inner.identity
