@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::mvcc::View;
 use crate::raft::state_machine::SnapshotBody;
-use crate::storage::{decode, encode, Space};
 
 const MAGIC: &[u8; 8] = b"RAFTCDBK";
 
@@ -34,7 +33,7 @@ pub enum BackupError {
 
 /// Serialize `view` as a backup file.
 pub fn write_backup(view: &View) -> Vec<u8> {
-    let body = encode(&SnapshotBody::from_view(view));
+    let body = SnapshotBody::from_view(view).encode();
     let mut out = Vec::with_capacity(body.len() + 560);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
@@ -61,7 +60,7 @@ pub fn read_backup(bytes: &[u8]) -> Result<View, BackupError> {
     let len =
         u64::from_be_bytes(data[8..16].try_into().map_err(|_| BackupError::BadSize)?) as usize;
     let body = data.get(16..16 + len).ok_or(BackupError::BadSize)?;
-    let body: SnapshotBody = decode(Space::Snapshot, body)?;
+    let body = SnapshotBody::decode(body)?;
     Ok(body.into_view())
 }
 
@@ -72,7 +71,16 @@ pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<i64
         path: file.display().to_string(),
         source,
     })?;
-    let view = read_backup(&bytes)?;
+    let mut view = read_backup(&bytes)?;
+    // A restored lease starts its TTL afresh, as etcd's do: the clients that
+    // kept it alive cannot have done so while the backup sat on disk.
+    let now_ms = crate::lessor::Clock::now().wall_ms;
+    let ids: Vec<i64> = view.leases.keys().copied().collect();
+    for id in ids {
+        if let Some(l) = view.leases.get_mut(&id) {
+            l.refreshed_ms = now_ms;
+        }
+    }
     let storage = crate::storage::Storage::open(data_dir)?;
     crate::raft::state_machine::StateMachine::seed(&storage, &view)?;
     Ok(view.revision)
@@ -90,9 +98,19 @@ mod tests {
         let v = View::default();
         let v = apply(
             &v,
+            &Command::LeaseGrant {
+                id: 9,
+                ttl: 20,
+                granted_ms: 5,
+            },
+        )
+        .view;
+        let v = apply(
+            &v,
             &Command::Put(PutRequest {
                 key: "k".into(),
                 value: "v".into(),
+                lease: 9,
                 ..Default::default()
             }),
         )
@@ -102,6 +120,8 @@ mod tests {
         let back = read_backup(&b).unwrap();
         assert_eq!(back.revision, 2);
         assert_eq!(back.hash_kv(0).unwrap(), v.hash_kv(0).unwrap());
+        assert_eq!(back.leases, v.leases);
+        assert_eq!(back.leases[&9].keys.len(), 1);
         let mut bad = b.clone();
         bad[20] ^= 1;
         assert!(matches!(read_backup(&bad), Err(BackupError::Checksum)));

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::config::Config;
+use crate::lessor::RenewError;
 use crate::mvcc::{Command, Reply};
 use crate::node::{hash_id, url_string, Identity, Node, REQUEST_TIMEOUT};
 use crate::raft::network::{peer_url, PeerError, PeerTransport, Rpc};
@@ -44,6 +45,8 @@ pub enum LeaderOp {
     PromoteMember { id: u64 },
     /// A started member publishes its name and client URLs.
     Publish { id: u64, info: MemberInfo },
+    /// A lease keep-alive (lease deadlines live in the leader's lessor).
+    LeaseKeepAlive { id: i64 },
 }
 
 /// One member as the Cluster API shows it.
@@ -60,6 +63,10 @@ pub struct MemberRow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaderReply {
     Write(Reply),
+    /// The lease's granted TTL, or 0 if it is gone.
+    LeaseKeepAlive {
+        ttl: i64,
+    },
     /// After a membership change: the member concerned and all members.
     Members {
         member: Option<MemberRow>,
@@ -175,6 +182,15 @@ fn write_refusal(e: RaftError<u64, ClientWriteError<u64, MemberInfo>>) -> Refusa
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 impl Node {
+    /// Keep lease `id` alive through the leader; its granted TTL, or 0 if
+    /// it is gone.
+    pub(crate) async fn lease_keep_alive(&self, id: i64) -> Result<i64, ApiError> {
+        match self.leader_call(LeaderOp::LeaseKeepAlive { id }).await? {
+            LeaderReply::LeaseKeepAlive { ttl } => Ok(ttl),
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     /// Every member in the local membership configuration.
     pub fn members(&self) -> Vec<MemberRow> {
         let metrics = self.inner.raft.metrics().borrow().clone();
@@ -272,6 +288,22 @@ impl Node {
                 Err(ProposeError::Stopped) => Err(Refusal::Api(ApiError::Stopped)),
                 Err(ProposeError::Other(e)) => Err(Refusal::Api(ApiError::Internal(e))),
             },
+            LeaderOp::LeaseKeepAlive { id } => {
+                let view = self.view();
+                let renewed = self.inner.lessor.renew(
+                    id,
+                    &view,
+                    self.leader_term(),
+                    crate::lessor::Clock::now(),
+                );
+                match renewed {
+                    Ok(ttl) => Ok(LeaderReply::LeaseKeepAlive { ttl }),
+                    Err(RenewError::NotFound) => Ok(LeaderReply::LeaseKeepAlive { ttl: 0 }),
+                    Err(RenewError::NotLeader) => {
+                        Err(Refusal::NotLeader(raft.metrics().borrow().current_leader))
+                    }
+                }
+            }
             LeaderOp::AddMember { peer_urls, learner } => {
                 self.ensure_leader()?;
                 let peer_urls = normalize_urls(&peer_urls)?;

@@ -14,6 +14,7 @@
 //! * [`mvcc`]: revisions, key history, txn, compaction; deterministic.
 //! * [`raft`]: openraft glue: log store, state machine, peer network.
 //! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
+//! * [`lessor`]: the leader's lease deadlines, keep-alives and expiry ticker.
 //! * [`node`]: wiring; [`Node::start`] is the one start function.
 //! * [`client`]: the in-process KV handle for embedding programs.
 //!
@@ -34,6 +35,7 @@ pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod lessor;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

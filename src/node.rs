@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     pub raft_state: Arc<RaftState>,
     pub transport: PeerTransport,
     pub removed: RemovedMembers,
+    /// Lease deadlines and keep-alives (leader side).
+    pub lessor: crate::lessor::Lessor,
     shutdown_tx: watch::Sender<bool>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -291,6 +293,7 @@ impl Node {
 
         let (shutdown_tx, _) = watch::channel(false);
         let raft_state = Arc::new(RaftState::default());
+        let lessor = crate::lessor::Lessor::new(identity.member_id, &config);
         let inner = Arc::new(Inner {
             config,
             identity,
@@ -301,7 +304,7 @@ impl Node {
             raft_state,
             transport,
             removed,
-
+            lessor,
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -328,6 +331,7 @@ impl Node {
         node.bootstrap().await?;
         node.wait_for_leader().await?;
         node.publish().await;
+        node.spawn(crate::lessor::run(node.clone()));
         for url in node.inner.config.listen_client_urls.clone() {
             let listener = crate::api::bind(&url)
                 .await
@@ -641,6 +645,13 @@ impl Node {
             }
             tokio::time::sleep_until((now + Duration::from_millis(25)).min(deadline)).await;
         }
+    }
+
+    /// The current term if this member is the leader.
+    pub(crate) fn leader_term(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.inner.identity.member_id)).then_some(m.current_term)
     }
 
     /// The current view of the store, for reads.

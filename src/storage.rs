@@ -8,7 +8,9 @@
 //!
 //! Every value written here is encoded with [`encode`]: a format-version byte
 //! followed by the postcard encoding of the record, so a later release can
-//! read today's data or refuse it with a clear message.
+//! read today's data or refuse it with a clear message. A record type whose
+//! layout changes gets a new version byte ([`encode_as`]) and its reader
+//! dispatches on [`split_version`]; the other records stay at version 1.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,11 @@ use serde::Serialize;
 
 /// Version byte in front of every persisted record.
 pub const FORMAT_V1: u8 = 1;
+/// Version 2: used by records whose layout grew after version 1 (the
+/// snapshot body, which gained the lease table).
+pub const FORMAT_V2: u8 = 2;
+/// The newest format version this build reads.
+pub const FORMAT_LATEST: u8 = FORMAT_V2;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +39,7 @@ pub enum StorageError {
     Engine(#[from] sled::Error),
     #[error("corrupt record in {space:?}: {reason}")]
     Corrupt { space: Space, reason: String },
-    #[error("unsupported data format version {found} (this build reads version {FORMAT_V1}); was the data dir written by a newer raftcd?")]
+    #[error("unsupported data format version {found} (this build reads versions up to {FORMAT_LATEST}); was the data dir written by a newer raftcd?")]
     Version { found: u8 },
 }
 
@@ -51,6 +58,9 @@ pub enum Space {
     Snapshot = 5,
     /// Identity of this data dir: cluster id, member id, name.
     Identity = 6,
+    /// The lease table by lease id (i64 big endian): granted TTL and the
+    /// leader's clock at the last grant or persisted refresh.
+    Lease = 7,
 }
 
 impl Space {
@@ -68,7 +78,12 @@ fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
 
 /// Encode a record with the format-version byte in front.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let out = vec![FORMAT_V1];
+    encode_as(FORMAT_V1, value)
+}
+
+/// Encode a record with an explicit format-version byte in front.
+pub fn encode_as<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let out = vec![version];
     // postcard only fails on writer errors, and a Vec writer cannot fail.
     match postcard::to_extend(value, out) {
         Ok(v) => v,
@@ -76,19 +91,36 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
-/// Decode a record written by [`encode`].
+/// Decode a version-1 record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(space: Space, bytes: &[u8]) -> Result<T, StorageError> {
-    match bytes.first() {
-        Some(&FORMAT_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| StorageError::Corrupt {
-            space,
-            reason: e.to_string(),
-        }),
-        Some(&v) => Err(StorageError::Version { found: v }),
+    match split_version(space, bytes)? {
+        (FORMAT_V1, payload) => decode_payload(space, payload),
+        (v, _) => Err(StorageError::Version { found: v }),
+    }
+}
+
+/// The format version of a record and its payload; refuses versions newer
+/// than this build reads.
+pub fn split_version(space: Space, bytes: &[u8]) -> Result<(u8, &[u8]), StorageError> {
+    match bytes.split_first() {
+        Some((&v, payload)) if (FORMAT_V1..=FORMAT_LATEST).contains(&v) => Ok((v, payload)),
+        Some((&v, _)) => Err(StorageError::Version { found: v }),
         None => Err(StorageError::Corrupt {
             space,
             reason: "empty record".into(),
         }),
     }
+}
+
+/// Decode the payload of a record (the bytes after its version byte).
+pub fn decode_payload<T: DeserializeOwned>(
+    space: Space,
+    payload: &[u8],
+) -> Result<T, StorageError> {
+    postcard::from_bytes(payload).map_err(|e| StorageError::Corrupt {
+        space,
+        reason: e.to_string(),
+    })
 }
 
 /// A set of writes applied atomically by [`Storage::write`].

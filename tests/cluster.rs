@@ -90,6 +90,25 @@ fn three_members_replicate_fail_over_and_catch_up() {
     assert_eq!(ok(&c.etcdctl(&["put", "k2", "v2"])), "OK");
     assert_eq!(ok(&c.etcdctl(&["get", "k2"])), "k2\nv2");
 
+    // Leases work through any member (keep-alives reach the leader's lessor).
+    let out = c.members[followers[0]].etcdctl(&["lease", "grant", "60"]);
+    let granted = ok(&out).to_string();
+    assert!(granted.ends_with(" granted with TTL(60s)"), "{granted}");
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    let out = c.members[followers[1]].etcdctl(&["put", "--lease", &lease, "lk", "lv"]);
+    assert_eq!(ok(&out), "OK");
+    let out = c.members[followers[1]].etcdctl(&["lease", "keep-alive", "--once", &lease]);
+    assert_eq!(ok(&out), format!("lease {lease} keepalived with TTL(60)"));
+    let out = c.members[followers[0]].etcdctl(&["lease", "timetolive", &lease, "--keys"]);
+    assert!(ok(&out).ends_with("attached keys([lk])"), "{out:?}");
+    let out = c.members[followers[0]].etcdctl(&["lease", "revoke", &lease]);
+    assert_eq!(ok(&out), format!("lease {lease} revoked"));
+    assert_eq!(ok(&c.members[followers[1]].etcdctl(&["get", "lk"])), "");
+
     // move-leader hands leadership to a follower.
     let target = c.status(followers[0]).expect("status").member_id;
     let from = c.status(leader).expect("status").member_id;
@@ -133,7 +152,8 @@ fn three_members_replicate_fail_over_and_catch_up() {
     c.members[leader].spawn();
     c.members[leader].wait_ready(Duration::from_secs(20));
     let (rev, _) = converged(&c, &[0, 1, 2]);
-    assert_eq!(rev, 5, "4 puts after the initial revision 1");
+    // Revision 1, then k1, k2, lk, its revocation, after-kill-0/1.
+    assert_eq!(rev, 7);
     assert_eq!(
         ok(&c.members[leader].etcdctl(&["get", "after-kill-0"])),
         "after-kill-0\nx"

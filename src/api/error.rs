@@ -48,6 +48,8 @@ impl From<ApiError> for Status {
                 let code = match m {
                     MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
                     MvccError::LeaseNotFound => Code::NotFound,
+                    MvccError::LeaseExists => Code::FailedPrecondition,
+                    MvccError::LeaseTtlTooLarge => Code::OutOfRange,
                     MvccError::KeyNotFound
                     | MvccError::EmptyKey
                     | MvccError::ValueProvided
@@ -131,6 +133,16 @@ mod tests {
         assert_eq!(
             (s.code(), s.message()),
             (Code::NotFound, "etcdserver: requested lease not found")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::LeaseExists).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "etcdserver: lease already exists")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::LeaseTtlTooLarge).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::OutOfRange, "etcdserver: too large lease TTL")
         );
         let s: Status = ApiError::Mvcc(MvccError::DuplicateKey).into();
         assert_eq!(

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use error::ApiError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 
 /// Extra room gRPC gives above `--max-request-bytes`, as etcd does, so that
@@ -72,6 +74,9 @@ pub fn router(node: &Node) -> axum::Router {
     .add_service(
         ClusterServer::new(cluster::ClusterService::new(node.clone()))
             .max_decoding_message_size(max),
+    )
+    .add_service(
+        LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
     )
     .into_axum_router()
     .layer(axum::middleware::map_response(error::message_size_status));

@@ -5,18 +5,25 @@
 //! command fails, the copy and its records are dropped, so a rejected command
 //! changes nothing. All writes of one command share one main revision and
 //! get increasing sub revisions, as in etcd.
+//!
+//! Lease commands live here too: a put attaches its key to its lease (and
+//! detaches it from the one its previous revision had), a delete detaches,
+//! and revoking a lease deletes every attached key in one revision, with a
+//! DELETE event for each, before dropping the lease.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, MvccError, Reply};
+use super::command::{Command, LeaseRefresh, MvccError, Reply};
+use super::lease::{Lease, LeaseRecord, MAX_LEASE_TTL};
 use super::view::{at_revision, live_at, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -86,6 +93,10 @@ pub enum Change {
     Put { main: i64, sub: u32, record: Record },
     /// A record removed by compaction.
     Remove { main: i64, sub: u32 },
+    /// A lease granted or refreshed.
+    LeasePut { id: i64, record: LeaseRecord },
+    /// A lease revoked.
+    LeaseRemove { id: i64 },
 }
 
 /// The outcome of applying one command.
@@ -108,6 +119,15 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
         Command::Compact(req) => a.compact(req).map(Reply::Compact),
         Command::Batch(cmds) => return apply_batch(view, cmds),
+        Command::LeaseGrant {
+            id,
+            ttl,
+            granted_ms,
+        } => a.lease_grant(*id, *ttl, *granted_ms).map(Reply::LeaseGrant),
+        Command::LeaseRevoke { id } => a.lease_revoke(*id).map(Reply::LeaseRevoke),
+        Command::LeaseCheckpoint { refreshes } => {
+            Ok(Reply::LeaseCheckpoint(a.lease_checkpoint(refreshes)))
+        }
     };
     match result {
         Ok(reply) => {
@@ -218,8 +238,7 @@ impl Applier {
     }
 
     fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
-        // Leases are not granted by this store yet, so any lease is unknown.
-        if lease != 0 {
+        if lease != 0 && !self.view.leases.contains_key(&lease) {
             return Err(MvccError::LeaseNotFound);
         }
         Ok(())
@@ -253,6 +272,12 @@ impl Applier {
             value: Some(value),
         };
         let key = req.key.clone();
+        if let Some(p) = &prev {
+            if p.lease != lease {
+                self.view.detach_key(p.lease, &key);
+            }
+        }
+        self.view.attach_key(lease, &key);
         let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -274,36 +299,111 @@ impl Applier {
             .collect();
         let mut prev_kvs = Vec::new();
         for (key, prev) in &victims {
-            let sub = self.next_sub;
-            self.next_sub += 1;
-            let tomb = Rev {
-                main: self.write_rev,
-                sub,
-                create: 0,
-                version: 0,
-                lease: 0,
-                value: None,
-            };
-            let prev_kv = prev.to_kv(key);
-            self.events.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(KeyValue {
-                    key: key.clone(),
-                    mod_revision: self.write_rev,
-                    ..Default::default()
-                }),
-                prev_kv: Some(prev_kv.clone()),
-            });
+            let prev_kv = self.delete_key(key, prev);
             if req.prev_kv {
                 prev_kvs.push(prev_kv);
             }
-            self.write(key.clone(), tomb);
         }
         Ok(DeleteRangeResponse {
             header: header(self.current_rev()),
             deleted: victims.len() as i64,
             prev_kvs,
         })
+    }
+
+    /// Delete one live key at this command's revision: a tombstone, a
+    /// DELETE event, and the key leaves its lease. Returns the previous kv.
+    fn delete_key(&mut self, key: &Bytes, prev: &Rev) -> KeyValue {
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        let tomb = Rev {
+            main: self.write_rev,
+            sub,
+            create: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        };
+        let prev_kv = prev.to_kv(key);
+        self.events.push(Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(KeyValue {
+                key: key.clone(),
+                mod_revision: self.write_rev,
+                ..Default::default()
+            }),
+            prev_kv: Some(prev_kv.clone()),
+        });
+        self.view.detach_key(prev.lease, key);
+        self.write(key.clone(), tomb);
+        prev_kv
+    }
+
+    fn lease_grant(
+        &mut self,
+        id: i64,
+        ttl: i64,
+        granted_ms: i64,
+    ) -> Result<LeaseGrantResponse, MvccError> {
+        if id == 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        if ttl > MAX_LEASE_TTL {
+            return Err(MvccError::LeaseTtlTooLarge);
+        }
+        if self.view.leases.contains_key(&id) {
+            return Err(MvccError::LeaseExists);
+        }
+        let lease = Lease::new(ttl, granted_ms);
+        self.changes.push(Change::LeasePut {
+            id,
+            record: lease.record(),
+        });
+        self.view.leases.insert(id, lease);
+        Ok(LeaseGrantResponse {
+            header: header(self.current_rev()),
+            id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse, MvccError> {
+        let lease = self
+            .view
+            .leases
+            .get(&id)
+            .cloned()
+            .ok_or(MvccError::LeaseNotFound)?;
+        for key in lease.keys.iter() {
+            if let Some(prev) = self.latest_live(key) {
+                self.delete_key(key, &prev);
+            }
+        }
+        self.view.leases.remove(&id);
+        self.changes.push(Change::LeaseRemove { id });
+        Ok(LeaseRevokeResponse {
+            header: header(self.current_rev()),
+        })
+    }
+
+    /// Record refreshes of the leases that still exist; unknown ids (revoked
+    /// meanwhile) are skipped. Returns how many were recorded.
+    fn lease_checkpoint(&mut self, refreshes: &[LeaseRefresh]) -> usize {
+        let mut n = 0;
+        for r in refreshes {
+            let Some(l) = self.view.leases.get_mut(&r.id) else {
+                continue;
+            };
+            if r.refreshed_ms <= l.refreshed_ms {
+                continue;
+            }
+            l.refreshed_ms = r.refreshed_ms;
+            let record = l.record();
+            self.changes.push(Change::LeasePut { id: r.id, record });
+            n += 1;
+        }
+        n
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {

@@ -3,13 +3,16 @@
 //!
 //! Commands are etcd's own request messages. They are persisted in the Raft
 //! log with serde; the protobuf messages themselves are carried as their
-//! protobuf encoding (stable across versions by construction).
+//! protobuf encoding (stable across versions by construction). The lease
+//! commands carry what etcd's messages lack (the leader's clock at a grant or
+//! refresh), so they are plain serde structs. New variants are only ever
+//! appended, so entries already in a log keep decoding.
 
 use serde::{Deserialize, Serialize};
 
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 
 /// A state machine command, replicated through the Raft log.
@@ -19,6 +22,22 @@ pub enum Command {
     DeleteRange(#[serde(with = "pbcodec")] DeleteRangeRequest),
     Txn(#[serde(with = "pbcodec")] TxnRequest),
     Compact(#[serde(with = "pbcodec")] CompactionRequest),
+    /// Grant lease `id` (chosen before proposing) with `ttl` seconds (already
+    /// raised to the minimum); `granted_ms` is the proposing leader's clock.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+        granted_ms: i64,
+    },
+    /// Revoke a lease: delete its attached keys in one revision, drop it.
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Persist keep-alive refreshes the leader has seen, so a new leader (or
+    /// this one after a restart) knows how long each lease still has.
+    LeaseCheckpoint {
+        refreshes: Vec<LeaseRefresh>,
+    },
     /// Several client requests proposed as one Raft entry (group commit).
     /// Each is applied on its own, in order, with its own revision, exactly
     /// as if proposed separately.
@@ -35,8 +54,18 @@ impl Command {
             Command::Txn(r) => r.encoded_len(),
             Command::Compact(r) => r.encoded_len(),
             Command::Batch(cmds) => cmds.iter().map(Command::size).sum(),
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
+            Command::LeaseCheckpoint { refreshes } => 16 * refreshes.len(),
         }
     }
+}
+
+/// One persisted keep-alive: lease `id` was refreshed at the leader's
+/// wall-clock time `refreshed_ms` (unix ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRefresh {
+    pub id: i64,
+    pub refreshed_ms: i64,
 }
 
 /// The state machine's answer to one [`Command`]. Only `header.revision` of
@@ -54,6 +83,10 @@ pub enum Reply {
     Batch(Vec<Reply>),
     /// The command was rejected deterministically; nothing changed.
     Error(MvccError),
+    LeaseGrant(#[serde(with = "pbcodec")] LeaseGrantResponse),
+    LeaseRevoke(#[serde(with = "pbcodec")] LeaseRevokeResponse),
+    /// Answer to a checkpoint: how many of its leases still existed.
+    LeaseCheckpoint(usize),
 }
 
 /// Errors the store returns for a request. The API layer turns each into
@@ -68,6 +101,10 @@ pub enum MvccError {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("key is not provided")]
     EmptyKey,
     #[error("value is provided")]

@@ -10,6 +10,9 @@
 //!   against a working copy of the view and collects the records to persist;
 //!   the Raft state machine writes those in one atomic batch together with the
 //!   last applied log id and then publishes the new view.
+//! * [`lease`] is the lease table: granted leases and their attached keys.
+//!   Grants, revokes (which delete the attached keys in one revision) and
+//!   refresh checkpoints are commands like any other; the clock never is.
 //! * [`validate`] holds the request checks etcd makes before proposing
 //!   (empty keys, duplicate keys in a txn, too many txn ops).
 //!
@@ -18,6 +21,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod lease;
 pub mod validate;
 pub mod view;
 

@@ -3,6 +3,8 @@
 //! The index maps every key to its revision history (oldest first). Both the
 //! map and the histories are persistent data structures: cloning a view is
 //! O(1) and a writer changing its copy never disturbs readers of the old one.
+//! The lease table (lease id → granted TTL, refresh time, attached keys) is
+//! part of the view in the same way (see [`super::lease`]).
 
 use std::ops::Bound;
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use imbl::{OrdMap, Vector};
 
 use super::command::MvccError;
+use super::lease::Lease;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
@@ -71,6 +74,8 @@ pub struct View {
     pub revision: i64,
     /// The revision the store was last compacted at; -1 if never.
     pub compact_revision: i64,
+    /// Granted leases by id.
+    pub leases: OrdMap<i64, Lease>,
 }
 
 impl Default for View {
@@ -79,6 +84,7 @@ impl Default for View {
             index: OrdMap::new(),
             revision: 1,
             compact_revision: -1,
+            leases: OrdMap::new(),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! atomic storage batch, and only then is the new view published to readers.
 //! A crash therefore never half-applies a batch, and since the last applied
 //! log id is stored with the data, restart never applies an entry twice.
+//!
+//! The lease table is part of the state: lease records live in their own
+//! keyspace, written in the same batch, and travel in snapshots (format
+//! version 2 of [`SnapshotBody`]; version-1 snapshots, from before leases,
+//! still load, with no leases).
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -21,9 +26,13 @@ use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::mvcc::apply::{apply, parse_record_key, record_key, Change, Record};
+use crate::mvcc::lease::{lease_key, parse_lease_key, Lease, LeaseRecord};
 use crate::mvcc::{Reply, View};
 use crate::pb::mvccpb::Event;
-use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::storage::{
+    decode, decode_payload, encode, encode_as, split_version, Space, Storage, StorageError,
+    WriteBatch, FORMAT_V1, FORMAT_V2,
+};
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -42,15 +51,47 @@ fn sm_write_err(e: StorageError) -> RaftStorageError {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
-/// The whole state machine as shipped in a snapshot.
+/// The whole state machine as shipped in a snapshot (format version 2).
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
     pub revision: i64,
     pub compact_revision: i64,
     pub records: Vec<(i64, u32, Record)>,
+    /// The lease table; attached keys are rebuilt from the records.
+    pub leases: Vec<(i64, LeaseRecord)>,
+}
+
+/// Format version 1 of the snapshot body: before leases.
+#[derive(Deserialize)]
+struct SnapshotBodyV1 {
+    revision: i64,
+    compact_revision: i64,
+    records: Vec<(i64, u32, Record)>,
 }
 
 impl SnapshotBody {
+    /// The versioned encoding of the body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_as(FORMAT_V2, self)
+    }
+
+    /// Decode a body of any supported format version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        match split_version(Space::Snapshot, bytes)? {
+            (FORMAT_V1, payload) => {
+                let v1: SnapshotBodyV1 = decode_payload(Space::Snapshot, payload)?;
+                Ok(Self {
+                    revision: v1.revision,
+                    compact_revision: v1.compact_revision,
+                    records: v1.records,
+                    leases: Vec::new(),
+                })
+            }
+            (FORMAT_V2, payload) => decode_payload(Space::Snapshot, payload),
+            (found, _) => Err(StorageError::Version { found }),
+        }
+    }
+
     pub fn from_view(view: &View) -> Self {
         let mut records = Vec::new();
         for (k, h) in view.index.iter() {
@@ -63,6 +104,11 @@ impl SnapshotBody {
             revision: view.revision,
             compact_revision: view.compact_revision,
             records,
+            leases: view
+                .leases
+                .iter()
+                .map(|(id, l)| (*id, l.record()))
+                .collect(),
         }
     }
 
@@ -75,6 +121,13 @@ impl SnapshotBody {
         for (main, sub, rec) in self.records {
             let (key, rev) = rec.into_rev(main, sub);
             view.index.entry(key).or_default().push_back(rev);
+        }
+        for (id, r) in self.leases {
+            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
+        }
+        let orphans = view.attach_lease_keys();
+        if orphans > 0 {
+            tracing::warn!(orphans, "snapshot has live keys naming unknown leases");
         }
         view
     }
@@ -148,6 +201,22 @@ impl StateMachine {
             let (key, rev) = rec.into_rev(main, sub);
             view.index.entry(key).or_default().push_back(rev);
         }
+        for item in storage.scan(Space::Lease, &[], None) {
+            let (k, v) = item?;
+            let id = parse_lease_key(&k).ok_or_else(|| StorageError::Corrupt {
+                space: Space::Lease,
+                reason: format!("bad lease key of {} bytes", k.len()),
+            })?;
+            let r: LeaseRecord = decode(Space::Lease, &v)?;
+            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
+        }
+        let orphans = view.attach_lease_keys();
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "live keys name leases missing from the lease table"
+            );
+        }
         let removed: BTreeSet<u64> = get(KEY_REMOVED)?
             .map(|v| decode(Space::SmMeta, &v))
             .transpose()?
@@ -216,8 +285,12 @@ impl StateMachine {
             });
         }
         let mut batch = WriteBatch::new();
-        for (main, sub, rec) in &SnapshotBody::from_view(view).records {
+        let body = SnapshotBody::from_view(view);
+        for (main, sub, rec) in &body.records {
             batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        for (id, rec) in &body.leases {
+            batch.put(Space::Lease, &lease_key(*id), encode(rec));
         }
         batch.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
         batch.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
@@ -244,7 +317,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let body = SnapshotBody::from_view(&self.view);
-        let data = encode(&body);
+        let data = body.encode();
         let snapshot_id = match &self.applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.view.revision),
             None => format!("0-0-{}", self.view.revision),
@@ -306,6 +379,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Change::Remove { main, sub } => {
                                 batch.delete(Space::Kv, &record_key(main, sub))
                             }
+                            Change::LeasePut { id, record } => {
+                                batch.put(Space::Lease, &lease_key(id), encode(&record))
+                            }
+                            Change::LeaseRemove { id } => {
+                                batch.delete(Space::Lease, &lease_key(id))
+                            }
                         }
                     }
                     view = applied.view;
@@ -343,13 +422,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = decode(Space::Snapshot, &data).map_err(sm_read_err)?;
+        let body = SnapshotBody::decode(&data).map_err(sm_read_err)?;
         let mut batch = WriteBatch::new();
-        self.storage
-            .delete_range_into(&mut batch, Space::Kv, &[], None)
-            .map_err(sm_write_err)?;
+        for space in [Space::Kv, Space::Lease] {
+            self.storage
+                .delete_range_into(&mut batch, space, &[], None)
+                .map_err(sm_write_err)?;
+        }
         for (main, sub, rec) in &body.records {
             batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
+        }
+        for (id, rec) in &body.leases {
+            batch.put(Space::Lease, &lease_key(*id), encode(rec));
         }
         let view = body.into_view();
         self.applied = meta.last_log_id;
@@ -381,5 +465,141 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 meta: s.meta,
                 snapshot: Box::new(Cursor::new(s.data)),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mvcc::Command;
+    use crate::pb::etcdserverpb::PutRequest;
+
+    fn entry(index: u64, cmd: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn put(key: &str, lease: i64) -> Command {
+        Command::Put(PutRequest {
+            key: key.to_string().into(),
+            value: "v".into(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    fn lease_keys(v: &View, id: i64) -> Vec<Bytes> {
+        v.leases[&id].keys.iter().cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn leases_persist_across_reopen_and_travel_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(storage.clone()).unwrap();
+        let entries = vec![
+            entry(
+                1,
+                Command::LeaseGrant {
+                    id: 5,
+                    ttl: 30,
+                    granted_ms: 111,
+                },
+            ),
+            entry(
+                2,
+                Command::LeaseGrant {
+                    id: 6,
+                    ttl: 60,
+                    granted_ms: 222,
+                },
+            ),
+            entry(3, put("a", 5)),
+            entry(4, put("b", 5)),
+            entry(5, put("c", 6)),
+            entry(6, Command::LeaseRevoke { id: 6 }),
+        ];
+        let replies = sm.apply(entries).await.unwrap();
+        assert!(
+            replies.iter().all(|r| !matches!(r, Reply::Error(_))),
+            "{replies:?}"
+        );
+        let view = sm.read_view().load();
+        assert_eq!(view.revision, 5);
+        drop(sm);
+
+        // Reopen: the lease table and its keys come back from storage.
+        let mut sm = StateMachine::open(storage.clone()).unwrap();
+        let reopened = sm.read_view().load();
+        assert_eq!(reopened.leases, view.leases);
+        assert_eq!(
+            lease_keys(&reopened, 5),
+            vec![Bytes::from("a"), Bytes::from("b")]
+        );
+        assert!(!reopened.leases.contains_key(&6));
+        assert_eq!(
+            reopened.leases[&5].record(),
+            LeaseRecord {
+                ttl: 30,
+                refreshed_ms: 111
+            }
+        );
+
+        // A snapshot carries the leases into another state machine.
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let storage2 = Storage::open(dir2.path()).unwrap();
+        let mut sm2 = StateMachine::open(storage2.clone()).unwrap();
+        sm2.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        let installed = sm2.read_view().load();
+        assert_eq!(installed.leases, view.leases);
+        assert_eq!(installed.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
+        drop(sm2);
+        let again = StateMachine::open(storage2).unwrap().read_view().load();
+        assert_eq!(again.leases, view.leases);
+    }
+
+    #[test]
+    fn version_1_snapshot_bodies_still_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            revision: i64,
+            compact_revision: i64,
+            records: Vec<(i64, u32, Record)>,
+        }
+        let rec = Record {
+            key: b"k".to_vec(),
+            create: 2,
+            version: 1,
+            lease: 0,
+            value: Some(serde_bytes::ByteBuf::from(b"v".to_vec())),
+        };
+        let old = encode(&V1 {
+            revision: 2,
+            compact_revision: -1,
+            records: vec![(2, 0, rec)],
+        });
+        let body = SnapshotBody::decode(&old).unwrap();
+        assert!(body.leases.is_empty());
+        let view = body.into_view();
+        assert_eq!((view.revision, view.live_keys()), (2, 1));
+        let mut v2 = SnapshotBody::from_view(&view).encode();
+        assert_eq!(v2[0], FORMAT_V2);
+        v2[0] = 3;
+        assert!(matches!(
+            SnapshotBody::decode(&v2),
+            Err(StorageError::Version { found: 3 })
+        ));
     }
 }
