@@ -117,6 +117,8 @@ pub struct RaftState {
     pub leader: AtomicU64,
     pub last_log_index: AtomicU64,
     pub applied_index: AtomicU64,
+    /// This member is a learner (not a voter) in the current membership.
+    pub is_learner: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -552,6 +554,12 @@ impl Node {
         self.inner.transport.set_fault_filter(filter);
     }
 
+    /// Whether this member is a learner (etcd serves learners' clients only
+    /// Status and serializable Range).
+    pub fn is_learner(&self) -> bool {
+        self.inner.raft_state.is_learner.load(Ordering::Relaxed)
+    }
+
     /// The current leader's member id, as this member knows it.
     pub fn leader(&self) -> Option<u64> {
         self.inner.raft.metrics().borrow().current_leader
@@ -726,6 +734,10 @@ async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
             state
                 .applied_index
                 .store(cur.last_applied.map_or(0, |l| l.index), Ordering::Relaxed);
+            let membership = cur.membership_config.membership();
+            let learner = membership.get_node(&cur.id).is_some()
+                && !membership.voter_ids().any(|v| v == cur.id);
+            state.is_learner.store(learner, Ordering::Relaxed);
         }
         if m.changed().await.is_err() {
             return;

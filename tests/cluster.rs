@@ -286,7 +286,20 @@ fn learner_joins_is_promoted_and_removed() {
         let out = c.members[3].etcdctl(&["get", "pre/19", "--consistency=s"]);
         (out.stdout.trim_end() == "pre/19\nv").then_some(())
     });
-    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    // Like etcd, a learner serves only Status and serializable reads.
+    let out = c.members[3].etcdctl(&["put", "on-learner", "x"]);
+    assert!(
+        out.stderr
+            .contains("Error: etcdserver: rpc not supported for learner"),
+        "{out:?}"
+    );
+    let out = c.members[3].etcdctl(&["get", "pre/1"]);
+    assert!(
+        out.stderr
+            .contains("Error: etcdserver: rpc not supported for learner"),
+        "{out:?}"
+    );
+    let list = ok(&c.members[0].etcdctl(&["member", "list"])).to_string();
     let m4_line = format!(
         "{id}, started, m4, {peer_url}, {}, true",
         c.members[3].client_url()
@@ -294,15 +307,18 @@ fn learner_joins_is_promoted_and_removed() {
     assert!(list.contains(&m4_line), "{list}");
 
     // Promote: four voters.
-    let out = c.etcdctl(&["member", "promote", &id]);
+    let out = c.members[1].etcdctl(&["member", "promote", &id]);
     assert!(
         ok(&out).starts_with(&format!("Member {id} promoted in cluster ")),
         "{out:?}"
     );
-    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    let list = ok(&c.members[0].etcdctl(&["member", "list"])).to_string();
     assert_eq!(list.lines().count(), 4, "{list}");
     assert!(list.lines().all(|l| l.ends_with(", false")), "{list}");
-    assert!(!c.status(3).expect("status").is_learner);
+    // The new voter learns of its promotion with the next replication.
+    eventually(Duration::from_secs(5), || {
+        (!c.status(3)?.is_learner).then_some(())
+    });
     ok(&c.etcdctl(&["put", "with-four", "yes"]));
     assert_eq!(
         ok(&c.members[3].etcdctl(&["get", "with-four"])),

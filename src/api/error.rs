@@ -33,6 +33,8 @@ pub enum ApiError {
     PeerUrlExists,
     #[error("etcdserver: given member URLs are invalid")]
     MemberBadUrls,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
@@ -67,7 +69,8 @@ impl From<ApiError> for Status {
             | ApiError::Timeout
             | ApiError::Stopped
             | ApiError::LeaderFail
-            | ApiError::LeaderTransferTimeout => (Code::Unavailable, e.to_string()),
+            | ApiError::LeaderTransferTimeout
+            | ApiError::NotSupportedForLearner => (Code::Unavailable, e.to_string()),
             ApiError::NotLeader
             | ApiError::MemberNotLearner
             | ApiError::LearnerNotReady

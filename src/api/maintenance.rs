@@ -50,12 +50,7 @@ impl Maintenance for MaintenanceService {
         let view = self.node.view();
         let size = inner.storage.size_on_disk() as i64;
         let rs = &inner.raft_state;
-        let me = inner.identity.member_id;
-        let is_learner = self
-            .node
-            .members()
-            .iter()
-            .any(|m| m.id == me && m.is_learner);
+        let is_learner = self.node.is_learner();
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(view.revision)),
             version: ETCD_VERSION.to_string(),

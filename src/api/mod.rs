@@ -79,9 +79,28 @@ pub fn router(node: &Node) -> axum::Router {
         LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
     )
     .into_axum_router()
-    .layer(axum::middleware::map_response(error::message_size_status));
+    .layer(axum::middleware::map_response(error::message_size_status))
+    .layer(axum::middleware::from_fn_with_state(
+        node.clone(),
+        learner_guard,
+    ));
     grpc.merge(http::routes(node.clone()))
         .fallback(http::fallback)
+}
+
+/// etcd's rule for learners: a learner answers only Status and
+/// serializable Range (checked in [`kv::range`]); every other RPC gets
+/// "etcdserver: rpc not supported for learner", so clients go elsewhere.
+async fn learner_guard(
+    axum::extract::State(node): axum::extract::State<Node>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    const ALLOWED: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+    if node.is_learner() && !ALLOWED.contains(&req.uri().path()) {
+        return tonic::Status::from(ApiError::NotSupportedForLearner).into_http();
+    }
+    next.run(req).await
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true.
