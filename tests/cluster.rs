@@ -451,6 +451,12 @@ fn lagging_member_catches_up_by_snapshot() {
     c.members[lagging].wait_ready(Duration::from_secs(30));
     let (rev, _) = converged(&c, &[0, 1, 2]);
     assert_eq!(rev, 1 + 8 * 150);
+    let purged = (0..3).filter(|i| *i != lagging).all(|i| {
+        c.members[i]
+            .log()
+            .contains("purged the Raft log behind a snapshot")
+    });
+    assert!(purged, "the members that stayed up kept their whole log");
     assert!(
         c.members[lagging]
             .log()
