@@ -4,8 +4,8 @@
 //!   (the same on every member), [`new_member_id`] for `member add`.
 //! * [`LeaderOp`]: what a member asks of the leader — a client write, a
 //!   membership change, publishing its own name and client URLs. The leader
-//!   runs it with [`Node::serve_leader_op`]; any member calls
-//!   [`Node::leader_call`], which runs it locally when this member leads and
+//!   runs it with `Node::serve_leader_op`; any member calls
+//!   `Node::leader_call`, which runs it locally when this member leads and
 //!   otherwise forwards it over the peer service, following leader changes
 //!   until the request deadline.
 //! * Joining (`--initial-cluster-state existing`): [`join`] asks the listed
