@@ -309,7 +309,7 @@ fn learner_joins_is_promoted_and_removed() {
     // Promote: four voters.
     let out = c.members[1].etcdctl(&["member", "promote", &id]);
     assert!(
-        ok(&out).starts_with(&format!("Member {id} promoted in cluster ")),
+        ok(&out).starts_with(&format!("Member {id:>16} promoted in cluster ")),
         "{out:?}"
     );
     let list = ok(&c.members[0].etcdctl(&["member", "list"])).to_string();
@@ -329,7 +329,7 @@ fn learner_joins_is_promoted_and_removed() {
     // from then on (it stops with a clear message).
     let out = c.members[0].etcdctl(&["member", "remove", &id]);
     assert!(
-        ok(&out).starts_with(&format!("Member {id} removed from cluster ")),
+        ok(&out).starts_with(&format!("Member {id:>16} removed from cluster ")),
         "{out:?}"
     );
     let code = c.members[3].wait_exit(Duration::from_secs(10));
