@@ -270,7 +270,9 @@ impl Node {
             heartbeat_interval: config.heartbeat_interval_ms,
             election_timeout_min: election / 2,
             election_timeout_max: election,
-            install_snapshot_timeout: election.max(1000),
+            // Per snapshot chunk, including installing the last one, which
+            // rewrites the whole store on the receiver: generous.
+            install_snapshot_timeout: 30_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
             max_in_snapshot_log_to_keep: config.snapshot_count.min(1000),
             replication_lag_threshold: config.snapshot_count.max(1000),
