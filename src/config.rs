@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use url::Url;
 
+use crate::tls::TlsConfig;
+
 /// Errors in the configuration a user gave.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,6 +59,13 @@ pub struct Config {
     pub election_timeout_ms: u64,
     /// Raft entries between snapshots (etcd's `--snapshot-count`).
     pub snapshot_count: u64,
+    /// TLS of the `https://` client URLs (`--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`).
+    pub client_tls: Option<TlsConfig>,
+    /// TLS of the `https://` peer URLs, listening and dialing
+    /// (`--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`).
+    pub peer_tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -79,6 +88,8 @@ impl Config {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
+            client_tls: None,
+            peer_tls: None,
         }
     }
 
@@ -88,6 +99,140 @@ impl Config {
         self.listen_client_urls = u.clone();
         self.advertise_client_urls = u;
         Ok(self)
+    }
+
+    /// Serve `https://` client URLs with these certificates (see
+    /// [`TlsConfig::with_client_cert_auth`] to require client certificates).
+    pub fn with_client_tls(mut self, tls: TlsConfig) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
+    /// Check that every `https://` listener has its certificates.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        check_side(
+            &CLIENT_SIDE,
+            &self.listen_client_urls,
+            self.client_tls.as_ref(),
+        )?;
+        check_side(&PEER_SIDE, &self.listen_peer_urls, self.peer_tls.as_ref())
+    }
+}
+
+/// The flag names of one side's TLS settings, for messages.
+struct Side {
+    what: &'static str,
+    cert: &'static str,
+    key: &'static str,
+    ca: &'static str,
+    auth: &'static str,
+}
+
+const CLIENT_SIDE: Side = Side {
+    what: "client",
+    cert: "--cert-file",
+    key: "--key-file",
+    ca: "--trusted-ca-file",
+    auth: "--client-cert-auth",
+};
+
+const PEER_SIDE: Side = Side {
+    what: "peer",
+    cert: "--peer-cert-file",
+    key: "--peer-key-file",
+    ca: "--peer-trusted-ca-file",
+    auth: "--peer-client-cert-auth",
+};
+
+fn url_text(u: &Url) -> String {
+    u.as_str().trim_end_matches('/').to_string()
+}
+
+fn check_side(side: &Side, listen: &[Url], tls: Option<&TlsConfig>) -> Result<(), ConfigError> {
+    let Some(https) = listen.iter().find(|u| u.scheme() == "https") else {
+        return Ok(());
+    };
+    match tls {
+        // etcd's own message.
+        None => Err(ConfigError::Invalid(format!(
+            "TLS key/cert ({}, {}) must be provided for {} url {} with HTTPS scheme",
+            side.cert,
+            side.key,
+            side.what,
+            url_text(https)
+        ))),
+        Some(t) if t.client_cert_auth && t.trusted_ca_file.is_none() => {
+            Err(ConfigError::Invalid(format!(
+                "{} needs {} (the CA that signs {} certificates); raftcd does not trust the system's CAs for this",
+                side.auth, side.ca, side.what
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// One side's TLS flags into a [`TlsConfig`]: cert and key go together; with
+/// only `http://` listeners the flags are ignored with a warning, as etcd
+/// does.
+fn tls_from_flags(
+    side: &Side,
+    listen: &[Url],
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    auth: bool,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let tls = match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+            cert_file,
+            key_file,
+            trusted_ca_file: ca.clone(),
+            client_cert_auth: auth,
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid(format!(
+                "{} is given without {}",
+                side.cert, side.key
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid(format!(
+                "{} is given without {}",
+                side.key, side.cert
+            )))
+        }
+        (None, None) => None,
+    };
+    if !listen.iter().any(|u| u.scheme() == "https") {
+        let given: Vec<&str> = [
+            (tls.is_some(), side.cert),
+            (tls.is_some(), side.key),
+            (ca.is_some(), side.ca),
+            (auth, side.auth),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| *f)
+        .collect();
+        if !given.is_empty() {
+            tracing::warn!(
+                "{} {} given but no {} URL to listen on is https://; ignoring them for http:// URLs",
+                given.join(", "),
+                if given.len() == 1 { "is" } else { "are" },
+                side.what
+            );
+        }
+    }
+    Ok(tls)
+}
+
+/// A boolean flag value as Go's `strconv.ParseBool` reads it (etcd's
+/// `--client-cert-auth=true` and `ETCD_CLIENT_CERT_AUTH=true`).
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true or false)")),
     }
 }
 
@@ -165,6 +310,32 @@ pub struct Flags {
     /// Number of committed entries between snapshots.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file; setting it makes client certificates required.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_bool)]
+    pub client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file; setting it makes peer certificates required.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_bool)]
+    pub peer_client_cert_auth: bool,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -178,6 +349,57 @@ pub enum SubCommand {
     /// Backups made with `etcdctl snapshot save`.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Make a CA and the server, peer and client certificates it signs.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `raftcd certs ...`: files named as cfssl names them.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Make a new CA: ca.pem and ca-key.pem.
+    Init {
+        #[command(flatten)]
+        common: CertsCommon,
+    },
+    /// Make server.pem and server-key.pem for the client port (server auth).
+    Server {
+        /// Comma-separated IP addresses and DNS names besides 127.0.0.1 and localhost.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        common: CertsCommon,
+    },
+    /// Make NAME.pem and NAME-key.pem for a member's peer port (server and client auth).
+    Peer {
+        /// The member's name (--name of that member).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated IP addresses and DNS names besides 127.0.0.1 and localhost.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        common: CertsCommon,
+    },
+    /// Make NAME.pem and NAME-key.pem for a client (client auth).
+    Client {
+        /// The client's name (its certificate's common name).
+        #[arg(long, default_value = "client")]
+        name: String,
+        #[command(flatten)]
+        common: CertsCommon,
+    },
+}
+
+/// Options every `raftcd certs` command takes.
+#[derive(Debug, clap::Args)]
+pub struct CertsCommon {
+    /// Directory of the CA and the files made.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Validity, Go style (43800h is 5 years).
+    #[arg(long, default_value = "43800h")]
+    pub expiry: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -202,17 +424,21 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
         };
         let u = Url::parse(part).map_err(|e| bad(e.to_string()))?;
         match u.scheme() {
-            "http" => {}
-            "https" | "unix" | "unixs" => {
+            "http" | "https" => {}
+            "unix" | "unixs" => {
                 return Err(bad(format!(
-                    "scheme {:?} is not supported yet (use http)",
+                    "scheme {:?} is not supported (use http or https)",
                     u.scheme()
                 )))
             }
-            other => return Err(bad(format!("unsupported scheme {other:?} (expected http)"))),
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?} (expected http or https)"
+                )))
+            }
         }
-        if u.host_str().is_none() || u.port().is_none() {
-            return Err(bad("expected http://HOST:PORT".into()));
+        if u.host_str().is_none() || u.port_or_known_default().is_none() {
+            return Err(bad("expected http://HOST:PORT or https://HOST:PORT".into()));
         }
         if u.path() != "/" && !u.path().is_empty() {
             return Err(bad("URL must not have a path".into()));
@@ -292,11 +518,27 @@ impl Flags {
                 self.election_timeout, self.heartbeat_interval
             )));
         }
+        let client_tls = tls_from_flags(
+            &CLIENT_SIDE,
+            &listen_client_urls,
+            self.cert_file,
+            self.key_file,
+            self.trusted_ca_file,
+            self.client_cert_auth,
+        )?;
+        let peer_tls = tls_from_flags(
+            &PEER_SIDE,
+            &listen_peer_urls,
+            self.peer_cert_file,
+            self.peer_key_file,
+            self.peer_trusted_ca_file,
+            self.peer_client_cert_auth,
+        )?;
         let data_dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.raftcd", self.name)));
-        Ok(Config {
+        let config = Config {
             name: self.name,
             data_dir,
             listen_client_urls,
@@ -311,7 +553,11 @@ impl Flags {
             heartbeat_interval_ms: self.heartbeat_interval,
             election_timeout_ms: self.election_timeout,
             snapshot_count: self.snapshot_count.max(1),
-        })
+            client_tls,
+            peer_tls,
+        };
+        config.check_tls()?;
+        Ok(config)
     }
 }
 
@@ -365,5 +611,73 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.name, "b");
+    }
+
+    #[test]
+    fn tls_flags_as_etcd_takes_them() {
+        let https = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--advertise-client-urls",
+            "https://127.0.0.1:2379",
+        ];
+        let mut args = https.to_vec();
+        args.extend([
+            "--cert-file",
+            "s.pem",
+            "--key-file",
+            "s-key.pem",
+            "--trusted-ca-file",
+            "ca.pem",
+            "--client-cert-auth",
+        ]);
+        let c = flags(&args).unwrap();
+        let t = c.client_tls.unwrap();
+        assert_eq!(t.cert_file, PathBuf::from("s.pem"));
+        assert_eq!(t.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(t.client_cert_auth && t.requires_client_cert());
+        assert!(c.peer_tls.is_none());
+
+        // --client-cert-auth=false and a CA alone: certificates still required.
+        let mut a = https.to_vec();
+        a.extend([
+            "--cert-file=s.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+            "--client-cert-auth=false",
+        ]);
+        let t = flags(&a).unwrap().client_tls.unwrap();
+        assert!(!t.client_cert_auth && t.requires_client_cert());
+
+        // http:// URLs with certificates: ignored with a warning, as etcd.
+        let c = flags(&["--cert-file", "s.pem", "--key-file", "k.pem"]).unwrap();
+        assert!(c.client_tls.is_some());
+        assert!(c.check_tls().is_ok());
+
+        let e = flags(&https).unwrap_err();
+        assert!(e.contains("TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"), "{e}");
+        let e = flags(&["--key-file", "k.pem"]).unwrap_err();
+        assert!(e.contains("--key-file is given without --cert-file"), "{e}");
+        let e = flags(&["--peer-cert-file", "p.pem"]).unwrap_err();
+        assert!(
+            e.contains("--peer-cert-file is given without --peer-key-file"),
+            "{e}"
+        );
+        let e = flags(&[
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+            "--peer-cert-file",
+            "p.pem",
+            "--peer-key-file",
+            "pk.pem",
+            "--peer-client-cert-auth",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"),
+            "{e}"
+        );
+        let e = flags(&["--listen-client-urls", "unixs://x:1"]).unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
     }
 }

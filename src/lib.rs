@@ -21,6 +21,11 @@
 //! * [`lessor`]: the leader's lease deadlines, keep-alives and expiry ticker.
 //! * [`node`]: wiring; [`Node::start`] is the one start function.
 //! * [`client`]: the in-process KV handle for embedding programs.
+//! * [`tls`]: rustls server and client configurations (ring provider);
+//!   [`tls::client_channel`] connects to a TLS raftcd with a client
+//!   certificate.
+//! * [`certs`]: `raftcd certs`, a small CA making server, peer and client
+//!   certificates.
 //!
 //! Embedding a single node needs no ports:
 //!
@@ -36,6 +41,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -45,6 +51,7 @@ pub mod node;
 pub mod pb;
 pub mod raft;
 pub mod storage;
+pub mod tls;
 
 pub use api::ApiError;
 pub use client::Client;

@@ -2,7 +2,7 @@
 //! etcd's flags and environment variables.
 
 use clap::Parser;
-use raftcd::config::{Flags, SnapshotCommand, SubCommand};
+use raftcd::config::{CertsCommand, Flags, SnapshotCommand, SubCommand};
 use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +37,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(SubCommand::Certs(cmd)) = &flags.command {
+        return certs(cmd);
+    }
     let config = match flags.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -60,7 +63,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         let refused = tokio::select! {
-            _ = wait_for_signal() => None,
+            _ = wait_for_signal(&node) => None,
             reason = node.refused() => Some(reason),
         };
         if let Some(reason) = &refused {
@@ -79,17 +82,81 @@ fn main() -> std::process::ExitCode {
     })
 }
 
-async fn wait_for_signal() {
+/// `raftcd certs ...`: make the files, print their names.
+fn certs(cmd: &CertsCommand) -> std::process::ExitCode {
+    use raftcd::certs::{self, Kind};
+    let run = || -> Result<Vec<std::path::PathBuf>, certs::CertsError> {
+        match cmd {
+            CertsCommand::Init { common } => {
+                certs::init(&common.dir, certs::parse_duration(&common.expiry)?)
+            }
+            CertsCommand::Server { hosts, common } => certs::issue(
+                &common.dir,
+                Kind::Server,
+                "server",
+                hosts,
+                certs::parse_duration(&common.expiry)?,
+            ),
+            CertsCommand::Peer {
+                name,
+                hosts,
+                common,
+            } => certs::issue(
+                &common.dir,
+                Kind::Peer,
+                name,
+                hosts,
+                certs::parse_duration(&common.expiry)?,
+            ),
+            CertsCommand::Client { name, common } => certs::issue(
+                &common.dir,
+                Kind::Client,
+                name,
+                &[],
+                certs::parse_duration(&common.expiry)?,
+            ),
+        }
+    };
+    match run() {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftcd: error: certs: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Wait for SIGINT or SIGTERM; SIGHUP re-reads the TLS certificates.
+async fn wait_for_signal(node: &Node) {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = recv(&mut term) => return,
+            _ = recv(&mut hup) => match node.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: cannot reload certificates; keeping the previous ones"),
+            },
+        }
+    }
+}
+
+/// The next delivery of `sig`; never, if it could not be installed.
+async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                // The signal driver is gone: never again.
+                std::future::pending::<()>().await;
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        None => std::future::pending().await,
     }
 }

@@ -23,6 +23,7 @@ use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::{ReadView, RemovedMembers, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::tls::ServerTls;
 
 /// How long a client request waits for a leader / for its commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -55,6 +56,8 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Stable identity of this member and its cluster.
@@ -133,6 +136,11 @@ pub(crate) struct Inner {
     pub removed: RemovedMembers,
     /// Lease deadlines and keep-alives (leader side).
     pub lessor: crate::lessor::Lessor,
+    /// TLS of the `https://` client listeners.
+    pub client_tls: Option<Arc<ServerTls>>,
+    /// TLS of the `https://` peer listeners and of dialing peers, loaded
+    /// and checked at start for the peer service.
+    pub peer_tls: Option<Arc<ServerTls>>,
     shutdown_tx: watch::Sender<bool>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -253,6 +261,10 @@ impl Node {
     /// cluster has a leader, then serve the client URLs.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         check_own_entry(&config)?;
+        config.check_tls()?;
+        // Certificate problems surface before the data dir is touched.
+        let client_tls = load_tls(&config.listen_client_urls, config.client_tls.as_ref())?;
+        let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref())?;
         let storage = Storage::open(&config.data_dir)?;
         let identity = resolve_identity(&storage, &config).await?;
         let log_store = LogStore::new(storage.clone());
@@ -309,6 +321,8 @@ impl Node {
             transport,
             removed,
             lessor,
+            client_tls,
+            peer_tls,
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -349,11 +363,20 @@ impl Node {
                 addrs.push(addr);
             }
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving client requests");
+            let tls = match url.scheme() {
+                "https" => node.inner.client_tls.clone(),
+                _ => None,
+            };
             node.spawn(crate::api::serve(
                 node.clone(),
                 listener,
+                tls,
                 node.shutdown_signal(),
             ));
+        }
+        let watched = node.tls_sides();
+        if !watched.is_empty() {
+            node.spawn(crate::tls::watch_files(watched, node.shutdown_signal()));
         }
         tracing::info!(
             name = %node.inner.identity.name,
@@ -567,6 +590,33 @@ impl Node {
         self.inner.raft.metrics().borrow().current_leader
     }
 
+    fn tls_sides(&self) -> Vec<Arc<ServerTls>> {
+        [&self.inner.client_tls, &self.inner.peer_tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Re-read the certificate files (the binary does this on SIGHUP; they
+    /// are also re-read when they change). On error the old ones stay.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        for t in self.tls_sides() {
+            t.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Certificates (served or trusted) that expired or expire within 7
+    /// days, for `endpoint status`'s `errors`.
+    pub fn tls_warnings(&self) -> Vec<String> {
+        let now = std::time::SystemTime::now();
+        self.tls_sides()
+            .iter()
+            .flat_map(|t| t.expiry_warnings(now))
+            .collect()
+    }
+
     /// This member's and its cluster's ids.
     pub fn identity(&self) -> &Identity {
         &self.inner.identity
@@ -705,6 +755,19 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(())
+    }
+}
+
+/// Load one side's TLS if any of its listen URLs is `https://`.
+fn load_tls(
+    listen: &[url::Url],
+    tls: Option<&crate::tls::TlsConfig>,
+) -> Result<Option<Arc<ServerTls>>, StartError> {
+    match tls {
+        Some(t) if listen.iter().any(|u| u.scheme() == "https") => {
+            Ok(Some(Arc::new(ServerTls::load(t)?)))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -59,7 +59,7 @@ impl Maintenance for MaintenanceService {
             raft_index: rs.last_log_index.load(Ordering::Relaxed),
             raft_term: rs.term.load(Ordering::Relaxed),
             raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
-            errors: Vec::new(),
+            errors: self.node.tls_warnings(),
             db_size_in_use: size,
             is_learner,
         }))

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod maintenance;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,6 +29,7 @@ use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::tls::ServerTls;
 
 /// Extra room gRPC gives above `--max-request-bytes`, as etcd does, so that
 /// a request just above the limit gets etcd's "request is too large".
@@ -38,11 +40,11 @@ pub const ETCD_VERSION: &str = "3.4.23";
 /// The etcd cluster version raftcd reports.
 pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
-/// Bind a TCP listener for a `http://HOST:PORT` URL.
+/// Bind a TCP listener for a `http(s)://HOST:PORT` URL.
 pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
     let host = url.host_str().unwrap_or("127.0.0.1");
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = url.port().unwrap_or(2379);
+    let port = url.port_or_known_default().unwrap_or(2379);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     // Prefer IPv4 for "localhost", as etcd's listeners do.
     let addr = addrs
@@ -103,8 +105,16 @@ async fn learner_guard(
     next.run(req).await
 }
 
-/// Serve the client API on `listener` until `shutdown` turns true.
-pub async fn serve(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Serve the client API on `listener` until `shutdown` turns true; over
+/// TLS when `tls` is given (an `https://` URL). The TLS handshake runs in
+/// each connection's own task, so a slow or plain-text client never holds up
+/// the accept loop.
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let router = router(&node);
     loop {
         let accepted = tokio::select! {
@@ -122,19 +132,39 @@ pub async fn serve(node: Node, listener: TcpListener, mut shutdown: watch::Recei
         };
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(router.clone());
-        let mut conn_shutdown = shutdown.clone();
+        let conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                }
-                _ = conn_shutdown.changed() => {}
+            match tls {
+                None => serve_connection(TokioIo::new(stream), svc, peer, conn_shutdown).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(s) => serve_connection(TokioIo::new(s), svc, peer, conn_shutdown).await,
+                    Err(e) => crate::tls::log_handshake_error(peer, &e),
+                },
             }
         });
+    }
+}
+
+/// Serve HTTP/1 and HTTP/2 (gRPC) on one connection until it ends or
+/// `shutdown` changes.
+async fn serve_connection<I>(
+    io: I,
+    svc: TowerToHyperService<axum::Router>,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {}
     }
 }
