@@ -627,7 +627,7 @@ pub enum JoinError {
 /// Ask the other members listed in `--initial-cluster` for this member's id
 /// and the cluster id (`--initial-cluster-state existing`).
 pub async fn join(config: &Config) -> Result<Identity, JoinError> {
-    let transport = PeerTransport::new(0, 0);
+    let transport = PeerTransport::new(0, 0, config.peer_tls.clone());
     let me: Vec<String> = config
         .initial_advertise_peer_urls
         .iter()

@@ -227,6 +227,27 @@ fn check_own_entry(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A member that dials `https://` peers verifies their certificates with
+/// `--peer-trusted-ca-file` and presents its own peer certificate.
+fn check_peer_tls(config: &Config) -> Result<(), ConfigError> {
+    let https = config
+        .initial_cluster
+        .iter()
+        .filter(|(n, _)| *n != config.name)
+        .flat_map(|(_, us)| us.iter())
+        .any(|u| u.scheme() == "https");
+    let ready = config
+        .peer_tls
+        .as_ref()
+        .is_some_and(|t| t.trusted_ca_file.is_some());
+    if https && !ready {
+        return Err(ConfigError::Invalid(
+            "--initial-cluster has https:// peers: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file are needed to reach them".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The initial membership every member of a new cluster derives alike.
 /// Client URLs are not in `--initial-cluster`: each member publishes its
 /// own once the cluster runs (a single member knows them at once).
@@ -262,6 +283,7 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         check_own_entry(&config)?;
         config.check_tls()?;
+        check_peer_tls(&config)?;
         // Certificate problems surface before the data dir is touched.
         let client_tls = load_tls(&config.listen_client_urls, config.client_tls.as_ref())?;
         let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref())?;
@@ -296,7 +318,11 @@ impl Node {
                 .validate()
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         );
-        let transport = PeerTransport::new(identity.cluster_id, identity.member_id);
+        let transport = PeerTransport::new(
+            identity.cluster_id,
+            identity.member_id,
+            config.peer_tls.clone(),
+        );
         let raft = Raft::new(
             identity.member_id,
             raft_config,
@@ -340,9 +366,14 @@ impl Node {
                     source,
                 })?;
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving peer requests");
+            let tls = match url.scheme() {
+                "https" => node.inner.peer_tls.clone(),
+                _ => None,
+            };
             node.spawn(crate::raft::peer_service::serve(
                 node.clone(),
                 listener,
+                tls,
                 node.shutdown_signal(),
             ));
         }

@@ -167,6 +167,7 @@ fn three_members_replicate_fail_over_and_catch_up() {
             name: "intruder".into(),
             client_port: free_port(),
             peer_port: free_port(),
+            peer_scheme: "http",
             dir: c.tmp.path().join(format!("intruder-{state}")),
             initial_cluster: String::new(),
             state: state.into(),
@@ -270,6 +271,7 @@ fn learner_joins_is_promoted_and_removed() {
         name: "m4".into(),
         client_port: free_port(),
         peer_port,
+        peer_scheme: "http",
         dir: c.tmp.path().join("m4"),
         initial_cluster: initial,
         state: "existing".into(),
@@ -468,4 +470,94 @@ fn lagging_member_catches_up_by_snapshot() {
     assert_eq!(ok(&out), "bulk/7/149\nvalue-149");
     let out = c.members[lagging].etcdctl(&["get", "bulk/", "--prefix", "--keys-only"]);
     assert_eq!(ok(&out).lines().filter(|l| !l.is_empty()).count(), 1200);
+}
+
+#[test]
+fn members_talk_over_mutual_tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    let certs_cmd = |args: &[&str]| {
+        let out = std::process::Command::new(common::raftcd_bin())
+            .arg("certs")
+            .args(args)
+            .args(["--dir", &certs.display().to_string()])
+            .output()
+            .expect("raftcd certs");
+        assert!(out.status.success(), "{out:?}");
+    };
+    certs_cmd(&["init"]);
+    certs_cmd(&["peer", "--name", "member", "--hosts", "127.0.0.1"]);
+    let file = |f: &str| certs.join(f).display().to_string();
+    let (cert, key, ca) = (file("member.pem"), file("member-key.pem"), file("ca.pem"));
+    let flags = [
+        "--peer-cert-file",
+        cert.as_str(),
+        "--peer-key-file",
+        key.as_str(),
+        "--peer-trusted-ca-file",
+        ca.as_str(),
+        "--peer-client-cert-auth",
+    ];
+    let mut c = Cluster::start_with(3, &flags, "https", tmp);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        ok(&c.members[follower].etcdctl(&["put", "tls", "yes"])),
+        "OK"
+    );
+    let other = (leader + 2) % 3;
+    assert_eq!(ok(&c.members[other].etcdctl(&["get", "tls"])), "tls\nyes");
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert!(
+        list.contains(&format!(", {}, ", c.members[0].peer_url())),
+        "{list}"
+    );
+    assert!(c.members[0].peer_url().starts_with("https://"));
+
+    // A would-be member whose certificate comes from another CA is refused
+    // in the handshake: it cannot even ask to join.
+    let other = c.tmp.path().join("other-ca");
+    for args in [
+        &["init"][..],
+        &["peer", "--name", "member", "--hosts", "127.0.0.1"],
+    ] {
+        let out = std::process::Command::new(common::raftcd_bin())
+            .arg("certs")
+            .args(args)
+            .args(["--dir", &other.display().to_string()])
+            .output()
+            .expect("raftcd certs");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let other_file = |f: &str| other.join(f).display().to_string();
+    let mut stranger = Member {
+        name: "stranger".into(),
+        client_port: free_port(),
+        peer_port: free_port(),
+        peer_scheme: "https",
+        dir: c.tmp.path().join("stranger"),
+        initial_cluster: String::new(),
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: vec![
+            "--peer-cert-file".into(),
+            other_file("member.pem"),
+            "--peer-key-file".into(),
+            other_file("member-key.pem"),
+            "--peer-trusted-ca-file".into(),
+            other_file("ca.pem"),
+            "--peer-client-cert-auth".into(),
+        ],
+        child: None,
+    };
+    stranger.initial_cluster = format!("{},stranger={}", c.initial_cluster(), stranger.peer_url());
+    stranger.spawn();
+    let code = stranger.wait_exit(Duration::from_secs(20));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "stranger: {code:?}\n{}",
+        stranger.log()
+    );
+    assert!(stranger.log().contains("cannot join"), "{}", stranger.log());
+    assert_eq!(member_list(&mut c).len(), 3);
 }

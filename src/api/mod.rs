@@ -113,9 +113,20 @@ pub async fn serve(
     node: Node,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_router(router(&node), listener, tls, shutdown).await
+}
+
+/// Serve `router` on `listener` (HTTP/1 and HTTP/2, over TLS when `tls` is
+/// given) until `shutdown` turns true: the client API's listeners and the
+/// peer service's share this loop.
+pub async fn serve_router(
+    router: axum::Router,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let router = router(&node);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

@@ -5,7 +5,9 @@
 //! per peer URL), stamps every request with this member's cluster id, maps
 //! gRPC failures to [`PeerError`], and runs every outgoing request past an
 //! optional [`FaultFilter`] (drop / delay per peer, for partition and
-//! linearizability tests). Peer TLS will be configured here too.
+//! linearizability tests). `https://` peers are dialed over TLS with this
+//! member's peer certificate (`--peer-cert-file`, `--peer-key-file`),
+//! verified against `--peer-trusted-ca-file`, as etcd does.
 //!
 //! On top of it, [`PeerNetwork`] / [`PeerConnection`] implement openraft's
 //! network traits (AppendEntries, Vote, chunked InstallSnapshot), and the
@@ -34,6 +36,7 @@ use super::{MemberInfo, TypeConfig};
 use crate::pb::raftcdpb::peer_client::PeerClient;
 use crate::pb::raftcdpb::PeerRequest;
 use crate::storage::{encode, FORMAT_V1};
+use crate::tls::TlsConfig;
 
 /// Largest peer message (a batch of entries or a snapshot chunk).
 pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
@@ -134,19 +137,22 @@ pub struct PeerTransport {
 struct TransportInner {
     cluster_id: u64,
     member_id: u64,
+    tls: Option<TlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
 }
 
 impl PeerTransport {
-    /// A transport for member `member_id` of cluster `cluster_id`.
-    pub fn new(cluster_id: u64, member_id: u64) -> Self {
+    /// A transport for member `member_id` of cluster `cluster_id`, with
+    /// the peer TLS settings for `https://` peers.
+    pub fn new(cluster_id: u64, member_id: u64, tls: Option<TlsConfig>) -> Self {
         let (rejection, _) = watch::channel(None);
         Self {
             inner: Arc::new(TransportInner {
                 cluster_id,
                 member_id,
+                tls,
                 channels: Mutex::new(HashMap::new()),
                 filter: RwLock::new(None),
                 rejection,
@@ -175,8 +181,14 @@ impl PeerTransport {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.client_tls(url)?)
+                .map_err(|e| format!("peer TLS for {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -185,6 +197,23 @@ impl PeerTransport {
             .connect_lazy();
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// TLS to dial the `https://` peer at `url`: this member's peer
+    /// certificate, the peer CA, the URL's host as the name to verify.
+    fn client_tls(&self, url: &str) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let tls = self.inner.tls.as_ref();
+        let (Some(tls), Some(ca)) = (tls, tls.and_then(|t| t.trusted_ca_file.as_ref())) else {
+            return Err(format!(
+                "peer {url} is https: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file are needed to reach it"
+            ));
+        };
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .ok_or_else(|| format!("bad peer URL {url:?}"))?;
+        crate::tls::client_tls_config(ca, Some((&tls.cert_file, &tls.key_file)), &host)
+            .map_err(|e| e.to_string())
     }
 
     /// Send one request to member `to` at `url` and wait at most `timeout`

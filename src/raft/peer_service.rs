@@ -9,14 +9,13 @@
 //! writes, read-index requests and joins go to the node (see
 //! [`crate::cluster`]). The client side is [`super::network`].
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::network::{
@@ -29,6 +28,7 @@ use crate::node::Node;
 use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 use crate::storage::encode;
+use crate::tls::ServerTls;
 
 /// The peer gRPC service of one member.
 pub struct PeerService {
@@ -152,25 +152,17 @@ impl Peer for PeerService {
     }
 }
 
-/// Serve the peer service on `listener` until `shutdown` turns true.
-pub async fn serve(node: Node, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Serve the peer service on `listener` until `shutdown` turns true, over
+/// TLS (`--peer-cert-file` and friends) for an `https://` peer URL.
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: watch::Receiver<bool>,
+) {
     let svc = PeerServer::new(PeerService::new(node))
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "peer service stopped");
-    }
+    let router = tonic::service::Routes::new(svc).into_axum_router();
+    crate::api::serve_router(router, listener, tls, shutdown).await
 }

@@ -16,6 +16,8 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// "http" or "https" (peer TLS flags in `extra`).
+    pub peer_scheme: &'static str,
     pub dir: PathBuf,
     /// `--initial-cluster` it was started with.
     pub initial_cluster: String,
@@ -35,7 +37,7 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -146,13 +148,23 @@ impl Cluster {
     /// Start `n` members of a new cluster with etcd-style static bootstrap
     /// flags, all at once, and wait until every one is healthy.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        Cluster::start_with(n, extra, "http", tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// [`Cluster::start`] with peer URLs of `peer_scheme`, in `tmp`.
+    pub fn start_with(
+        n: usize,
+        extra: &[&str],
+        peer_scheme: &'static str,
+        tmp: tempfile::TempDir,
+    ) -> Cluster {
         let token = "test-cluster".to_string();
         let mut members: Vec<Member> = (1..=n)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                peer_scheme,
                 dir: tmp.path().join(format!("m{i}")),
                 initial_cluster: String::new(),
                 state: "new".into(),
