@@ -133,24 +133,33 @@ fn peer_port(dir: &Path) -> u16 {
     p
 }
 
-fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
+/// The flags of a single-member server, shared by raftcd and etcd (the
+/// oracle in tests/target): data dir, client URL, peer URL.
+pub fn member_args(dir: &Path, port: u16, peer_port: u16) -> Vec<String> {
     let url = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", peer_port(dir));
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    [
+        "--data-dir",
+        &dir.display().to_string(),
+        "--listen-client-urls",
+        &url,
+        "--advertise-client-urls",
+        &url,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("default={peer}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(raftcd_bin())
-        .args(["--data-dir", &dir.display().to_string()])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(member_args(dir, port, peer_port(dir)))
         .args(extra)
         .env("ETCD_LOG_LEVEL", "warn")
         .stdout(Stdio::null())

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, http_get, Server};
+use crate::common::{free_port, http_get, member_args, Server};
 
 pub enum Target {
     Raftcd {
@@ -73,23 +73,8 @@ impl Drop for Target {
 
 fn spawn_etcd(dir: &Path, extra: &[&str]) -> (Child, u16) {
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", free_port());
     let child = Command::new("etcd")
-        .args(["--data-dir", &dir.display().to_string()])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(member_args(dir, port, free_port()))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
