@@ -1,4 +1,4 @@
-//! Compiles the etcd v3 API protos in `proto/` with protox (pure Rust, so
+//! Compiles the etcd v3 API protos and raftcd's peer protocol in `proto/` with protox (pure Rust, so
 //! building raftcd needs no system `protoc`) and generates tonic/prost code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/mvccpb/kv.proto",
         "etcd/authpb/auth.proto",
         "etcd/etcdserverpb/rpc.proto",
+        "raftcd/peer.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed=proto/{p}");

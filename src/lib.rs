@@ -6,13 +6,17 @@
 //!
 //! ```text
 //! api/ (gRPC + HTTP) ──write──▶ raft/ (openraft: log on storage) ──committed──▶ mvcc/ (state machine)
-//!        └──read: linearize via Raft, then read the published mvcc::View (lock-free)
+//!        │   (a follower forwards the write to the leader over the peer service)
+//!        └──read: linearize via Raft (a follower asks the leader for the read
+//!           index), then read the published mvcc::View (lock-free)
 //! ```
 //!
 //! * [`config`]: etcd-compatible flags into one [`Config`].
 //! * [`storage`]: the single narrow interface to the storage engine (sled).
 //! * [`mvcc`]: revisions, key history, txn, compaction; deterministic.
-//! * [`raft`]: openraft glue: log store, state machine, peer network.
+//! * [`raft`]: openraft glue: log store, state machine, the peer network
+//!   (client and server of `proto/raftcd/peer.proto`).
+//! * [`cluster`]: membership, forwarding to the leader, read index, joining.
 //! * [`watch`]: fan-out of applied events to watch streams, history replay.
 //! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
 //! * [`lessor`]: the leader's lease deadlines, keep-alives and expiry ticker.
@@ -40,6 +44,7 @@ pub mod api;
 pub mod backup;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod lessor;
 pub mod mvcc;

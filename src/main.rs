@@ -62,9 +62,17 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        wait_for_signal(&node).await;
+        let refused = tokio::select! {
+            _ = wait_for_signal(&node) => None,
+            reason = node.refused() => Some(reason),
+        };
+        if let Some(reason) = &refused {
+            tracing::error!(%reason, "stopping");
+            eprintln!("raftcd: error: {reason}");
+        }
         tracing::info!("shutting down");
         match node.shutdown().await {
+            Ok(()) if refused.is_some() => std::process::ExitCode::FAILURE,
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("raftcd: error during shutdown: {e}");

@@ -13,13 +13,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::ApiError;
-use crate::config::{ClusterState, Config};
+use crate::cluster::{LeaderOp, LeaderReply, Refusal};
+use crate::config::{ClusterState, Config, ConfigError};
 use crate::mvcc::{Command, Reply, View};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::PeerNetwork;
-use crate::raft::proposer::{ProposeError, Proposer};
-use crate::raft::state_machine::{ReadView, StateMachine};
+use crate::raft::network::{PeerNetwork, PeerTransport, Rejection, Rpc};
+use crate::raft::proposer::Proposer;
+use crate::raft::state_machine::{ReadView, RemovedMembers, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
 use crate::tls::ServerTls;
@@ -43,10 +44,10 @@ pub enum StartError {
         token: String,
         cluster: u64,
     },
-    #[error("this build runs single-member clusters only; --initial-cluster lists {0} members")]
-    MultiMember(usize),
-    #[error("--initial-cluster-state existing needs a running cluster to join, which this build cannot do yet")]
-    JoinUnsupported,
+    #[error(transparent)]
+    Join(#[from] crate::cluster::JoinError),
+    #[error("refused by the cluster: {0}")]
+    Rejected(String),
     #[error("cannot listen on {url}: {source}")]
     Listen {
         url: String,
@@ -67,7 +68,7 @@ pub struct Identity {
     pub cluster_id: u64,
 }
 
-fn hash_id(parts: &[&str]) -> u64 {
+pub(crate) fn hash_id(parts: &[&str]) -> u64 {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -80,21 +81,19 @@ fn hash_id(parts: &[&str]) -> u64 {
 }
 
 impl Identity {
-    /// Member id from name, peer URLs and cluster token; cluster id from the
-    /// token and the initial member list. Never zero.
+    /// Member id from name, peer URLs (this member's `--initial-cluster`
+    /// entry) and cluster token; cluster id from the token and the initial
+    /// member list. Never zero. Every member derives the same ids for the
+    /// whole initial cluster (see [`crate::cluster::member_id`]).
     pub fn derive(config: &Config) -> Self {
-        let peers: Vec<String> = config
-            .initial_advertise_peer_urls
+        let own = config
+            .initial_cluster
             .iter()
-            .map(|u| u.as_str().to_string())
-            .collect();
-        let mut parts = vec![
-            "member",
-            config.name.as_str(),
-            config.initial_cluster_token.as_str(),
-        ];
-        parts.extend(peers.iter().map(String::as_str));
-        let member_id = hash_id(&parts);
+            .find(|(n, _)| *n == config.name)
+            .map(|(_, us)| us.clone())
+            .unwrap_or_else(|| config.initial_advertise_peer_urls.clone());
+        let member_id =
+            crate::cluster::member_id(&config.name, &own, &config.initial_cluster_token);
         let mut members: Vec<String> = config
             .initial_cluster
             .iter()
@@ -121,6 +120,8 @@ pub struct RaftState {
     pub leader: AtomicU64,
     pub last_log_index: AtomicU64,
     pub applied_index: AtomicU64,
+    /// This member is a learner (not a voter) in the current membership.
+    pub is_learner: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -132,6 +133,8 @@ pub(crate) struct Inner {
     pub view: ReadView,
     pub raft_state: Arc<RaftState>,
     pub watch: crate::watch::WatchHub,
+    pub transport: PeerTransport,
+    pub removed: RemovedMembers,
     /// Lease deadlines and keep-alives (leader side).
     pub lessor: crate::lessor::Lessor,
     /// TLS of the `https://` client listeners.
@@ -151,61 +154,165 @@ pub struct Node {
 }
 
 const KEY_IDENTITY: &[u8] = b"identity";
+const KEY_TOKEN: &[u8] = b"token";
 
-fn check_identity(storage: &Storage, config: &Config, id: &Identity) -> Result<(), StartError> {
-    match storage.get(Space::Identity, KEY_IDENTITY)? {
-        Some(v) => {
-            let found: Identity = decode(Space::Identity, &v)?;
-            if found.cluster_id != id.cluster_id || found.name != id.name {
-                return Err(StartError::WrongDataDir {
-                    dir: config.data_dir.display().to_string(),
-                    found_name: found.name,
-                    found_cluster: found.cluster_id,
-                    name: id.name.clone(),
-                    token: config.initial_cluster_token.clone(),
-                    cluster: id.cluster_id,
-                });
-            }
+/// This member's identity: the one stored in the data dir, or for a new
+/// data dir derived from the flags (`new`) or learnt from the cluster
+/// (`existing`), then stored.
+async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity, StartError> {
+    let dir = || config.data_dir.display().to_string();
+    let token = crate::cluster::token_hash(&config.initial_cluster_token);
+    if let Some(v) = storage.get(Space::Identity, KEY_IDENTITY)? {
+        let found: Identity = decode(Space::Identity, &v)?;
+        let stored_token: Option<u64> = storage
+            .get(Space::Identity, KEY_TOKEN)?
+            .map(|v| decode(Space::Identity, &v))
+            .transpose()?;
+        let derived = Identity::derive(config);
+        let cluster_ok = match stored_token {
+            Some(t) => t == token,
+            // Data dirs of single-member builds did not record the token.
+            None => found.cluster_id == derived.cluster_id,
+        };
+        if found.name != config.name || !cluster_ok {
+            return Err(StartError::WrongDataDir {
+                dir: dir(),
+                found_name: found.name,
+                found_cluster: found.cluster_id,
+                name: config.name.clone(),
+                token: config.initial_cluster_token.clone(),
+                cluster: derived.cluster_id,
+            });
         }
-        None => {
-            let mut b = WriteBatch::new();
-            b.put(Space::Identity, KEY_IDENTITY, encode(id));
-            storage.write(b)?;
-            storage.flush_blocking()?;
-        }
+        return Ok(found);
+    }
+    let id = match config.initial_cluster_state {
+        ClusterState::New => Identity::derive(config),
+        ClusterState::Existing => crate::cluster::join(config).await?,
+    };
+    let mut b = WriteBatch::new();
+    b.put(Space::Identity, KEY_IDENTITY, encode(&id));
+    b.put(Space::Identity, KEY_TOKEN, encode(&token));
+    storage.write(b)?;
+    storage.flush_blocking()?;
+    Ok(id)
+}
+
+/// etcd's rule: a member of a new cluster advertises exactly the peer URLs
+/// `--initial-cluster` gives for it.
+fn check_own_entry(config: &Config) -> Result<(), ConfigError> {
+    if config.initial_cluster_state != ClusterState::New {
+        return Ok(());
+    }
+    let own = config
+        .initial_cluster
+        .iter()
+        .find(|(n, _)| *n == config.name)
+        .ok_or_else(|| ConfigError::NameNotInCluster(config.name.clone()))?;
+    let mut a: Vec<String> = own.1.iter().map(url_string).collect();
+    let mut b: Vec<String> = config
+        .initial_advertise_peer_urls
+        .iter()
+        .map(url_string)
+        .collect();
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(ConfigError::Invalid(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            config.name,
+            a.join(","),
+            b.join(",")
+        )));
     }
     Ok(())
 }
 
+/// A member that dials `https://` peers verifies their certificates with
+/// `--peer-trusted-ca-file` and presents its own peer certificate.
+fn check_peer_tls(config: &Config) -> Result<(), ConfigError> {
+    let https = config
+        .initial_cluster
+        .iter()
+        .filter(|(n, _)| *n != config.name)
+        .flat_map(|(_, us)| us.iter())
+        .any(|u| u.scheme() == "https");
+    let ready = config
+        .peer_tls
+        .as_ref()
+        .is_some_and(|t| t.trusted_ca_file.is_some());
+    if https && !ready {
+        return Err(ConfigError::Invalid(
+            "--initial-cluster has https:// peers: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file are needed to reach them".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The initial membership every member of a new cluster derives alike.
+/// Client URLs are not in `--initial-cluster`: each member publishes its
+/// own once the cluster runs (a single member knows them at once).
+fn initial_members(config: &Config) -> BTreeMap<u64, MemberInfo> {
+    let single = config.initial_cluster.len() == 1;
+    config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let id = crate::cluster::member_id(name, urls, &config.initial_cluster_token);
+            let client_urls = if single {
+                config
+                    .advertise_client_urls
+                    .iter()
+                    .map(url_string)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let info = MemberInfo {
+                name: name.clone(),
+                peer_urls: urls.iter().map(url_string).collect(),
+                client_urls,
+            };
+            (id, info)
+        })
+        .collect()
+}
+
 impl Node {
-    /// Open the data dir, start Raft and serve the client URLs.
+    /// Open the data dir, start Raft, serve the peer URLs, wait until the
+    /// cluster has a leader, then serve the client URLs.
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        if config.initial_cluster.len() > 1 {
-            return Err(StartError::MultiMember(config.initial_cluster.len()));
-        }
+        check_own_entry(&config)?;
         config.check_tls()?;
+        check_peer_tls(&config)?;
         // Certificate problems surface before the data dir is touched.
         let client_tls = load_tls(&config.listen_client_urls, config.client_tls.as_ref())?;
         let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref())?;
-        let identity = Identity::derive(&config);
         let storage = Storage::open(&config.data_dir)?;
-        check_identity(&storage, &config, &identity)?;
+        let identity = resolve_identity(&storage, &config).await?;
         let log_store = LogStore::new(storage.clone());
-        let fresh = log_store.stored_vote()?.is_none();
-        if fresh && config.initial_cluster_state == ClusterState::Existing {
-            return Err(StartError::JoinUnsupported);
-        }
         let sm = StateMachine::open(storage.clone())?;
         let view = sm.read_view();
         let events = sm.event_sender();
+        let removed = sm.removed_members();
 
+        // openraft waits `leader lease + a random election timeout` after
+        // the last heartbeat, the lease being `election_timeout_max`: with
+        // min = E/2 and max = E, a follower campaigns 1.5E..2E after the
+        // leader went quiet, never before E, like etcd's randomized [E, 2E).
+        let election = config.election_timeout_ms.max(2);
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval_ms,
-            election_timeout_min: config.election_timeout_ms,
-            election_timeout_max: config.election_timeout_ms * 2,
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
+            // Per snapshot chunk, including installing the last one, which
+            // rewrites the whole store on the receiver: generous.
+            install_snapshot_timeout: 30_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.snapshot_count.min(1000),
+            replication_lag_threshold: config.snapshot_count.max(1000),
+            snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()
         };
         let raft_config = Arc::new(
@@ -213,33 +320,20 @@ impl Node {
                 .validate()
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         );
-        let raft = Raft::new(identity.member_id, raft_config, PeerNetwork, log_store, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        let member = MemberInfo {
-            name: config.name.clone(),
-            peer_urls: config
-                .initial_advertise_peer_urls
-                .iter()
-                .map(url_string)
-                .collect(),
-            client_urls: config
-                .advertise_client_urls
-                .iter()
-                .map(url_string)
-                .collect(),
-        };
-        if fresh {
-            let mut members = BTreeMap::new();
-            members.insert(identity.member_id, member);
-            raft.initialize(members)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-        } else {
-            // The only voter: no need to wait a whole election timeout.
-            let _ = raft.trigger().elect().await;
-        }
+        let transport = PeerTransport::new(
+            identity.cluster_id,
+            identity.member_id,
+            config.peer_tls.clone(),
+        );
+        let raft = Raft::new(
+            identity.member_id,
+            raft_config,
+            PeerNetwork::new(transport.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let (shutdown_tx, _) = watch::channel(false);
         let raft_state = Arc::new(RaftState::default());
@@ -262,6 +356,8 @@ impl Node {
             view,
             raft_state,
             watch,
+            transport,
+            removed,
             lessor,
             client_tls,
             peer_tls,
@@ -274,7 +370,28 @@ impl Node {
             node.inner.raft.clone(),
             node.inner.raft_state.clone(),
         ));
-        node.wait_for_leader(REQUEST_TIMEOUT).await?;
+        for url in node.inner.config.listen_peer_urls.clone() {
+            let listener = crate::api::bind(&url)
+                .await
+                .map_err(|source| StartError::Listen {
+                    url: url_string(&url),
+                    source,
+                })?;
+            tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving peer requests");
+            let tls = match url.scheme() {
+                "https" => node.inner.peer_tls.clone(),
+                _ => None,
+            };
+            node.spawn(crate::raft::peer_service::serve(
+                node.clone(),
+                listener,
+                tls,
+                node.shutdown_signal(),
+            ));
+        }
+        node.bootstrap().await?;
+        node.wait_for_leader().await?;
+        node.publish().await;
         node.spawn(crate::lessor::run(node.clone()));
         for url in node.inner.config.listen_client_urls.clone() {
             let listener = crate::api::bind(&url)
@@ -313,6 +430,114 @@ impl Node {
         Ok(node)
     }
 
+    fn is_single(&self) -> bool {
+        let c = &self.inner.config;
+        c.initial_cluster.len() == 1 && c.initial_cluster_state == ClusterState::New
+    }
+
+    /// Form a new cluster, or restart an existing member.
+    ///
+    /// A new cluster: every member initializes Raft with the same initial
+    /// membership (openraft allows this), the lowest id at once and the
+    /// others one election timeout per rank later if nobody reached them by
+    /// then. So the cluster forms as soon as a quorum is up, and usually
+    /// without a split vote. A member joining an existing cluster waits for
+    /// the leader's entries instead.
+    async fn bootstrap(&self) -> Result<(), StartError> {
+        let raft = &self.inner.raft;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if initialized {
+            let metrics = raft.metrics().borrow().clone();
+            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            if voters == [self.inner.identity.member_id] {
+                // The only voter: no need to wait a whole election timeout.
+                let _ = raft.trigger().elect().await;
+            }
+            return Ok(());
+        }
+        if self.inner.config.initial_cluster_state == ClusterState::Existing {
+            tracing::info!("waiting for the leader to replicate to this new member");
+            return Ok(());
+        }
+        let members = initial_members(&self.inner.config);
+        if self.is_single() {
+            return raft
+                .initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()));
+        }
+        let rank = members
+            .keys()
+            .position(|id| *id == self.inner.identity.member_id)
+            .unwrap_or(0) as u32;
+        let delay = Duration::from_millis(self.inner.config.election_timeout_ms) * rank;
+        let raft = raft.clone();
+        self.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Ok(false) = raft.is_initialized().await {
+                tracing::info!(members = members.len(), "initializing the new cluster");
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(error = %e, "initialize: cluster already formed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Publish this member's name and client URLs in the membership (as
+    /// etcd does once a member is started), so `member list` shows them.
+    async fn publish(&self) {
+        let id = self.inner.identity.member_id;
+        let info = MemberInfo {
+            name: self.inner.identity.name.clone(),
+            peer_urls: Vec::new(),
+            client_urls: self
+                .inner
+                .config
+                .advertise_client_urls
+                .iter()
+                .map(url_string)
+                .collect(),
+        };
+        let known = self
+            .members()
+            .into_iter()
+            .any(|m| m.id == id && m.name == info.name && m.client_urls == info.client_urls);
+        if known || self.inner.config.listen_client_urls.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.spawn(async move {
+            loop {
+                match node
+                    .leader_call(LeaderOp::Publish {
+                        id,
+                        info: info.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publishing this member's attributes failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            tracing::info!("published this member's name and client URLs");
+            let _ = done_tx.send(());
+        });
+        if tokio::time::timeout(REQUEST_TIMEOUT, done_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("still publishing this member's attributes; serving clients meanwhile");
+        }
+    }
+
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
         let h = tokio::spawn(f);
         if let Ok(mut tasks) = self.inner.tasks.lock() {
@@ -324,19 +549,88 @@ impl Node {
         self.inner.shutdown_tx.subscribe()
     }
 
-    async fn wait_for_leader(&self, timeout: Duration) -> Result<(), StartError> {
+    /// Wait until the cluster has a leader: a single member waits up to
+    /// [`REQUEST_TIMEOUT`]; a member of a larger cluster waits for a quorum
+    /// as long as it takes (as etcd does), but stops when its peers refuse
+    /// it (another cluster, or removed).
+    async fn wait_for_leader(&self) -> Result<(), StartError> {
         let mut m = self.inner.raft.metrics();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rejections = self.inner.transport.rejections();
+        let limit = if self.is_single() {
+            Some(tokio::time::Instant::now() + REQUEST_TIMEOUT)
+        } else {
+            None
+        };
+        let mut next_log = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             if m.borrow().current_leader.is_some() {
                 return Ok(());
             }
-            match tokio::time::timeout_at(deadline, m.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(StartError::Raft("raft stopped during start-up".into())),
-                Err(_) => return Err(StartError::Raft("no leader elected in time".into())),
+            if let Some(r) = rejections.borrow().clone() {
+                return Err(StartError::Rejected(rejection_message(&r)));
+            }
+            let wake = limit.map_or(next_log, |l| l.min(next_log));
+            tokio::select! {
+                changed = m.changed() => {
+                    if changed.is_err() {
+                        return Err(StartError::Raft("raft stopped during start-up".into()));
+                    }
+                }
+                _ = rejections.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {
+                    if limit.is_some_and(|l| tokio::time::Instant::now() >= l) {
+                        return Err(StartError::Raft("no leader elected in time".into()));
+                    }
+                    tracing::info!("waiting for a quorum of the cluster's members to elect a leader");
+                    next_log = tokio::time::Instant::now() + Duration::from_secs(5);
+                }
             }
         }
+    }
+
+    /// Resolves when the cluster has refused this member for good (it was
+    /// removed, or it talks to another cluster); the reason.
+    pub async fn refused(&self) -> String {
+        let mut rejections = self.inner.transport.rejections();
+        loop {
+            if let Some(r) = rejections.borrow_and_update().clone() {
+                return rejection_message(&r);
+            }
+            if self.is_removed(self.inner.identity.member_id) {
+                return "this member was removed from the cluster".into();
+            }
+            tokio::select! {
+                changed = rejections.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Whether `member` was removed from the cluster.
+    pub(crate) fn is_removed(&self, member: u64) -> bool {
+        member != 0 && self.inner.removed.contains(member)
+    }
+
+    /// Install (or remove) a fault-injection filter on this member's
+    /// outgoing peer requests: drop or delay them per peer, to simulate
+    /// partitions and slow links in tests.
+    pub fn set_fault_filter(&self, filter: Option<Arc<dyn crate::raft::network::FaultFilter>>) {
+        self.inner.transport.set_fault_filter(filter);
+    }
+
+    /// Whether this member is a learner (etcd serves learners' clients only
+    /// Status and serializable Range).
+    pub fn is_learner(&self) -> bool {
+        self.inner.raft_state.is_learner.load(Ordering::Relaxed)
+    }
+
+    /// The current leader's member id, as this member knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().current_leader
     }
 
     fn tls_sides(&self) -> Vec<Arc<ServerTls>> {
@@ -385,44 +679,74 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Propose a command and wait for its reply. Waits for a leader and
-    /// retries within [`REQUEST_TIMEOUT`].
+    /// Propose a command and wait for its reply: on the leader, or forwarded
+    /// to it. Follows leader changes within [`REQUEST_TIMEOUT`].
     pub(crate) async fn write(&self, cmd: Command) -> Result<Reply, ApiError> {
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let attempt =
-                tokio::time::timeout_at(deadline, self.inner.proposer.propose(cmd.clone())).await;
-            match attempt {
-                Err(_) => return Err(ApiError::Timeout),
-                Ok(Ok(Reply::Error(e))) => return Err(ApiError::Mvcc(e)),
-                Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(ProposeError::NotLeader(_))) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ApiError::NoLeader);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok(Err(ProposeError::Other(e))) => return Err(ApiError::Internal(e)),
-                Ok(Err(ProposeError::Stopped)) => return Err(ApiError::Stopped),
-            }
+        match self.leader_call(LeaderOp::Write(cmd)).await? {
+            LeaderReply::Write(reply) => Ok(reply),
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
 
-    /// Wait until a read on the local view is linearizable.
+    /// Wait until a read on the local view is linearizable: the leader
+    /// confirms its leadership (openraft's read index); a follower asks the
+    /// leader for that index over the peer service and waits until it has
+    /// applied that far.
     pub(crate) async fn linearize(&self) -> Result<(), ApiError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let me = self.inner.identity.member_id;
+        let raft = &self.inner.raft;
         loop {
-            match tokio::time::timeout_at(deadline, self.inner.raft.ensure_linearizable()).await {
-                Err(_) => return Err(ApiError::Timeout),
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(RaftError::APIError(_))) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ApiError::NoLeader);
+            let leader = raft.metrics().borrow().current_leader;
+            match leader {
+                None => {}
+                Some(l) if l == me => {
+                    match tokio::time::timeout_at(deadline, raft.ensure_linearizable()).await {
+                        Err(_) => return Err(ApiError::Timeout),
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(RaftError::APIError(_))) => {}
+                        Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(Err(RaftError::Fatal(_))) => return Err(ApiError::Stopped),
+                Some(l) => {
+                    if let Some(url) = self.peer_url_of(l) {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let index: Result<Result<u64, Refusal>, _> = self
+                            .inner
+                            .transport
+                            .call_typed(Rpc::ReadIndex, l, &url, &(), left)
+                            .await;
+                        match index {
+                            Ok(Ok(index)) => {
+                                let left =
+                                    deadline.saturating_duration_since(tokio::time::Instant::now());
+                                return match raft
+                                    .wait(Some(left))
+                                    .applied_index_at_least(Some(index), "read index")
+                                    .await
+                                {
+                                    Ok(_) => Ok(()),
+                                    Err(openraft::metrics::WaitError::Timeout(..)) => {
+                                        Err(ApiError::Timeout)
+                                    }
+                                    Err(_) => Err(ApiError::Stopped),
+                                };
+                            }
+                            Ok(Err(r)) => tracing::debug!(refusal = ?r, "read index refused"),
+                            Err(e) => tracing::debug!(error = %e, "read index failed"),
+                        }
+                    }
+                }
             }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(if leader.is_none() {
+                    ApiError::NoLeader
+                } else {
+                    ApiError::Timeout
+                });
+            }
+            tokio::time::sleep_until((now + Duration::from_millis(25)).min(deadline)).await;
         }
     }
 
@@ -500,8 +824,17 @@ fn load_tls(
     }
 }
 
-fn url_string(u: &url::Url) -> String {
+pub(crate) fn url_string(u: &url::Url) -> String {
     u.as_str().trim_end_matches('/').to_string()
+}
+
+fn rejection_message(r: &Rejection) -> String {
+    match r {
+        Rejection::ClusterMismatch(reason) => format!(
+            "{reason} (check --initial-cluster-token and --initial-cluster: this member belongs to another cluster)"
+        ),
+        Rejection::Removed(reason) => reason.clone(),
+    }
 }
 
 async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
@@ -519,6 +852,10 @@ async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
             state
                 .applied_index
                 .store(cur.last_applied.map_or(0, |l| l.index), Ordering::Relaxed);
+            let membership = cur.membership_config.membership();
+            let learner = membership.get_node(&cur.id).is_some()
+                && !membership.voter_ids().any(|v| v == cur.id);
+            state.is_learner.store(learner, Ordering::Relaxed);
         }
         if m.changed().await.is_err() {
             return;

@@ -1,4 +1,5 @@
-//! The etcd v3 wire types and service traits generated from `proto/`.
+//! The etcd v3 wire types and service traits generated from `proto/`, and
+//! raftcd's own peer protocol (`raftcdpb`).
 #![allow(clippy::all, missing_docs)]
 
 pub mod mvccpb {
@@ -11,4 +12,9 @@ pub mod authpb {
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// The peer protocol between members of one cluster (`proto/raftcd/peer.proto`).
+pub mod raftcdpb {
+    tonic::include_proto!("raftcdpb");
 }

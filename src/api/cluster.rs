@@ -1,18 +1,32 @@
-//! etcd's Cluster service: the member list. Changing membership arrives
-//! with multi-member clusters; until then those calls say so.
+//! etcd's Cluster service: member list, add (voter or learner), remove,
+//! update (peer URLs) and promote. Changes run on the leader (forwarded
+//! there by any member, see [`crate::cluster`]); the list is this member's
+//! view of the membership, as in etcd 3.4.
 
 use tonic::{Request, Response, Status};
 
+use super::ApiError;
+use crate::cluster::{LeaderOp, LeaderReply, MemberRow};
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
 
 pub struct ClusterService {
     node: Node,
+}
+
+fn member(r: MemberRow) -> Member {
+    Member {
+        id: r.id,
+        name: r.name,
+        peer_ur_ls: r.peer_urls,
+        client_ur_ls: r.client_urls,
+        is_learner: r.is_learner,
+    }
 }
 
 impl ClusterService {
@@ -20,69 +34,97 @@ impl ClusterService {
         Self { node }
     }
 
-    fn members(&self) -> Vec<Member> {
-        let metrics = self.node.inner.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, info)| Member {
-                id: *id,
-                name: info.name.clone(),
-                peer_ur_ls: info.peer_urls.clone(),
-                client_ur_ls: info.client_urls.clone(),
-                is_learner: !voters.contains(id),
-            })
-            .collect()
+    fn header(&self) -> ResponseHeader {
+        let mut header = self.node.header(0);
+        // etcd's cluster responses carry no revision.
+        header.revision = 0;
+        header
     }
-}
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "etcdserver: {what} is not supported by this single-member build"
-    ))
+    async fn change(&self, op: LeaderOp) -> Result<(Option<Member>, Vec<Member>), ApiError> {
+        match self.node.leader_call(op).await? {
+            LeaderReply::Members { member: m, members } => {
+                Ok((m.map(member), members.into_iter().map(member).collect()))
+            }
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _r: Request<MemberAddRequest>,
+        r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("member add"))
+        let r = r.into_inner();
+        let (added, members) = self
+            .change(LeaderOp::AddMember {
+                peer_urls: r.peer_ur_ls,
+                learner: r.is_learner,
+            })
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.header()),
+            member: added,
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _r: Request<MemberRemoveRequest>,
+        r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("member remove"))
+        let (_, members) = self
+            .change(LeaderOp::RemoveMember {
+                id: r.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _r: Request<MemberUpdateRequest>,
+        r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("member update"))
+        let r = r.into_inner();
+        let (_, members) = self
+            .change(LeaderOp::UpdateMember {
+                id: r.id,
+                peer_urls: r.peer_ur_ls,
+            })
+            .await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 
     async fn member_list(
         &self,
         _r: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let mut header = self.node.header(0);
-        // etcd's member list header carries no revision.
-        header.revision = 0;
         Ok(Response::new(MemberListResponse {
-            header: Some(header),
-            members: self.members(),
+            header: Some(self.header()),
+            members: self.node.members().into_iter().map(member).collect(),
         }))
     }
 
     async fn member_promote(
         &self,
-        _r: Request<MemberPromoteRequest>,
+        r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("member promote"))
+        let (_, members) = self
+            .change(LeaderOp::PromoteMember {
+                id: r.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.header()),
+            members,
+        }))
     }
 }

@@ -7,7 +7,7 @@ use tonic::{Code, Status};
 use crate::mvcc::MvccError;
 
 /// An error a client request can end in.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApiError {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
@@ -19,6 +19,26 @@ pub enum ApiError {
     Timeout,
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    LeaderFail,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -45,9 +65,19 @@ impl From<ApiError> for Status {
                 (code, format!("etcdserver: {m}"))
             }
             ApiError::RequestTooLarge => (Code::InvalidArgument, e.to_string()),
-            ApiError::NoLeader | ApiError::Timeout | ApiError::Stopped => {
-                (Code::Unavailable, e.to_string())
-            }
+            ApiError::NoLeader
+            | ApiError::Timeout
+            | ApiError::Stopped
+            | ApiError::LeaderFail
+            | ApiError::LeaderTransferTimeout
+            | ApiError::NotSupportedForLearner => (Code::Unavailable, e.to_string()),
+            ApiError::NotLeader
+            | ApiError::MemberNotLearner
+            | ApiError::LearnerNotReady
+            | ApiError::PeerUrlExists
+            | ApiError::BadLeaderTransferee => (Code::FailedPrecondition, e.to_string()),
+            ApiError::MemberNotFound => (Code::NotFound, e.to_string()),
+            ApiError::MemberBadUrls => (Code::InvalidArgument, e.to_string()),
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
         };
         Status::new(code, msg)

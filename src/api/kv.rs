@@ -61,6 +61,9 @@ fn txn_is_serializable(t: &TxnRequest) -> bool {
 /// Range: linearizable unless `serializable` is set.
 pub async fn range(node: &Node, r: RangeRequest) -> Result<RangeResponse, ApiError> {
     validate::check_range(&r)?;
+    if !r.serializable && node.is_learner() {
+        return Err(ApiError::NotSupportedForLearner);
+    }
     if !r.serializable {
         node.linearize().await?;
     }

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
-use crate::lessor::{Clock, RenewError};
+use crate::lessor::Clock;
 use crate::mvcc::lease::MAX_LEASE_TTL;
 use crate::mvcc::{Command, MvccError, Reply};
 use crate::node::Node;
@@ -80,18 +80,11 @@ pub async fn revoke(node: &Node, r: LeaseRevokeRequest) -> Result<LeaseRevokeRes
     }
 }
 
-/// One keep-alive: the granted TTL, or 0 if the lease is gone.
-pub fn keep_alive_once(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, ApiError> {
+/// One keep-alive: the granted TTL, or 0 if the lease is gone. Deadlines
+/// live in the leader's lessor, so a follower forwards it there.
+pub async fn keep_alive_once(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, ApiError> {
+    let ttl = node.lease_keep_alive(id).await?;
     let view = node.view();
-    let ttl = match node
-        .inner
-        .lessor
-        .renew(id, &view, node.leader_term(), Clock::now())
-    {
-        Ok(ttl) => ttl,
-        Err(RenewError::NotFound) => 0,
-        Err(RenewError::NotLeader) => return Err(ApiError::NoLeader),
-    };
     Ok(LeaseKeepAliveResponse {
         header: Some(node.header(view.revision)),
         id,
@@ -181,7 +174,7 @@ impl Lease for LeaseService {
                         tracing::debug!(%status, "keep-alive stream ended with an error");
                         return;
                     }
-                    Some(Ok(r)) => keep_alive_once(&node, r.id).map_err(Status::from),
+                    Some(Ok(r)) => keep_alive_once(&node, r.id).await.map_err(Status::from),
                 };
                 let stop = reply.is_err();
                 if tx.send(reply).await.is_err() || stop {

@@ -50,6 +50,7 @@ impl Maintenance for MaintenanceService {
         let view = self.node.view();
         let size = inner.storage.size_on_disk() as i64;
         let rs = &inner.raft_state;
+        let is_learner = self.node.is_learner();
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(view.revision)),
             version: ETCD_VERSION.to_string(),
@@ -60,7 +61,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
             errors: self.node.tls_warnings(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner,
         }))
     }
 
@@ -136,11 +137,7 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        if target != self.node.inner.identity.member_id {
-            return Err(Status::failed_precondition(
-                "etcdserver: bad leader transferee",
-            ));
-        }
+        self.node.move_leader(target).await?;
         let view = self.node.view();
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.node.header(view.revision)),

@@ -88,9 +88,28 @@ pub fn router(node: &Node) -> axum::Router {
         LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
     )
     .into_axum_router()
-    .layer(axum::middleware::map_response(error::message_size_status));
+    .layer(axum::middleware::map_response(error::message_size_status))
+    .layer(axum::middleware::from_fn_with_state(
+        node.clone(),
+        learner_guard,
+    ));
     grpc.merge(http::routes(node.clone()))
         .fallback(http::fallback)
+}
+
+/// etcd's rule for learners: a learner answers only Status and
+/// serializable Range (checked in [`kv::range`]); every other RPC gets
+/// "etcdserver: rpc not supported for learner", so clients go elsewhere.
+async fn learner_guard(
+    axum::extract::State(node): axum::extract::State<Node>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    const ALLOWED: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+    if node.is_learner() && !ALLOWED.contains(&req.uri().path()) {
+        return tonic::Status::from(ApiError::NotSupportedForLearner).into_http();
+    }
+    next.run(req).await
 }
 
 /// Serve the client API on `listener` until `shutdown` turns true; over
@@ -101,9 +120,20 @@ pub async fn serve(
     node: Node,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    shutdown: signal::Receiver<bool>,
+) {
+    serve_router(router(&node), listener, tls, shutdown).await
+}
+
+/// Serve `router` on `listener` (HTTP/1 and HTTP/2, over TLS when `tls` is
+/// given) until `shutdown` turns true: the client API's listeners and the
+/// peer service's share this loop.
+pub async fn serve_router(
+    router: axum::Router,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: signal::Receiver<bool>,
 ) {
-    let router = router(&node);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

@@ -158,6 +158,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.storage
             .delete_range_into(&mut b, Space::Log, &[], Some(&end))
             .map_err(write_err)?;
-        self.storage.write(b).map_err(write_err)
+        self.storage.write(b).map_err(write_err)?;
+        tracing::info!(upto = log_id.index, "purged the Raft log behind a snapshot");
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod peer_service;
 pub mod proposer;
 pub mod state_machine;
 

@@ -1,71 +1,473 @@
-//! The peer network: how this member's Raft talks to other members.
+//! The peer network, client side: how this member reaches the others.
 //!
-//! raftcd currently runs single-member clusters, so there is no peer to
-//! reach and every RPC reports the target unreachable. The multi-member
-//! issue replaces [`PeerNetwork`] with a tonic client of the peer service
-//! (which will also carry TLS and fault injection); nothing else changes.
+//! [`PeerTransport`] is the one place where bytes leave for another member:
+//! it owns the connections (tonic `Channel`s, connected lazily and cached
+//! per peer URL), stamps every request with this member's cluster id, maps
+//! gRPC failures to [`PeerError`], and runs every outgoing request past an
+//! optional [`FaultFilter`] (drop / delay per peer, for partition and
+//! linearizability tests). `https://` peers are dialed over TLS with this
+//! member's peer certificate (`--peer-cert-file`, `--peer-key-file`),
+//! verified against `--peer-trusted-ca-file`, as etcd does.
+//!
+//! On top of it, [`PeerNetwork`] / [`PeerConnection`] implement openraft's
+//! network traits (AppendEntries, Vote, chunked InstallSnapshot), and the
+//! node uses [`PeerTransport::call`] directly for forwarded writes,
+//! read-index requests and joins. The server side is
+//! [`super::peer_service`].
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{MemberInfo, TypeConfig};
+use crate::pb::raftcdpb::peer_client::PeerClient;
+use crate::pb::raftcdpb::PeerRequest;
+use crate::storage::{encode, FORMAT_V1};
+use crate::tls::TlsConfig;
 
-#[derive(Debug, thiserror::Error)]
-#[error("peer {0} is not reachable: this build serves single-member clusters only")]
-struct NoPeers(u64);
+/// Largest peer message (a batch of entries or a snapshot chunk).
+pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
 
-/// Creates connections to peers.
-#[derive(Clone, Default)]
-pub struct PeerNetwork;
+/// gRPC metadata key naming why a peer refused a request.
+pub const REFUSAL_KEY: &str = "raftcd-refusal";
+/// Refusal: the request came from another cluster.
+pub const REFUSED_CLUSTER: &str = "cluster-mismatch";
+/// Refusal: the request was meant for another member.
+pub const REFUSED_WRONG_MEMBER: &str = "wrong-member";
+/// Refusal: the sender was removed from the cluster.
+pub const REFUSED_REMOVED: &str = "removed";
 
-/// A connection to one peer.
-pub struct PeerClient {
+/// The peer RPCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    Join,
+    TimeoutNow,
+}
+
+/// What a [`FaultFilter`] does to one outgoing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Send it normally.
+    Deliver,
+    /// Do not send it; the caller sees the peer as unreachable.
+    Drop,
+    /// Send it after this long.
+    Delay(Duration),
+}
+
+/// Decides the fate of each outgoing peer request (fault injection).
+pub trait FaultFilter: Send + Sync + 'static {
+    /// Called once per request to member `to`.
+    fn outgoing(&self, to: u64, rpc: Rpc) -> Fault;
+}
+
+/// Why a peer request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// The request certainly did not reach the peer (no connection, or
+    /// dropped by the fault filter).
+    #[error("peer {to} at {url} is unreachable: {reason}")]
+    Unreachable {
+        to: u64,
+        url: String,
+        reason: String,
+    },
+    /// The request may or may not have reached the peer.
+    #[error("request to peer {to} at {url} failed: {reason}")]
+    Failed {
+        to: u64,
+        url: String,
+        reason: String,
+    },
+    /// The peer belongs to another cluster (or we were removed from it, or
+    /// the URL now belongs to another member); it refused the request.
+    #[error("peer at {url} refused the request: {reason}")]
+    Refused {
+        url: String,
+        kind: String,
+        reason: String,
+    },
+    /// The reply could not be decoded.
+    #[error("bad reply from peer {to}: {reason}")]
+    BadReply { to: u64, reason: String },
+}
+
+impl PeerError {
+    /// The request certainly was not executed by the peer.
+    pub fn not_delivered(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Unreachable { .. } | PeerError::Refused { .. }
+        )
+    }
+}
+
+/// A refusal seen by this member that means it must not keep going: it
+/// talks to another cluster, or it was removed from its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    ClusterMismatch(String),
+    Removed(String),
+}
+
+/// Connections to the other members, shared by Raft and the node.
+#[derive(Clone)]
+pub struct PeerTransport {
+    inner: Arc<TransportInner>,
+}
+
+struct TransportInner {
+    cluster_id: u64,
+    member_id: u64,
+    tls: Option<TlsConfig>,
+    channels: Mutex<HashMap<String, Channel>>,
+    filter: RwLock<Option<Arc<dyn FaultFilter>>>,
+    rejection: watch::Sender<Option<Rejection>>,
+}
+
+impl PeerTransport {
+    /// A transport for member `member_id` of cluster `cluster_id`, with
+    /// the peer TLS settings for `https://` peers.
+    pub fn new(cluster_id: u64, member_id: u64, tls: Option<TlsConfig>) -> Self {
+        let (rejection, _) = watch::channel(None);
+        Self {
+            inner: Arc::new(TransportInner {
+                cluster_id,
+                member_id,
+                tls,
+                channels: Mutex::new(HashMap::new()),
+                filter: RwLock::new(None),
+                rejection,
+            }),
+        }
+    }
+
+    /// Install (or with `None` remove) a fault-injection filter.
+    pub fn set_fault_filter(&self, filter: Option<Arc<dyn FaultFilter>>) {
+        if let Ok(mut f) = self.inner.filter.write() {
+            *f = filter;
+        }
+    }
+
+    /// Refusals that mean this member should stop (see [`Rejection`]).
+    pub fn rejections(&self) -> watch::Receiver<Option<Rejection>> {
+        self.inner.rejection.subscribe()
+    }
+
+    fn channel(&self, url: &str) -> Result<Channel, String> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .map_err(|_| "connection cache poisoned".to_string())?;
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.client_tls(url)?)
+                .map_err(|e| format!("peer TLS for {url}: {e}"))?;
+        }
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// TLS to dial the `https://` peer at `url`: this member's peer
+    /// certificate, the peer CA, the URL's host as the name to verify.
+    fn client_tls(&self, url: &str) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let tls = self.inner.tls.as_ref();
+        let (Some(tls), Some(ca)) = (tls, tls.and_then(|t| t.trusted_ca_file.as_ref())) else {
+            return Err(format!(
+                "peer {url} is https: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file are needed to reach it"
+            ));
+        };
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .ok_or_else(|| format!("bad peer URL {url:?}"))?;
+        crate::tls::client_tls_config(ca, Some((&tls.cert_file, &tls.key_file)), &host)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Send one request to member `to` at `url` and wait at most `timeout`
+    /// for its reply payload.
+    pub async fn call(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let filter = self.inner.filter.read().ok().and_then(|f| f.clone());
+        if let Some(f) = filter {
+            match f.outgoing(to, rpc) {
+                Fault::Deliver => {}
+                Fault::Drop => {
+                    return Err(PeerError::Unreachable {
+                        to,
+                        url: url.to_string(),
+                        reason: "dropped by the fault filter".into(),
+                    })
+                }
+                Fault::Delay(d) => tokio::time::sleep(d).await,
+            }
+        }
+        let unreachable = |reason: String| PeerError::Unreachable {
+            to,
+            url: url.to_string(),
+            reason,
+        };
+        let channel = self.channel(url).map_err(unreachable)?;
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let (cluster_id, from) = match rpc {
+            Rpc::Join => (0, 0),
+            _ => (self.inner.cluster_id, self.inner.member_id),
+        };
+        let mut request = tonic::Request::new(PeerRequest {
+            cluster_id,
+            from,
+            to,
+            payload: payload.into(),
+        });
+        request.set_timeout(timeout);
+        let fut = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+                Rpc::Forward => client.forward(request).await,
+                Rpc::ReadIndex => client.read_index(request).await,
+                Rpc::Join => client.join(request).await,
+                Rpc::TimeoutNow => client.timeout_now(request).await,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(PeerError::Failed {
+                    to,
+                    url: url.to_string(),
+                    reason: format!("no reply within {timeout:?}"),
+                })
+            }
+        };
+        match result {
+            Ok(reply) => Ok(reply.into_inner().payload.to_vec()),
+            Err(status) => Err(self.classify(to, url, status)),
+        }
+    }
+
+    fn classify(&self, to: u64, url: &str, status: tonic::Status) -> PeerError {
+        let refusal = status
+            .metadata()
+            .get(REFUSAL_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(kind) = refusal {
+            let reason = status.message().to_string();
+            let rejection = match kind.as_str() {
+                REFUSED_CLUSTER => Some(Rejection::ClusterMismatch(reason.clone())),
+                REFUSED_REMOVED => Some(Rejection::Removed(reason.clone())),
+                _ => None,
+            };
+            if let Some(r) = rejection {
+                tracing::error!(peer = %url, %reason, "a peer refused this member");
+                self.inner.rejection.send_replace(Some(r));
+            } else {
+                tracing::warn!(peer = %url, %reason, "a peer refused a request");
+            }
+            return PeerError::Refused {
+                url: url.to_string(),
+                kind,
+                reason,
+            };
+        }
+        let reason = format!("{:?}: {}", status.code(), status.message());
+        // A failed connection attempt means the request never left.
+        let msg = status.message();
+        let connect_failed = status.code() == tonic::Code::Unavailable
+            && [
+                "tcp connect error",
+                "tcp open error",
+                "dns error",
+                "error trying to connect",
+            ]
+            .iter()
+            .any(|m| msg.contains(m));
+        if connect_failed {
+            PeerError::Unreachable {
+                to,
+                url: url.to_string(),
+                reason,
+            }
+        } else {
+            PeerError::Failed {
+                to,
+                url: url.to_string(),
+                reason,
+            }
+        }
+    }
+
+    /// [`Self::call`] with a typed request and reply, both in the versioned
+    /// postcard encoding.
+    pub async fn call_typed<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let bytes = self.call(rpc, to, url, encode(req), timeout).await?;
+        decode_wire(&bytes).map_err(|reason| PeerError::BadReply { to, reason })
+    }
+}
+
+/// Decode a peer payload: the same versioned postcard encoding as on disk
+/// ([`encode`]), so peers of different releases refuse each other clearly.
+pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.first() {
+        Some(&FORMAT_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| e.to_string()),
+        Some(&v) => Err(format!(
+            "peer message format {v} is not supported (this build speaks {FORMAT_V1})"
+        )),
+        None => Err("empty peer message".into()),
+    }
+}
+
+/// The first peer URL of a member, the one its peers dial.
+pub fn peer_url(node: &MemberInfo) -> Option<&str> {
+    node.peer_urls.first().map(String::as_str)
+}
+
+/// openraft's network factory: one [`PeerConnection`] per target member.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    transport: PeerTransport,
+}
+
+impl PeerNetwork {
+    pub fn new(transport: PeerTransport) -> Self {
+        Self { transport }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerConnection {
+    transport: PeerTransport,
     target: u64,
+    url: String,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerClient;
+    type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: u64, _node: &MemberInfo) -> PeerClient {
-        PeerClient { target }
+    async fn new_client(&mut self, target: u64, node: &MemberInfo) -> PeerConnection {
+        PeerConnection {
+            transport: self.transport.clone(),
+            target,
+            url: peer_url(node).unwrap_or_default().to_string(),
+        }
     }
 }
 
-impl PeerClient {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, MemberInfo, E> {
-        RPCError::Unreachable(Unreachable::new(&NoPeers(self.target)))
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl PeerConnection {
+    async fn raft_call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, MemberInfo, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if self.url.is_empty() {
+            return Err(RPCError::Unreachable(Unreachable::new(&Message(format!(
+                "member {:x} has no peer URL",
+                self.target
+            )))));
+        }
+        let reply: Result<Result<Resp, RaftError<u64, E>>, PeerError> = self
+            .transport
+            .call_typed(rpc, self.target, &self.url, req, option.hard_ttl())
+            .await;
+        match reply {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) if e.not_delivered() => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.raft_call(Rpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
         RPCError<u64, MemberInfo, RaftError<u64, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        self.raft_call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.raft_call(Rpc::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // Retry an unreachable peer soon: on loopback and LANs a restarted
+        // member is back within a few hundred milliseconds.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
     }
 }

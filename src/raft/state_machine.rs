@@ -11,6 +11,7 @@
 //! version 2 of [`SnapshotBody`]; version-1 snapshots, from before leases,
 //! still load, with no leases).
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_COMPACT: &[u8] = b"compact";
 const KEY_SNAPSHOT: &[u8] = b"current";
+const KEY_REMOVED: &[u8] = b"removed";
 
 fn sm_read_err(e: StorageError) -> RaftStorageError {
     StorageIOError::read_state_machine(AnyError::new(&e)).into()
@@ -149,12 +151,24 @@ impl ReadView {
     }
 }
 
+/// Ids of the members removed from the cluster, as far as this member's
+/// applied log tells; their peer requests are refused.
+#[derive(Clone, Default)]
+pub struct RemovedMembers(Arc<ArcSwap<BTreeSet<u64>>>);
+
+impl RemovedMembers {
+    pub fn contains(&self, id: u64) -> bool {
+        self.0.load().contains(&id)
+    }
+}
+
 /// The state machine.
 pub struct StateMachine {
     storage: Storage,
     view: Arc<ArcSwap<View>>,
     applied: Option<LogId>,
     membership: StoredMembership,
+    removed: RemovedMembers,
     events: broadcast::Sender<Arc<Vec<Event>>>,
 }
 
@@ -203,18 +217,49 @@ impl StateMachine {
                 "live keys name leases missing from the lease table"
             );
         }
+        let removed: BTreeSet<u64> = get(KEY_REMOVED)?
+            .map(|v| decode(Space::SmMeta, &v))
+            .transpose()?
+            .unwrap_or_default();
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             storage,
             view: Arc::new(ArcSwap::from_pointee(view)),
             applied,
             membership,
+            removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(removed))),
             events,
         })
     }
 
     pub fn read_view(&self) -> ReadView {
         ReadView(self.view.clone())
+    }
+
+    /// The members removed from the cluster (shared, kept up to date).
+    pub fn removed_members(&self) -> RemovedMembers {
+        self.removed.clone()
+    }
+
+    /// Switch to membership `next`, remembering who left.
+    fn set_membership(&mut self, next: StoredMembership, b: &mut WriteBatch) {
+        let stays: BTreeSet<u64> = next.membership().nodes().map(|(id, _)| *id).collect();
+        let left: Vec<u64> = self
+            .membership
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| !stays.contains(id))
+            .collect();
+        if !left.is_empty() {
+            let mut removed = (**self.removed.0.load()).clone();
+            removed.extend(left);
+            // A member added again (same id) is welcome back.
+            removed.retain(|id| !stays.contains(id));
+            b.put(Space::SmMeta, KEY_REMOVED, encode(&removed));
+            self.removed.0.store(Arc::new(removed));
+        }
+        self.membership = next;
     }
 
     /// Applied events, one message per applied batch, for the watch hub.
@@ -327,7 +372,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => replies.push(Reply::None),
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.set_membership(StoredMembership::new(Some(entry.log_id), m), &mut batch);
                     replies.push(Reply::None);
                 }
                 EntryPayload::Normal(cmd) => {
@@ -398,7 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let view = body.into_view();
         self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
+        self.set_membership(meta.last_membership.clone(), &mut batch);
         self.write_meta(&mut batch, &view);
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -407,6 +452,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
         self.storage.write(batch).map_err(sm_write_err)?;
         self.storage.flush().await.map_err(sm_write_err)?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            revision = view.revision,
+            "installed a snapshot from the leader"
+        );
         self.view.store(Arc::new(view));
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! with a temporary data dir, and runs the real `etcdctl` against it.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,563 @@
+//! Multi-member clusters of real `raftcd` processes on loopback, driven
+//! with the real etcdctl: static bootstrap, writes and linearizable reads on
+//! any member, leader failure and catch-up, refusing a member of another
+//! cluster, membership changes, quorum loss, catch-up by snapshot.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{eventually, Cluster, Member, ELECTION_MS};
+use common::free_port;
+
+fn ok(out: &common::Out) -> &str {
+    assert_eq!(out.code, 0, "etcdctl failed: {out:?}");
+    out.stdout.trim_end()
+}
+
+/// (revision, hash) of `endpoint hashkv` on member `i`.
+fn hashkv(c: &Cluster, i: usize) -> Option<(i64, u64)> {
+    let out = c.members[i].etcdctl(&["endpoint", "hashkv", "-w", "json"]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let h = &v[0]["HashKV"];
+    Some((h["header"]["revision"].as_i64()?, h["hash"].as_u64()?))
+}
+
+/// Wait until the running members in `which` report the same hashkv at
+/// the same revision; that pair.
+fn converged(c: &Cluster, which: &[usize]) -> (i64, u64) {
+    eventually(Duration::from_secs(20), || {
+        let all: Vec<(i64, u64)> = which.iter().map(|i| hashkv(c, *i)).collect::<Option<_>>()?;
+        all.windows(2).all(|w| w[0] == w[1]).then(|| all[0])
+    })
+}
+
+fn member_list(c: &mut Cluster) -> Vec<serde_json::Value> {
+    let out = c.etcdctl(&["member", "list", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(ok(&out)).expect("member list json");
+    v["members"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn three_members_replicate_fail_over_and_catch_up() {
+    let mut c = Cluster::start(3, &[]);
+
+    // The same leader on all three; `member list` has three started voters.
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let members = member_list(&mut c);
+    assert_eq!(members.len(), 3, "{members:?}");
+    for m in &c.members {
+        let row = members
+            .iter()
+            .find(|r| r["name"] == m.name.as_str())
+            .unwrap_or_else(|| panic!("{} missing from {members:?}", m.name));
+        assert_eq!(row["peerURLs"], serde_json::json!([m.peer_url()]));
+        assert_eq!(row["clientURLs"], serde_json::json!([m.client_url()]));
+        assert!(row.get("isLearner").is_none(), "{row}");
+    }
+    let out = c.etcdctl(&["member", "list"]);
+    let text = ok(&out);
+    for m in &c.members {
+        let line = format!(
+            ", started, {}, {}, {}, false",
+            m.name,
+            m.peer_url(),
+            m.client_url()
+        );
+        assert!(text.contains(&line), "{text}");
+    }
+
+    // A put on a follower, a linearizable get on the other follower.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    assert_eq!(
+        ok(&c.members[followers[0]].etcdctl(&["put", "k1", "v1"])),
+        "OK"
+    );
+    assert_eq!(
+        ok(&c.members[followers[1]].etcdctl(&["get", "k1"])),
+        "k1\nv1"
+    );
+    assert_eq!(ok(&c.members[leader].etcdctl(&["get", "k1"])), "k1\nv1");
+    // Serializable reads are local and see it once applied.
+    eventually(Duration::from_secs(5), || {
+        let out = c.members[followers[1]].etcdctl(&["get", "k1", "--consistency=s"]);
+        (out.stdout.trim_end() == "k1\nv1").then_some(())
+    });
+    // Through all endpoints at once too.
+    assert_eq!(ok(&c.etcdctl(&["put", "k2", "v2"])), "OK");
+    assert_eq!(ok(&c.etcdctl(&["get", "k2"])), "k2\nv2");
+
+    // Leases work through any member (keep-alives reach the leader's lessor).
+    let out = c.members[followers[0]].etcdctl(&["lease", "grant", "60"]);
+    let granted = ok(&out).to_string();
+    assert!(granted.ends_with(" granted with TTL(60s)"), "{granted}");
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    let out = c.members[followers[1]].etcdctl(&["put", "--lease", &lease, "lk", "lv"]);
+    assert_eq!(ok(&out), "OK");
+    let out = c.members[followers[1]].etcdctl(&["lease", "keep-alive", "--once", &lease]);
+    assert_eq!(ok(&out), format!("lease {lease} keepalived with TTL(60)"));
+    let out = c.members[followers[0]].etcdctl(&["lease", "timetolive", &lease, "--keys"]);
+    assert!(ok(&out).ends_with("attached keys([lk])"), "{out:?}");
+    let out = c.members[followers[0]].etcdctl(&["lease", "revoke", &lease]);
+    assert_eq!(ok(&out), format!("lease {lease} revoked"));
+    assert_eq!(ok(&c.members[followers[1]].etcdctl(&["get", "lk"])), "");
+
+    // move-leader hands leadership to a follower.
+    let target = c.status(followers[0]).expect("status").member_id;
+    let from = c.status(leader).expect("status").member_id;
+    let out = c.etcdctl(&["move-leader", &format!("{target:x}")]);
+    assert_eq!(
+        ok(&out),
+        format!("Leadership transferred from {from:x} to {target:x}")
+    );
+    let leader = c.wait_leader(Duration::from_secs(5));
+    assert_eq!(leader, followers[0]);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
+    // Kill the leader: the others elect a new one within 3 election timeouts.
+    let old = c.status(leader).expect("status").member_id;
+    let killed_at = Instant::now();
+    c.members[leader].kill();
+    let new_leader = eventually(Duration::from_secs(10), || {
+        let s = c.status(followers[0])?;
+        (s.leader != old && s.leader != 0).then_some(s.leader)
+    });
+    let elapsed = killed_at.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(3 * ELECTION_MS),
+        "new leader after {elapsed:?}"
+    );
+    let agreed = c.wait_leader(Duration::from_secs(5));
+    assert_eq!(c.status(agreed).expect("status").member_id, new_leader);
+
+    // Writes through each remaining member succeed.
+    for (n, i) in followers.iter().enumerate() {
+        let key = format!("after-kill-{n}");
+        assert_eq!(ok(&c.members[*i].etcdctl(&["put", &key, "x"])), "OK");
+    }
+    assert_eq!(
+        ok(&c.members[followers[0]].etcdctl(&["get", "after-kill-1"])),
+        "after-kill-1\nx"
+    );
+
+    // The killed member restarts and catches up: same hashkv at the same
+    // revision on all three.
+    c.members[leader].spawn();
+    c.members[leader].wait_ready(Duration::from_secs(20));
+    let (rev, _) = converged(&c, &[0, 1, 2]);
+    // Revision 1, then k1, k2, lk, its revocation, after-kill-0/1.
+    assert_eq!(rev, 7);
+    assert_eq!(
+        ok(&c.members[leader].etcdctl(&["get", "after-kill-0"])),
+        "after-kill-0\nx"
+    );
+
+    // A member of another cluster (wrong token) is refused and never joins,
+    // whether it tries to join or to bootstrap with the running members.
+    let before = member_list(&mut c).len();
+    for state in ["existing", "new"] {
+        let mut bad = Member {
+            name: "intruder".into(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            peer_scheme: "http",
+            dir: c.tmp.path().join(format!("intruder-{state}")),
+            initial_cluster: String::new(),
+            state: state.into(),
+            token: "another-token".into(),
+            extra: Vec::new(),
+            child: None,
+        };
+        bad.initial_cluster = format!("{},intruder={}", c.initial_cluster(), bad.peer_url());
+        bad.spawn();
+        let code = bad.wait_exit(Duration::from_secs(15));
+        let log = bad.log();
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{state}: intruder still running or exited 0: {code:?}\n{log}"
+        );
+        let expected = match state {
+            "existing" => "has another --initial-cluster-token",
+            _ => "cluster id mismatch",
+        };
+        assert!(log.contains(expected), "{state}: {log}");
+    }
+    let refusals: usize = c
+        .members
+        .iter()
+        .map(|m| {
+            m.log().matches("another cluster").count()
+                + m.log().matches("another --initial-cluster-token").count()
+        })
+        .sum();
+    assert!(refusals > 0, "the members logged no refusal");
+    assert_eq!(member_list(&mut c).len(), before);
+    assert_eq!(ok(&c.etcdctl(&["put", "still", "fine"])), "OK");
+    assert_eq!(ok(&c.etcdctl(&["get", "still"])), "still\nfine");
+    converged(&c, &[0, 1, 2]);
+}
+
+/// The hex member id in etcdctl's "Member <id> added to cluster <cid>".
+fn added_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("member id in member add output")
+        .to_string()
+}
+
+#[test]
+fn learner_joins_is_promoted_and_removed() {
+    let mut c = Cluster::start(3, &[]);
+    for i in 0..20 {
+        ok(&c.etcdctl(&["put", &format!("pre/{i}"), "v"]));
+    }
+
+    // etcdctl member add --learner: the new member is listed, unstarted.
+    let peer_port = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let out = c.etcdctl(&[
+        "member",
+        "add",
+        "m4",
+        "--learner",
+        &format!("--peer-urls={peer_url}"),
+    ]);
+    let text = ok(&out).to_string();
+    assert!(text.starts_with("Member "), "{text}");
+    assert!(text.contains(" added to cluster "), "{text}");
+    assert!(text.contains("ETCD_NAME=\"m4\""), "{text}");
+    assert!(
+        text.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer_url}\"")),
+        "{text}"
+    );
+    let id = added_id(&text);
+    let initial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    assert!(initial.contains(&format!("m4={peer_url}")), "{initial}");
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert!(
+        list.contains(&format!("{id}, unstarted, , {peer_url}, , true")),
+        "{list}"
+    );
+
+    // A learner that has not caught up cannot be promoted (etcd's error).
+    let out = c.etcdctl(&["member", "promote", &id]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains(
+            "Error: etcdserver: can only promote a learner member which is in sync with leader"
+        ),
+        "{out:?}"
+    );
+
+    // It starts with --initial-cluster-state existing and catches up.
+    let mut m4 = Member {
+        name: "m4".into(),
+        client_port: free_port(),
+        peer_port,
+        peer_scheme: "http",
+        dir: c.tmp.path().join("m4"),
+        initial_cluster: initial,
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: Vec::new(),
+        child: None,
+    };
+    m4.spawn();
+    m4.wait_ready(Duration::from_secs(20));
+    c.members.push(m4);
+    let s = c.status(3).expect("learner status");
+    assert!(s.is_learner);
+    eventually(Duration::from_secs(10), || {
+        let out = c.members[3].etcdctl(&["get", "pre/19", "--consistency=s"]);
+        (out.stdout.trim_end() == "pre/19\nv").then_some(())
+    });
+    // Like etcd, a learner serves only Status and serializable reads.
+    let out = c.members[3].etcdctl(&["put", "on-learner", "x"]);
+    assert!(
+        out.stderr
+            .contains("Error: etcdserver: rpc not supported for learner"),
+        "{out:?}"
+    );
+    let out = c.members[3].etcdctl(&["get", "pre/1"]);
+    assert!(
+        out.stderr
+            .contains("Error: etcdserver: rpc not supported for learner"),
+        "{out:?}"
+    );
+    let list = ok(&c.members[0].etcdctl(&["member", "list"])).to_string();
+    let m4_line = format!(
+        "{id}, started, m4, {peer_url}, {}, true",
+        c.members[3].client_url()
+    );
+    assert!(list.contains(&m4_line), "{list}");
+
+    // Promote: four voters.
+    let out = c.members[1].etcdctl(&["member", "promote", &id]);
+    assert!(
+        ok(&out).starts_with(&format!("Member {id:>16} promoted in cluster ")),
+        "{out:?}"
+    );
+    let list = ok(&c.members[0].etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(list.lines().all(|l| l.ends_with(", false")), "{list}");
+    // The new voter learns of its promotion with the next replication.
+    eventually(Duration::from_secs(5), || {
+        (!c.status(3)?.is_learner).then_some(())
+    });
+    ok(&c.etcdctl(&["put", "with-four", "yes"]));
+    assert_eq!(
+        ok(&c.members[3].etcdctl(&["get", "with-four"])),
+        "with-four\nyes"
+    );
+
+    // Remove it again: back to three, and the removed process is refused
+    // from then on (it stops with a clear message).
+    let out = c.members[0].etcdctl(&["member", "remove", &id]);
+    assert!(
+        ok(&out).starts_with(&format!("Member {id:>16} removed from cluster ")),
+        "{out:?}"
+    );
+    let code = c.members[3].wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "removed member still running"
+    );
+    assert!(
+        c.members[3].log().contains("was removed from cluster"),
+        "{}",
+        c.members[3].log()
+    );
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 3, "{list}");
+    ok(&c.etcdctl(&["put", "with-three", "again"]));
+    converged(&c, &[0, 1, 2]);
+
+    // Its data dir cannot rejoin either.
+    c.members[3].spawn();
+    let code = c.members[3].wait_exit(Duration::from_secs(15));
+    assert!(matches!(code, Some(c) if c != 0), "removed member rejoined");
+    assert!(
+        c.members[3].log().contains("was removed from cluster"),
+        "{}",
+        c.members[3].log()
+    );
+}
+
+#[test]
+fn five_members_survive_two_failures_and_refuse_writes_without_quorum() {
+    let mut c = Cluster::start(5, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    ok(&c.etcdctl(&["put", "a", "1"]));
+
+    // Kill the leader and one more: three of five still write.
+    let second = (leader + 1) % 5;
+    c.members[leader].kill();
+    c.members[second].kill();
+    for i in (0..5).filter(|i| *i != leader && *i != second) {
+        let out = c.members[i].etcdctl(&["put", &format!("k{i}"), "v"]);
+        assert_eq!(ok(&out), "OK");
+    }
+    let alive: Vec<usize> = (0..5).filter(|i| *i != leader && *i != second).collect();
+    converged(&c, &alive);
+
+    // A third failure: no quorum. Writes fail with an error within the
+    // request deadline rather than hang.
+    c.members[alive[0]].kill();
+    let started = Instant::now();
+    let out = c.members[alive[1]].etcdctl(&["--command-timeout=30s", "put", "lost", "v"]);
+    let took = started.elapsed();
+    assert_ne!(out.code, 0, "write without quorum succeeded: {out:?}");
+    assert!(
+        out.stderr.contains("etcdserver: request timed out")
+            || out.stderr.contains("etcdserver: no leader"),
+        "{out:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // Serializable reads still work locally.
+    assert_eq!(
+        ok(&c.members[alive[2]].etcdctl(&["get", "a", "--consistency=s"])),
+        "a\n1"
+    );
+}
+
+#[test]
+fn lagging_member_catches_up_by_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-count", "100"]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let lagging = (leader + 1) % 3;
+    c.members[lagging].kill();
+
+    // Many writes (with a compaction in between) while it is down: the
+    // leader snapshots and purges its log.
+    let endpoints: Vec<String> = (0..3)
+        .filter(|i| *i != lagging)
+        .map(|i| c.members[i].endpoint())
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = etcd_client::Client::connect(endpoints, None)
+            .await
+            .expect("connect");
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let mut kv = client.kv_client();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150 {
+                    kv.put(format!("bulk/{t}/{i}"), format!("value-{i}"), None)
+                        .await
+                        .expect("put");
+                }
+            }));
+        }
+        for (n, t) in tasks.into_iter().enumerate() {
+            t.await.expect("writer");
+            if n == 3 {
+                let rev = client
+                    .kv_client()
+                    .get("bulk/0/0", None)
+                    .await
+                    .expect("get")
+                    .header()
+                    .expect("header")
+                    .revision();
+                client
+                    .kv_client()
+                    .compact(rev, None)
+                    .await
+                    .expect("compact");
+            }
+        }
+    });
+
+    // It restarts, receives a snapshot (its log is gone on the leader) and
+    // ends up with the same data.
+    c.members[lagging].spawn();
+    c.members[lagging].wait_ready(Duration::from_secs(30));
+    let (rev, _) = converged(&c, &[0, 1, 2]);
+    assert_eq!(rev, 1 + 8 * 150);
+    let purged = (0..3).filter(|i| *i != lagging).all(|i| {
+        c.members[i]
+            .log()
+            .contains("purged the Raft log behind a snapshot")
+    });
+    assert!(purged, "the members that stayed up kept their whole log");
+    assert!(
+        c.members[lagging]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "no snapshot installed:\n{}",
+        c.members[lagging].log()
+    );
+    let out = c.members[lagging].etcdctl(&["get", "bulk/7/149", "--consistency=s"]);
+    assert_eq!(ok(&out), "bulk/7/149\nvalue-149");
+    let out = c.members[lagging].etcdctl(&["get", "bulk/", "--prefix", "--keys-only"]);
+    assert_eq!(ok(&out).lines().filter(|l| !l.is_empty()).count(), 1200);
+}
+
+#[test]
+fn members_talk_over_mutual_tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    let certs_cmd = |args: &[&str]| {
+        let out = std::process::Command::new(common::raftcd_bin())
+            .arg("certs")
+            .args(args)
+            .args(["--dir", &certs.display().to_string()])
+            .output()
+            .expect("raftcd certs");
+        assert!(out.status.success(), "{out:?}");
+    };
+    certs_cmd(&["init"]);
+    certs_cmd(&["peer", "--name", "member", "--hosts", "127.0.0.1"]);
+    let file = |f: &str| certs.join(f).display().to_string();
+    let (cert, key, ca) = (file("member.pem"), file("member-key.pem"), file("ca.pem"));
+    let flags = [
+        "--peer-cert-file",
+        cert.as_str(),
+        "--peer-key-file",
+        key.as_str(),
+        "--peer-trusted-ca-file",
+        ca.as_str(),
+        "--peer-client-cert-auth",
+    ];
+    let mut c = Cluster::start_with(3, &flags, "https", tmp);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        ok(&c.members[follower].etcdctl(&["put", "tls", "yes"])),
+        "OK"
+    );
+    let other = (leader + 2) % 3;
+    assert_eq!(ok(&c.members[other].etcdctl(&["get", "tls"])), "tls\nyes");
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert!(
+        list.contains(&format!(", {}, ", c.members[0].peer_url())),
+        "{list}"
+    );
+    assert!(c.members[0].peer_url().starts_with("https://"));
+
+    // A would-be member whose certificate comes from another CA is refused
+    // in the handshake: it cannot even ask to join.
+    let other = c.tmp.path().join("other-ca");
+    for args in [
+        &["init"][..],
+        &["peer", "--name", "member", "--hosts", "127.0.0.1"],
+    ] {
+        let out = std::process::Command::new(common::raftcd_bin())
+            .arg("certs")
+            .args(args)
+            .args(["--dir", &other.display().to_string()])
+            .output()
+            .expect("raftcd certs");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let other_file = |f: &str| other.join(f).display().to_string();
+    let mut stranger = Member {
+        name: "stranger".into(),
+        client_port: free_port(),
+        peer_port: free_port(),
+        peer_scheme: "https",
+        dir: c.tmp.path().join("stranger"),
+        initial_cluster: String::new(),
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: vec![
+            "--peer-cert-file".into(),
+            other_file("member.pem"),
+            "--peer-key-file".into(),
+            other_file("member-key.pem"),
+            "--peer-trusted-ca-file".into(),
+            other_file("ca.pem"),
+            "--peer-client-cert-auth".into(),
+        ],
+        child: None,
+    };
+    stranger.initial_cluster = format!("{},stranger={}", c.initial_cluster(), stranger.peer_url());
+    stranger.spawn();
+    let code = stranger.wait_exit(Duration::from_secs(20));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "stranger: {code:?}\n{}",
+        stranger.log()
+    );
+    assert!(stranger.log().contains("cannot join"), "{}", stranger.log());
+    assert_eq!(member_list(&mut c).len(), 3);
+}

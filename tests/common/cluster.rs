@@ -1,0 +1,287 @@
+//! Multi-member clusters of real `raftcd` processes on loopback, started
+//! with etcd's flags, and etcdctl against all of their endpoints.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{etcdctl, free_port, http_get, raftcd_bin, Out};
+
+/// Raft timing used by cluster tests (etcd's flag names).
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_MS: u64 = 500;
+
+/// One member process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// "http" or "https" (peer TLS flags in `extra`).
+    pub peer_scheme: &'static str,
+    pub dir: PathBuf,
+    /// `--initial-cluster` it was started with.
+    pub initial_cluster: String,
+    pub state: String,
+    pub token: String,
+    pub extra: Vec<String>,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Spawn the process (stderr captured to `<dir>.log`).
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        let child = Command::new(raftcd_bin())
+            .args(["--name", &self.name])
+            .args(["--data-dir", &self.dir.display().to_string()])
+            .args(["--listen-client-urls", &self.client_url()])
+            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-peer-urls", &self.peer_url()])
+            .args(["--initial-advertise-peer-urls", &self.peer_url()])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", &self.state])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
+            .args(["--election-timeout", &ELECTION_MS.to_string()])
+            .args(&self.extra)
+            .env("ETCD_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn raftcd");
+        self.child = Some(child);
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Wait until `/health` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "member {} exited early with {status}:\n{}",
+                        self.name,
+                        self.log()
+                    );
+                }
+            }
+            if let Some((200, _)) = http_get(self.client_port, "/health") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} not ready in time:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status.code().unwrap_or(-1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// etcdctl against this member only.
+    pub fn etcdctl(&self, args: &[&str]) -> Out {
+        etcdctl(&self.endpoint(), args, None)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of member processes sharing one temp dir.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub token: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Start `n` members of a new cluster with etcd-style static bootstrap
+    /// flags, all at once, and wait until every one is healthy.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, "http", tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// [`Cluster::start`] with peer URLs of `peer_scheme`, in `tmp`.
+    pub fn start_with(
+        n: usize,
+        extra: &[&str],
+        peer_scheme: &'static str,
+        tmp: tempfile::TempDir,
+    ) -> Cluster {
+        let token = "test-cluster".to_string();
+        let mut members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                peer_scheme,
+                dir: tmp.path().join(format!("m{i}")),
+                initial_cluster: String::new(),
+                state: "new".into(),
+                token: token.clone(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_ready(Duration::from_secs(30));
+        }
+        Cluster {
+            members,
+            token,
+            tmp,
+        }
+    }
+
+    /// `--initial-cluster` of the original members.
+    pub fn initial_cluster(&self) -> String {
+        self.members[0].initial_cluster.clone()
+    }
+
+    /// Comma-separated endpoints of the running members.
+    pub fn endpoints(&mut self) -> String {
+        self.members
+            .iter_mut()
+            .filter_map(|m| m.is_running().then(|| m.endpoint()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// etcdctl with `--endpoints` listing every running member.
+    pub fn etcdctl(&mut self, args: &[&str]) -> Out {
+        let eps = self.endpoints();
+        etcdctl(&eps, args, None)
+    }
+
+    /// `endpoint status -w json` of one member: (member id, leader id,
+    /// raft term, raft index, is learner).
+    pub fn status(&self, i: usize) -> Option<Status> {
+        let out = self.members[i].etcdctl(&["endpoint", "status", "-w", "json"]);
+        if out.code != 0 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let s = &v[0]["Status"];
+        Some(Status {
+            member_id: s["header"]["member_id"].as_u64()?,
+            leader: s["leader"].as_u64()?,
+            raft_term: s["raftTerm"].as_u64()?,
+            raft_index: s["raftIndex"].as_u64().unwrap_or(0),
+            is_learner: s["isLearner"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// Index of the member every running member names as leader, once they
+    /// all agree (waits up to `timeout`).
+    pub fn wait_leader(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.agreed_leader() {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Index of the leader if every running member names the same one.
+    pub fn agreed_leader(&mut self) -> Option<usize> {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|i| self.members[*i].is_running())
+            .collect();
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for i in &running {
+            let s = self.status(*i)?;
+            ids.push((s.member_id, *i));
+            match leader {
+                None => leader = Some(s.leader),
+                Some(l) if l == s.leader => {}
+                Some(_) => return None,
+            }
+        }
+        let leader = leader?;
+        ids.iter().find(|(id, _)| *id == leader).map(|(_, i)| *i)
+    }
+}
+
+/// A member's `endpoint status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub is_learner: bool,
+}
+
+/// Run `f` until it returns `Some`, up to `timeout`.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
