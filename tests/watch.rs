@@ -23,9 +23,13 @@ struct Watch {
 
 impl Watch {
     fn spawn(server: &Target, args: &[&str]) -> Watch {
+        Watch::spawn_at(&server.endpoint(), args)
+    }
+
+    fn spawn_at(endpoint: &str, args: &[&str]) -> Watch {
         let mut child = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", server.endpoint()))
+            .arg(format!("--endpoints={endpoint}"))
             .arg("watch")
             .args(args)
             .stdin(Stdio::null())
@@ -345,4 +349,38 @@ fn watch_json_like_etcd() {
     );
     assert_eq!(w.read(1), vec![expect]);
     w.assert_quiet();
+}
+
+#[test]
+fn watch_on_every_member_of_a_cluster() {
+    if target::oracle_is_etcd() {
+        // The cluster harness runs raftcd members only.
+        return;
+    }
+    let mut c = common::cluster::Cluster::start(3, &[]);
+    c.wait_leader(Duration::from_secs(20));
+    let out = c.etcdctl(&["put", "seed", "0", "-w", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let next = v["header"]["revision"].as_i64().expect("revision") + 1;
+    let rev = format!("--rev={next}");
+    let watches: Vec<Watch> = c
+        .members
+        .iter()
+        .map(|m| Watch::spawn_at(&m.endpoint(), &["cw", "--prev-kv", &rev]))
+        .collect();
+    for (i, v) in ["a", "b"].iter().enumerate() {
+        let out = c.members[i].etcdctl(&["put", "cw", v]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let out = c.members[2].etcdctl(&["del", "cw"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for w in &watches {
+        // Every member delivers the same events, written on any member.
+        assert_eq!(
+            w.read(13),
+            lines(&["PUT", "cw", "a", "PUT", "cw", "a", "cw", "b", "DELETE", "cw", "b", "cw", ""])
+        );
+        w.assert_quiet();
+    }
 }
