@@ -184,6 +184,35 @@ fn an_expired_lease_deletes_its_keys_in_one_revision() {
         .unwrap();
     assert_eq!(get_value(&s, "short/a"), "1\n");
 
+    // A watcher sees the expiry as DELETE events.
+    let mut watcher = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={}", s.endpoint()),
+            "watch",
+            "short/",
+            "--prefix",
+            // From the revision after the puts: a late start replays history.
+            &format!("--rev={}", rev_before + 1),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let stdout = watcher.stdout.take().expect("watch stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
     let deadline = granted + Duration::from_secs(10);
     loop {
         let out = s.etcdctl(&["get", "short/", "--prefix", "--keys-only"]);
@@ -200,6 +229,20 @@ fn an_expired_lease_deletes_its_keys_in_one_revision() {
     assert!(
         took >= Duration::from_millis(1500),
         "expired too early: {took:?}"
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(
+        seen,
+        ["DELETE", "short/a", "", "DELETE", "short/b", ""],
+        "the watcher saw the expiry"
     );
 
     // Both keys went in one revision; the unleased key stayed.
