@@ -43,13 +43,18 @@ async fn stalled_watcher_does_not_block_or_bloat_the_server() {
     let (done_tx, done_rx) = tokio::sync::watch::channel(0i64);
     let healthy_task = collect(healthy, done_rx);
 
+    // WATCH_SLOW_WRITES=100000 for the long measurement in docs/benchmarks.md.
+    let writes: u64 = std::env::var("WATCH_SLOW_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let rss_before = rss_kib(pid);
-    let all = write_load(&writer, 16, 20_000, 1024).await;
+    let all = write_load(&writer, 16, writes, 1024).await;
     let rss_after = rss_kib(pid);
     let last = all.last().map_or(0, |(rev, _, _)| *rev);
     let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
     eprintln!(
-        "20,000 writes of 1 KiB with 2 stalled watchers: {:?}; VmRSS {} MiB -> {} MiB (+{} MiB)",
+        "{writes} writes of 1 KiB with 2 stalled watchers: {:?}; VmRSS {} MiB -> {} MiB (+{} MiB)",
         started.elapsed(),
         rss_before / 1024,
         rss_after / 1024,
@@ -60,7 +65,7 @@ async fn stalled_watcher_does_not_block_or_bloat_the_server() {
     // The healthy watcher got every event, in order, while the others stalled.
     done_tx.send(last).expect("signal");
     let want = expected_for(&all, "k/");
-    assert!(want.len() > 19_000);
+    assert!(want.len() as u64 > writes * 95 / 100);
     assert_same(
         "healthy",
         &healthy_task.await.expect("healthy watcher"),
