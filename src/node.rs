@@ -286,8 +286,12 @@ impl Node {
         config.check_tls()?;
         check_peer_tls(&config)?;
         // Certificate problems surface before the data dir is touched.
-        let client_tls = load_tls(&config.listen_client_urls, config.client_tls.as_ref())?;
-        let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref())?;
+        let client_tls = load_tls(
+            &config.listen_client_urls,
+            config.client_tls.as_ref(),
+            false,
+        )?;
+        let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref(), true)?;
         let storage = Storage::open(&config.data_dir)?;
         let identity = resolve_identity(&storage, &config).await?;
         let log_store = LogStore::new(storage.clone());
@@ -815,11 +819,14 @@ fn header_fn(identity: &Identity, raft_state: Arc<RaftState>) -> crate::watch::H
 fn load_tls(
     listen: &[url::Url],
     tls: Option<&crate::tls::TlsConfig>,
+    peer: bool,
 ) -> Result<Option<Arc<ServerTls>>, StartError> {
     match tls {
-        Some(t) if listen.iter().any(|u| u.scheme() == "https") => {
-            Ok(Some(Arc::new(ServerTls::load(t)?)))
-        }
+        Some(t) if listen.iter().any(|u| u.scheme() == "https") => Ok(Some(Arc::new(if peer {
+            ServerTls::load_peer(t)?
+        } else {
+            ServerTls::load(t)?
+        }))),
         _ => Ok(None),
     }
 }

@@ -16,7 +16,10 @@
 //!   embedding API's, and the peer network's) with a CA and a client
 //!   certificate.
 //!
-//! Both the client listener and, later, the peer listener use these types.
+//! Both the client listener and the peer listener use these types. The peer
+//! listener ([`ServerTls::load_peer`]) also requires the connecting side's
+//! certificate to carry the serverAuth usage: only a peer certificate (both
+//! usages) is accepted there, never a client-only one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,12 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{CertificateError, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -241,7 +247,73 @@ fn stamps(s: &TlsConfig) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-fn load_server(s: &TlsConfig) -> Result<Loaded, TlsError> {
+/// The peer listener's client verifier: the CA's usual checks (chain and
+/// the clientAuth usage), and the serverAuth usage as well, so that only a
+/// peer certificate (both usages) connects, never a client-only one.
+#[derive(Debug)]
+struct PeerClientVerifier(Arc<dyn ClientCertVerifier>);
+
+/// Whether `der` is a certificate whose extended key usage allows serverAuth.
+fn has_server_auth(der: &CertificateDer<'_>) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth || eku.value.any)
+}
+
+impl ClientCertVerifier for PeerClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        if !has_server_auth(end_entity) {
+            tracing::warn!("refused a peer certificate without the serverAuth usage (a client-only certificate is not a peer certificate)");
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn load_server(s: &TlsConfig, peer: bool) -> Result<Loaded, TlsError> {
     if s.client_cert_auth && s.trusted_ca_file.is_none() {
         return Err(TlsError::NoClientCa);
     }
@@ -264,7 +336,11 @@ fn load_server(s: &TlsConfig) -> Result<Loaded, TlsError> {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| invalid(CA, ca, e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            if peer {
+                builder.with_client_cert_verifier(Arc::new(PeerClientVerifier(verifier)))
+            } else {
+                builder.with_client_cert_verifier(verifier)
+            }
         }
         None => builder.with_no_client_auth(),
     };
@@ -291,6 +367,8 @@ pub enum HandshakeError {
 /// The TLS side of one listener: its loaded configuration, reloadable.
 pub struct ServerTls {
     settings: TlsConfig,
+    /// A peer listener: client certificates need serverAuth too.
+    peer: bool,
     loaded: ArcSwap<Loaded>,
 }
 
@@ -305,9 +383,20 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Read and check the files of `settings`.
     pub fn load(settings: &TlsConfig) -> Result<Self, TlsError> {
-        let loaded = load_server(settings)?;
+        Self::load_as(settings, false)
+    }
+
+    /// [`ServerTls::load`] for the peer listener: a connecting member must
+    /// present a peer certificate (clientAuth and serverAuth usages).
+    pub fn load_peer(settings: &TlsConfig) -> Result<Self, TlsError> {
+        Self::load_as(settings, true)
+    }
+
+    fn load_as(settings: &TlsConfig, peer: bool) -> Result<Self, TlsError> {
+        let loaded = load_server(settings, peer)?;
         Ok(Self {
             settings: settings.clone(),
+            peer,
             loaded: ArcSwap::from_pointee(loaded),
         })
     }
@@ -324,7 +413,7 @@ impl ServerTls {
 
     /// Re-read the files now. On error the previous certificates stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = load_server(&self.settings)?;
+        let fresh = load_server(&self.settings, self.peer)?;
         self.loaded.store(Arc::new(fresh));
         tracing::info!(cert = %self.settings.cert_file.display(), "reloaded TLS certificates");
         Ok(())

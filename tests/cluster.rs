@@ -1,13 +1,14 @@
 //! Multi-member clusters of real `raftcd` processes on loopback, driven
 //! with the real etcdctl: static bootstrap, writes and linearizable reads on
 //! any member, leader failure and catch-up, refusing a member of another
-//! cluster, membership changes, quorum loss, catch-up by snapshot.
+//! cluster, membership changes, quorum loss, catch-up by snapshot, client
+//! and peer certificate auth with a set made by `raftcd certs`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{eventually, Cluster, Member, ELECTION_MS};
+use common::cluster::{eventually, ClientTls, Cluster, Member, ELECTION_MS};
 use common::free_port;
 
 fn ok(out: &common::Out) -> &str {
@@ -173,6 +174,7 @@ fn three_members_replicate_fail_over_and_catch_up() {
             state: state.into(),
             token: "another-token".into(),
             extra: Vec::new(),
+            client_tls: None,
             child: None,
         };
         bad.initial_cluster = format!("{},intruder={}", c.initial_cluster(), bad.peer_url());
@@ -277,6 +279,7 @@ fn learner_joins_is_promoted_and_removed() {
         state: "existing".into(),
         token: c.token.clone(),
         extra: Vec::new(),
+        client_tls: None,
         child: None,
     };
     m4.spawn();
@@ -548,6 +551,7 @@ fn members_talk_over_mutual_tls() {
             other_file("ca.pem"),
             "--peer-client-cert-auth".into(),
         ],
+        client_tls: None,
         child: None,
     };
     stranger.initial_cluster = format!("{},stranger={}", c.initial_cluster(), stranger.peer_url());
@@ -560,4 +564,193 @@ fn members_talk_over_mutual_tls() {
     );
     assert!(stranger.log().contains("cannot join"), "{}", stranger.log());
     assert_eq!(member_list(&mut c).len(), 3);
+}
+
+/// `raftcd certs ARGS --dir DIR`, which must succeed.
+fn certs(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(common::raftcd_bin())
+        .arg("certs")
+        .args(args)
+        .args(["--dir", &dir.display().to_string()])
+        .output()
+        .expect("raftcd certs");
+    assert!(out.status.success(), "raftcd certs {args:?}: {out:?}");
+}
+
+/// A 3-member cluster with client AND peer certificate auth, from a set
+/// made by `raftcd certs`: init; server; one peer certificate per member;
+/// a client certificate. Client and peer URLs are all `https://`.
+fn secure_cluster() -> Cluster {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    certs(&dir, &["init"]);
+    certs(&dir, &["server", "--hosts", "127.0.0.1"]);
+    for i in 1..=3 {
+        certs(
+            &dir,
+            &[
+                "peer",
+                "--name",
+                &format!("member-{i}"),
+                "--hosts",
+                "127.0.0.1",
+            ],
+        );
+    }
+    certs(&dir, &["client", "--name", "client"]);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let client = ClientTls {
+        ca: file("ca.pem"),
+        cert: file("client.pem"),
+        key: file("client-key.pem"),
+    };
+    let flags = |i: usize| -> Vec<String> {
+        vec![
+            "--cert-file".into(),
+            file("server.pem"),
+            "--key-file".into(),
+            file("server-key.pem"),
+            "--trusted-ca-file".into(),
+            file("ca.pem"),
+            "--client-cert-auth".into(),
+            "--peer-cert-file".into(),
+            file(&format!("member-{i}.pem")),
+            "--peer-key-file".into(),
+            file(&format!("member-{i}-key.pem")),
+            "--peer-trusted-ca-file".into(),
+            file("ca.pem"),
+            "--peer-client-cert-auth".into(),
+        ]
+    };
+    Cluster::start_tls(3, flags, "https", Some(client), tmp)
+}
+
+#[test]
+fn three_members_with_client_and_peer_cert_auth() {
+    let mut c = secure_cluster();
+    let tls = c.members[0].client_tls.clone().expect("client tls");
+    for m in &c.members {
+        assert!(m.client_url().starts_with("https://"));
+        let (code, body) = tls.curl(&format!("https://127.0.0.1:{}/health", m.client_port));
+        assert_eq!(
+            (code, body.as_str()),
+            (0, r#"{"health":"true"}"#),
+            "{}",
+            m.name
+        );
+    }
+    let leader = c.wait_leader(Duration::from_secs(10));
+
+    // Put through one member, get through another, each by itself; then
+    // through all three https endpoints at once.
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    assert_eq!(ok(&c.members[a].etcdctl(&["put", "secure", "yes"])), "OK");
+    assert_eq!(ok(&c.members[b].etcdctl(&["get", "secure"])), "secure\nyes");
+    let eps = c.endpoints();
+    assert_eq!(eps.matches("https://127.0.0.1:").count(), 3, "{eps}");
+    assert_eq!(ok(&c.etcdctl(&["put", "all", "three"])), "OK");
+    assert_eq!(ok(&c.etcdctl(&["get", "all"])), "all\nthree");
+
+    // member list: https peer and client URLs (client URLs are published
+    // once the cluster runs).
+    eventually(Duration::from_secs(10), || {
+        let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+        c.members
+            .iter()
+            .all(|m| {
+                list.contains(&format!(
+                    ", started, {}, {}, {}, false",
+                    m.name,
+                    m.peer_url(),
+                    m.client_url()
+                ))
+            })
+            .then_some(())
+    });
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(!list.contains("http://"), "{list}");
+
+    // endpoint status over the three endpoints names exactly one leader.
+    let status = ok(&c.etcdctl(&["endpoint", "status"])).to_string();
+    let leaders: Vec<&str> = status
+        .lines()
+        .filter(|l| l.split(", ").nth(4) == Some("true"))
+        .collect();
+    assert_eq!(leaders.len(), 1, "{status}");
+    assert!(
+        leaders[0].starts_with(&format!("{}, ", c.members[leader].client_url())),
+        "{status}"
+    );
+    assert_eq!(status.lines().count(), 3, "{status}");
+}
+
+#[test]
+fn a_peer_with_a_client_only_certificate_cannot_join() {
+    let mut c = secure_cluster();
+    c.wait_leader(Duration::from_secs(10));
+    let dir = c.tmp.path().join("certs");
+    // Same CA, but a client certificate (clientAuth usage only).
+    certs(&dir, &["client", "--name", "intruder"]);
+    let file = |f: &str| dir.join(f).display().to_string();
+
+    // Even once an operator has added it, the intruder cannot join: every
+    // member's peer listener wants a peer certificate (serverAuth too).
+    let peer_port = free_port();
+    let peer_url = format!("https://127.0.0.1:{peer_port}");
+    let out = c.etcdctl(&[
+        "member",
+        "add",
+        "intruder",
+        &format!("--peer-urls={peer_url}"),
+    ]);
+    let id = added_id(ok(&out));
+    let mut intruder = Member {
+        name: "intruder".into(),
+        client_port: free_port(),
+        peer_port,
+        peer_scheme: "https",
+        dir: c.tmp.path().join("intruder"),
+        initial_cluster: format!("{},intruder={peer_url}", c.initial_cluster()),
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: vec![
+            "--peer-cert-file".into(),
+            file("intruder.pem"),
+            "--peer-key-file".into(),
+            file("intruder-key.pem"),
+            "--peer-trusted-ca-file".into(),
+            file("ca.pem"),
+            "--peer-client-cert-auth".into(),
+        ],
+        client_tls: None,
+        child: None,
+    };
+    intruder.spawn();
+    let code = intruder.wait_exit(Duration::from_secs(20));
+    let log = intruder.log();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "intruder still running or exited 0: {code:?}\n{log}"
+    );
+    assert!(log.contains("cannot join"), "{log}");
+    let refused = c
+        .members
+        .iter()
+        .any(|m| m.log().contains("without the serverAuth usage"));
+    assert!(refused, "no member refused the client-only certificate");
+
+    // It never became a member: still unstarted, then removed; the three
+    // members keep serving.
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert!(
+        list.contains(&format!(", unstarted, , {peer_url}, , false")),
+        "{list}"
+    );
+    assert_eq!(list.matches(", started, ").count(), 3, "{list}");
+    ok(&c.etcdctl(&["member", "remove", &id]));
+    assert_eq!(member_list(&mut c).len(), 3);
+    assert_eq!(ok(&c.etcdctl(&["put", "after", "intruder"])), "OK");
+    assert_eq!(ok(&c.etcdctl(&["get", "after"])), "after\nintruder");
+    converged(&c, &[0, 1, 2]);
 }

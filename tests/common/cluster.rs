@@ -11,6 +11,42 @@ use super::{etcdctl, free_port, http_get, raftcd_bin, Out};
 pub const HEARTBEAT_MS: u64 = 50;
 pub const ELECTION_MS: u64 = 500;
 
+/// The files a client uses to reach `https://` client URLs with a client
+/// certificate (etcdctl's `--cacert --cert --key`, curl's the same).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl ClientTls {
+    /// etcdctl's flags for these files.
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca),
+            format!("--cert={}", self.cert),
+            format!("--key={}", self.key),
+        ]
+    }
+
+    /// `curl --cacert --cert --key url`: (exit code, body).
+    pub fn curl(&self, url: &str) -> (i32, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args([
+                "--cacert", &self.ca, "--cert", &self.cert, "--key", &self.key,
+            ])
+            .arg(url)
+            .output()
+            .expect("curl not found: install curl (scripts/test does)");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
 /// One member process.
 pub struct Member {
     pub name: String,
@@ -24,6 +60,9 @@ pub struct Member {
     pub state: String,
     pub token: String,
     pub extra: Vec<String>,
+    /// Set when the client URLs are `https://` (server flags in `extra`):
+    /// what etcdctl and the readiness probe present.
+    pub client_tls: Option<ClientTls>,
     pub child: Option<Child>,
 }
 
@@ -33,7 +72,32 @@ impl Member {
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// What etcdctl's `--endpoints` names for this member.
+    fn etcdctl_endpoint(&self) -> String {
+        match self.client_tls {
+            Some(_) => self.client_url(),
+            None => self.endpoint(),
+        }
+    }
+
+    /// `/health` answers 200 (through curl with the client certificate
+    /// when the client URL is `https://`).
+    fn healthy(&self) -> bool {
+        match &self.client_tls {
+            None => matches!(http_get(self.client_port, "/health"), Some((200, _))),
+            Some(tls) => {
+                let (code, body) = tls.curl(&format!("{}/health", self.client_url()));
+                code == 0 && body.contains(r#""health":"true""#)
+            }
+        }
     }
 
     pub fn peer_url(&self) -> String {
@@ -89,7 +153,7 @@ impl Member {
                     );
                 }
             }
-            if let Some((200, _)) = http_get(self.client_port, "/health") {
+            if self.healthy() {
                 return;
             }
             assert!(
@@ -127,8 +191,23 @@ impl Member {
 
     /// etcdctl against this member only.
     pub fn etcdctl(&self, args: &[&str]) -> Out {
-        etcdctl(&self.endpoint(), args, None)
+        etcdctl(
+            &self.etcdctl_endpoint(),
+            &with_tls(&self.client_tls, args),
+            None,
+        )
     }
+}
+
+/// `args` after the client TLS flags of `tls`, if any.
+fn with_tls<'a>(tls: &'a Option<ClientTls>, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all: Vec<&str> = Vec::new();
+    if let Some(t) = tls {
+        all.extend(["--cacert", t.ca.as_str(), "--cert", t.cert.as_str()]);
+        all.extend(["--key", t.key.as_str()]);
+    }
+    all.extend_from_slice(args);
+    all
 }
 
 impl Drop for Member {
@@ -158,6 +237,21 @@ impl Cluster {
         peer_scheme: &'static str,
         tmp: tempfile::TempDir,
     ) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_tls(n, |_| extra.clone(), peer_scheme, None, tmp)
+    }
+
+    /// [`Cluster::start_with`] with per-member flags (`extra(i)` for member
+    /// `m<i>`, 1-based), and `https://` client URLs reached with
+    /// `client_tls` when given (the server's client TLS flags go in
+    /// `extra`).
+    pub fn start_tls(
+        n: usize,
+        extra: impl Fn(usize) -> Vec<String>,
+        peer_scheme: &'static str,
+        client_tls: Option<ClientTls>,
+        tmp: tempfile::TempDir,
+    ) -> Cluster {
         let token = "test-cluster".to_string();
         let mut members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -169,7 +263,8 @@ impl Cluster {
                 initial_cluster: String::new(),
                 state: "new".into(),
                 token: token.clone(),
-                extra: extra.iter().map(|s| s.to_string()).collect(),
+                extra: extra(i),
+                client_tls: client_tls.clone(),
                 child: None,
             })
             .collect();
@@ -201,7 +296,7 @@ impl Cluster {
     pub fn endpoints(&mut self) -> String {
         self.members
             .iter_mut()
-            .filter_map(|m| m.is_running().then(|| m.endpoint()))
+            .filter_map(|m| m.is_running().then(|| m.etcdctl_endpoint()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -209,7 +304,8 @@ impl Cluster {
     /// etcdctl with `--endpoints` listing every running member.
     pub fn etcdctl(&mut self, args: &[&str]) -> Out {
         let eps = self.endpoints();
-        etcdctl(&eps, args, None)
+        let tls = self.members.first().and_then(|m| m.client_tls.clone());
+        etcdctl(&eps, &with_tls(&tls, args), None)
     }
 
     /// `endpoint status -w json` of one member: (member id, leader id,
