@@ -299,28 +299,11 @@ fn one_error_line(stderr: &str, bad: &str) {
     );
 }
 
+/// A single member's flags (tests/common) with an explicit cluster token.
 fn member_args(dir: &Path, client: u16, peer: u16, token: &str) -> Vec<String> {
-    let url = format!("http://127.0.0.1:{client}");
-    let peer = format!("http://127.0.0.1:{peer}");
-    [
-        "--data-dir",
-        &dir.display().to_string(),
-        "--listen-client-urls",
-        &url,
-        "--advertise-client-urls",
-        &url,
-        "--listen-peer-urls",
-        &peer,
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
-        &format!("default={peer}"),
-        "--initial-cluster-token",
-        token,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = common::member_args(dir, client, peer);
+    args.extend(["--initial-cluster-token".to_string(), token.to_string()]);
+    args
 }
 
 #[test]
