@@ -8,32 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{eventually, ClientTls, Cluster, Member, ELECTION_MS};
+use common::cluster::{converged, eventually, ClientTls, Cluster, Member, ELECTION_MS};
 use common::free_port;
 
 fn ok(out: &common::Out) -> &str {
     assert_eq!(out.code, 0, "etcdctl failed: {out:?}");
     out.stdout.trim_end()
-}
-
-/// (revision, hash) of `endpoint hashkv` on member `i`.
-fn hashkv(c: &Cluster, i: usize) -> Option<(i64, u64)> {
-    let out = c.members[i].etcdctl(&["endpoint", "hashkv", "-w", "json"]);
-    if out.code != 0 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-    let h = &v[0]["HashKV"];
-    Some((h["header"]["revision"].as_i64()?, h["hash"].as_u64()?))
-}
-
-/// Wait until the running members in `which` report the same hashkv at
-/// the same revision; that pair.
-fn converged(c: &Cluster, which: &[usize]) -> (i64, u64) {
-    eventually(Duration::from_secs(20), || {
-        let all: Vec<(i64, u64)> = which.iter().map(|i| hashkv(c, *i)).collect::<Option<_>>()?;
-        all.windows(2).all(|w| w[0] == w[1]).then(|| all[0])
-    })
 }
 
 fn member_list(c: &mut Cluster) -> Vec<serde_json::Value> {

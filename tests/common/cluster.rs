@@ -381,3 +381,23 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// (revision, hash) of `endpoint hashkv` on member `i`.
+pub fn hashkv(c: &Cluster, i: usize) -> Option<(i64, u64)> {
+    let out = c.members[i].etcdctl(&["endpoint", "hashkv", "-w", "json"]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let h = &v[0]["HashKV"];
+    Some((h["header"]["revision"].as_i64()?, h["hash"].as_u64()?))
+}
+
+/// Wait until the running members in `which` report the same hashkv at
+/// the same revision; that pair.
+pub fn converged(c: &Cluster, which: &[usize]) -> (i64, u64) {
+    eventually(Duration::from_secs(20), || {
+        let all: Vec<(i64, u64)> = which.iter().map(|i| hashkv(c, *i)).collect::<Option<_>>()?;
+        all.windows(2).all(|w| w[0] == w[1]).then(|| all[0])
+    })
+}
