@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{converged, Cluster};
+use common::cluster::{compact_now, converged, Cluster};
 
 /// Bytes under `dir`, recursively.
 fn dir_size(dir: &std::path::Path) -> u64 {
@@ -65,19 +65,7 @@ fn member_down_for_100k_writes_rejoins_by_snapshot_with_a_bounded_log() {
             }
             // Compact behind every round, as an operator (or etcd's
             // auto-compaction) would.
-            let rev = client
-                .kv_client()
-                .get("hot/000", None)
-                .await
-                .expect("get")
-                .header()
-                .expect("header")
-                .revision();
-            client
-                .kv_client()
-                .compact(rev, None)
-                .await
-                .expect("compact");
+            compact_now(&client).await;
             sizes.push(
                 up.iter()
                     .map(|i| dir_size(&c.members[*i].dir))

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{converged, eventually, ClientTls, Cluster, Member, ELECTION_MS};
+use common::cluster::{
+    compact_now, converged, eventually, ClientTls, Cluster, Member, ELECTION_MS,
+};
 use common::free_port;
 
 fn ok(out: &common::Out) -> &str {
@@ -413,19 +415,7 @@ fn lagging_member_catches_up_by_snapshot() {
         for (n, t) in tasks.into_iter().enumerate() {
             t.await.expect("writer");
             if n == 3 {
-                let rev = client
-                    .kv_client()
-                    .get("bulk/0/0", None)
-                    .await
-                    .expect("get")
-                    .header()
-                    .expect("header")
-                    .revision();
-                client
-                    .kv_client()
-                    .compact(rev, None)
-                    .await
-                    .expect("compact");
+                compact_now(&client).await;
             }
         }
     });

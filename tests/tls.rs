@@ -143,6 +143,19 @@ fn curl(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// curl `url` trusting the set's CA and presenting its client certificate.
+fn curl_as_client(dir: &Path, url: &str) -> (i32, String, String) {
+    curl(&[
+        "--cacert",
+        &p(dir, "ca.pem"),
+        "--cert",
+        &p(dir, "client.pem"),
+        "--key",
+        &p(dir, "client-key.pem"),
+        url,
+    ])
+}
+
 /// etcdctl against `url` with `--cacert` and, if given, a client
 /// certificate (`name`.pem, `name`-key.pem in `dir`).
 fn ctl(url: &str, dir: &Path, client: Option<(&Path, &str)>, args: &[&str]) -> Out {
@@ -318,26 +331,10 @@ fn mutual_tls_with_curl_and_etcdctl() {
             ("ETCD_CLIENT_CERT_AUTH", "true".into()),
         ],
     );
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        "--cert",
-        &p(dir, "client.pem"),
-        "--key",
-        &p(dir, "client-key.pem"),
-        &format!("{}/health", s.url()),
-    ]);
+    let (code, body, err) = curl_as_client(dir, &format!("{}/health", s.url()));
     assert_eq!((code, body.as_str()), (0, r#"{"health":"true"}"#), "{err}");
     // The server certificate names localhost too.
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        "--cert",
-        &p(dir, "client.pem"),
-        "--key",
-        &p(dir, "client-key.pem"),
-        &format!("https://localhost:{}/version", s.port),
-    ]);
+    let (code, body, err) = curl_as_client(dir, &format!("https://localhost:{}/version", s.port));
     assert_eq!(code, 0, "{err}");
     assert!(body.contains(r#""etcdserver":"3.4.23""#), "{body}");
 
@@ -536,15 +533,7 @@ fn plain_text_to_the_tls_port_fails_fast() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
     // Meanwhile a real client is served.
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        "--cert",
-        &p(dir, "client.pem"),
-        "--key",
-        &p(dir, "client-key.pem"),
-        &format!("{}/health", s.url()),
-    ]);
+    let (code, body, err) = curl_as_client(dir, &format!("{}/health", s.url()));
     assert_eq!((code, body.as_str()), (0, r#"{"health":"true"}"#), "{err}");
 }
 

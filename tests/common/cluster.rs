@@ -401,3 +401,22 @@ pub fn converged(c: &Cluster, which: &[usize]) -> (i64, u64) {
         all.windows(2).all(|w| w[0] == w[1]).then(|| all[0])
     })
 }
+
+/// Compact at the cluster's current revision (read through `client`), as
+/// an operator would; the revision compacted at.
+pub async fn compact_now(client: &etcd_client::Client) -> i64 {
+    let rev = client
+        .kv_client()
+        .get("any", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    client
+        .kv_client()
+        .compact(rev, None)
+        .await
+        .expect("compact");
+    rev
+}
