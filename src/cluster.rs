@@ -178,6 +178,74 @@ fn write_refusal(e: RaftError<u64, ClientWriteError<u64, MemberInfo>>) -> Refusa
     }
 }
 
+/// A membership change the strict reconfiguration check looks at.
+#[derive(Debug, Clone, Copy)]
+enum Reconfig {
+    AddVoter,
+    RemoveVoter(u64),
+    Promote,
+}
+
+/// etcd's `--strict-reconfig-check` rules (`mayAddMember`,
+/// `mayRemoveMember`, `mayPromoteMember`), on the voters `voters` as
+/// `(id, started)` where started means the member has published its name,
+/// and `active(id)`: the member answered this leader recently. `me` is the
+/// leader itself, always active.
+fn reconfig_check(
+    change: Reconfig,
+    me: u64,
+    voters: &[(u64, bool)],
+    active: impl Fn(u64) -> bool,
+) -> Result<(), ApiError> {
+    let started = |skip: Option<u64>| {
+        voters
+            .iter()
+            .filter(|(id, s)| *s && Some(*id) != skip)
+            .count()
+    };
+    match change {
+        Reconfig::AddVoter | Reconfig::Promote => {
+            // The future voter counts as a member; a promoted learner also
+            // counts as started.
+            let members = voters.len() + 1;
+            let mut nstarted = started(None);
+            if matches!(change, Reconfig::Promote) {
+                nstarted += 1;
+            }
+            // Adding a second member to a one-member cluster is allowed: it
+            // is how a cluster restored from a backup grows.
+            let restoring = matches!(change, Reconfig::AddVoter) && nstarted == 1 && members == 2;
+            if !restoring && nstarted < members / 2 + 1 {
+                return Err(ApiError::NotEnoughStartedMembers);
+            }
+            if matches!(change, Reconfig::AddVoter)
+                && voters.iter().any(|(id, _)| *id != me && !active(*id))
+            {
+                return Err(ApiError::Unhealthy);
+            }
+        }
+        Reconfig::RemoveVoter(target) => {
+            let members = voters.iter().filter(|(id, _)| *id != target).count();
+            if started(Some(target)) < members / 2 + 1 {
+                return Err(ApiError::NotEnoughStartedMembers);
+            }
+            // A member that is down is not part of the active quorum:
+            // removing it is safe.
+            if target != me && !active(target) {
+                return Ok(());
+            }
+            let up = voters
+                .iter()
+                .filter(|(id, _)| *id == me || active(*id))
+                .count();
+            if up - 1 < 1 + (voters.len() - 1) / 2 {
+                return Err(ApiError::Unhealthy);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long to wait before asking again when there is no leader to ask.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
@@ -314,6 +382,9 @@ impl Node {
                 {
                     return Err(ApiError::PeerUrlExists.into());
                 }
+                if !learner {
+                    self.strict_reconfig_check(Reconfig::AddVoter)?;
+                }
                 let id = new_member_id(&peer_urls, &self.inner.config.initial_cluster_token);
                 let info = MemberInfo {
                     name: String::new(),
@@ -341,6 +412,9 @@ impl Node {
                     .find(|r| r.id == id)
                     .cloned()
                     .ok_or(ApiError::MemberNotFound)?;
+                if !row.is_learner {
+                    self.strict_reconfig_check(Reconfig::RemoveVoter(id))?;
+                }
                 let change = if row.is_learner {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 } else {
@@ -402,6 +476,7 @@ impl Node {
                 if !ready {
                     return Err(ApiError::LearnerNotReady.into());
                 }
+                self.strict_reconfig_check(Reconfig::Promote)?;
                 let m = self
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
                     .await?;
@@ -434,6 +509,33 @@ impl Node {
                 Ok(LeaderReply::Members { member, members })
             }
         }
+    }
+
+    /// Apply etcd's strict reconfiguration check (unless
+    /// `--strict-reconfig-check=false`). A member counts as active when it
+    /// answered this leader within two election timeouts (the leader
+    /// heartbeats every member many times in that span).
+    fn strict_reconfig_check(&self, change: Reconfig) -> Result<(), ApiError> {
+        if !self.inner.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let me = self.inner.identity.member_id;
+        let voters: Vec<(u64, bool)> = self
+            .members()
+            .iter()
+            .filter(|r| !r.is_learner)
+            .map(|r| (r.id, !r.name.is_empty()))
+            .collect();
+        let window = Duration::from_millis(2 * self.inner.config.election_timeout_ms.max(100));
+        let transport = &self.inner.transport;
+        let active = |id: u64| {
+            transport
+                .last_reply(id)
+                .is_some_and(|t| t.elapsed() <= window)
+        };
+        reconfig_check(change, me, &voters, active).inspect_err(|e| {
+            tracing::warn!(?change, error = %e, "membership change refused by the strict reconfiguration check");
+        })
     }
 
     fn ensure_leader(&self) -> Result<(), Refusal> {
@@ -679,5 +781,72 @@ pub async fn join(config: &Config) -> Result<Identity, JoinError> {
             return Err(JoinError::NoPeer(last));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(_: u64) -> bool {
+        true
+    }
+
+    #[test]
+    fn adding_a_voter_needs_a_started_quorum_and_every_voter_connected() {
+        let three = [(1, true), (2, true), (3, true)];
+        assert_eq!(reconfig_check(Reconfig::AddVoter, 1, &three, all), Ok(()));
+        // One voter down: the 4-member quorum (3) would need it.
+        assert_eq!(
+            reconfig_check(Reconfig::AddVoter, 1, &three, |id| id != 3),
+            Err(ApiError::Unhealthy)
+        );
+        // Two of three never started: 1 started < quorum 3 of 4.
+        let unstarted = [(1, true), (2, false), (3, false)];
+        assert_eq!(
+            reconfig_check(Reconfig::AddVoter, 1, &unstarted, all),
+            Err(ApiError::NotEnoughStartedMembers)
+        );
+        // Growing a one-member cluster (as after a restore) is allowed.
+        assert_eq!(
+            reconfig_check(Reconfig::AddVoter, 1, &[(1, true)], all),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn removing_a_voter_keeps_an_active_quorum() {
+        let three = [(1, true), (2, true), (3, true)];
+        assert_eq!(
+            reconfig_check(Reconfig::RemoveVoter(3), 1, &three, all),
+            Ok(())
+        );
+        // Member 3 is down: removing it is safe.
+        assert_eq!(
+            reconfig_check(Reconfig::RemoveVoter(3), 1, &three, |id| id != 3),
+            Ok(())
+        );
+        // Member 3 is down and 2 is removed: one active member left of the
+        // two that remain.
+        assert_eq!(
+            reconfig_check(Reconfig::RemoveVoter(2), 1, &three, |id| id != 3),
+            Err(ApiError::Unhealthy)
+        );
+        let unstarted = [(1, true), (2, true), (3, false)];
+        assert_eq!(
+            reconfig_check(Reconfig::RemoveVoter(2), 1, &unstarted, all),
+            Err(ApiError::NotEnoughStartedMembers)
+        );
+    }
+
+    #[test]
+    fn promoting_counts_the_learner_as_started() {
+        let one = [(1, true)];
+        assert_eq!(reconfig_check(Reconfig::Promote, 1, &one, all), Ok(()));
+        let unstarted = [(1, true), (2, false), (3, false)];
+        assert_eq!(
+            reconfig_check(Reconfig::Promote, 1, &unstarted, all),
+            Err(ApiError::NotEnoughStartedMembers)
+        );
     }
 }

@@ -64,6 +64,9 @@ pub struct Config {
     /// response with the current revision (etcd's
     /// `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: Duration,
+    /// Refuse membership changes that could cost the cluster its quorum
+    /// (etcd's `--strict-reconfig-check`, on by default).
+    pub strict_reconfig_check: bool,
     /// TLS of the `https://` client URLs (`--cert-file`, `--key-file`,
     /// `--trusted-ca-file`, `--client-cert-auth`).
     pub client_tls: Option<TlsConfig>,
@@ -94,6 +97,7 @@ impl Config {
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            strict_reconfig_check: true,
             client_tls: None,
             peer_tls: None,
         }
@@ -392,6 +396,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = parse_bool)]
     pub peer_client_cert_auth: bool,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", value_parser = parse_bool)]
+    pub strict_reconfig_check: bool,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -617,6 +625,7 @@ impl Flags {
             election_timeout_ms: self.election_timeout,
             snapshot_count: self.snapshot_count.max(1),
             watch_progress_notify_interval,
+            strict_reconfig_check: self.strict_reconfig_check,
             client_tls,
             peer_tls,
         };

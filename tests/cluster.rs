@@ -130,6 +130,30 @@ fn three_members_replicate_fail_over_and_catch_up() {
         "after-kill-1\nx"
     );
 
+    // With a voter down, etcd's strict reconfiguration check refuses to
+    // add a voter (the new quorum would need the dead member) or to remove
+    // a live one; the membership is unchanged.
+    let spare = free_port();
+    let out = c.members[followers[0]].etcdctl(&[
+        "member",
+        "add",
+        "n4",
+        &format!("--peer-urls=http://127.0.0.1:{spare}"),
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("Error: etcdserver: unhealthy cluster"),
+        "{out:?}"
+    );
+    let live = c.status(followers[1]).expect("status").member_id;
+    let out = c.members[followers[0]].etcdctl(&["member", "remove", &format!("{live:x}")]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("Error: etcdserver: unhealthy cluster"),
+        "{out:?}"
+    );
+    assert_eq!(member_list(&mut c).len(), 3);
+
     // The killed member restarts and catches up: same hashkv at the same
     // revision on all three.
     c.members[leader].spawn();

@@ -41,6 +41,10 @@ pub enum ApiError {
     LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
 }
 
 impl From<ApiError> for Status {
@@ -70,11 +74,13 @@ impl From<ApiError> for Status {
             | ApiError::Stopped
             | ApiError::LeaderFail
             | ApiError::LeaderTransferTimeout
-            | ApiError::NotSupportedForLearner => (Code::Unavailable, e.to_string()),
+            | ApiError::NotSupportedForLearner
+            | ApiError::Unhealthy => (Code::Unavailable, e.to_string()),
             ApiError::NotLeader
             | ApiError::MemberNotLearner
             | ApiError::LearnerNotReady
             | ApiError::PeerUrlExists
+            | ApiError::NotEnoughStartedMembers
             | ApiError::BadLeaderTransferee => (Code::FailedPrecondition, e.to_string()),
             ApiError::MemberNotFound => (Code::NotFound, e.to_string()),
             ApiError::MemberBadUrls => (Code::InvalidArgument, e.to_string()),

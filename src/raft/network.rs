@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -141,6 +141,9 @@ struct TransportInner {
     channels: Mutex<HashMap<String, Channel>>,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
+    /// When each member last answered a request (etcd's transport
+    /// `ActiveSince`, used by the strict reconfiguration checks).
+    last_reply: Mutex<HashMap<u64, Instant>>,
 }
 
 impl PeerTransport {
@@ -156,6 +159,7 @@ impl PeerTransport {
                 channels: Mutex::new(HashMap::new()),
                 filter: RwLock::new(None),
                 rejection,
+                last_reply: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -165,6 +169,12 @@ impl PeerTransport {
         if let Ok(mut f) = self.inner.filter.write() {
             *f = filter;
         }
+    }
+
+    /// When member `to` last answered one of our requests; `None` if it
+    /// never has since this member started.
+    pub fn last_reply(&self, to: u64) -> Option<Instant> {
+        self.inner.last_reply.lock().ok()?.get(&to).copied()
     }
 
     /// Refusals that mean this member should stop (see [`Rejection`]).
@@ -282,7 +292,12 @@ impl PeerTransport {
             }
         };
         match result {
-            Ok(reply) => Ok(reply.into_inner().payload.to_vec()),
+            Ok(reply) => {
+                if let Ok(mut seen) = self.inner.last_reply.lock() {
+                    seen.insert(to, Instant::now());
+                }
+                Ok(reply.into_inner().payload.to_vec())
+            }
             Err(status) => Err(self.classify(to, url, status)),
         }
     }
