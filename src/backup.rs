@@ -33,7 +33,7 @@ pub enum BackupError {
 
 /// Serialize `view` as a backup file.
 pub fn write_backup(view: &View) -> Vec<u8> {
-    let body = SnapshotBody::from_view(view).encode();
+    let body = crate::raft::state_machine::encode_view(view);
     let mut out = Vec::with_capacity(body.len() + 560);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());

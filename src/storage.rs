@@ -6,10 +6,12 @@
 //! range scans. Only this module knows the engine is sled, so replacing it
 //! (for example with redb) touches this file alone.
 //!
-//! Snapshots are large and rarely written, so they live in a separate sled
-//! tree: sharing a tree node with the state machine's metadata (written on
-//! every apply) would make every apply rewrite the whole snapshot. Batches
-//! that touch both trees are applied in one sled transaction.
+//! Large, rarely written values (the `Snapshot` space, where earlier
+//! builds kept a whole snapshot copy) live in a separate sled tree:
+//! sharing a tree node with the state machine's metadata (written on every
+//! apply) would make every apply rewrite the blob. Batches that touch both
+//! trees are applied in one sled transaction. Snapshots are no longer
+//! stored: the state machine's records are the snapshot.
 //!
 //! Every value written here is encoded with [`encode`]: a format-version byte
 //! followed by the postcard encoding of the record, so a later release can
@@ -59,7 +61,8 @@ pub enum Space {
     Kv = 3,
     /// State machine metadata: last applied, membership, revision, compaction.
     SmMeta = 4,
-    /// The current snapshot.
+    /// Large values; only an older data dir's leftover snapshot copy, which
+    /// the state machine deletes on open.
     Snapshot = 5,
     /// Identity of this data dir: cluster id, member id, name.
     Identity = 6,

@@ -12,8 +12,6 @@ pub mod peer_service;
 pub mod proposer;
 pub mod state_machine;
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 use crate::mvcc::{Command, Reply};
@@ -39,7 +37,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = MemberInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = state_machine::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

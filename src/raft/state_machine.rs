@@ -40,7 +40,8 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_COMPACT: &[u8] = b"compact";
-const KEY_SNAPSHOT: &[u8] = b"current";
+/// Where a whole snapshot copy was stored by earlier builds (see `open`).
+const KEY_LEGACY_SNAPSHOT: &[u8] = b"current";
 const KEY_REMOVED: &[u8] = b"removed";
 
 fn sm_read_err(e: StorageError) -> RaftStorageError {
@@ -92,6 +93,8 @@ impl SnapshotBody {
         }
     }
 
+    /// The whole of `view` as an owned body (tests and tools; the snapshot
+    /// and backup paths encode straight from the view with [`encode_view`]).
     pub fn from_view(view: &View) -> Self {
         let mut records = Vec::new();
         for (k, h) in view.index.iter() {
@@ -99,7 +102,6 @@ impl SnapshotBody {
                 records.push((r.main, r.sub, Record::from_rev(k, r)));
             }
         }
-        records.sort_by_key(|(m, s, _)| (*m, *s));
         Self {
             revision: view.revision,
             compact_revision: view.compact_revision,
@@ -133,11 +135,168 @@ impl SnapshotBody {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, MemberInfo>,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+/// Encode `view` as a version-2 [`SnapshotBody`] without first copying it
+/// into one: records are written straight from the index, key by key, each
+/// key's history oldest first (the order [`SnapshotBody::into_view`] needs).
+pub fn encode_view(view: &View) -> Vec<u8> {
+    encode_as(FORMAT_V2, &BodyRef(view))
+}
+
+/// Serializes like [`SnapshotBody`] (same fields, same order), borrowing.
+struct BodyRef<'a>(&'a View);
+
+/// Serializes like [`Record`], borrowing.
+struct RecordRef<'a> {
+    key: &'a [u8],
+    rev: &'a crate::mvcc::Rev,
+}
+
+/// The `records` field of [`BodyRef`].
+struct RecordsRef<'a>(&'a View);
+
+/// The `leases` field of [`BodyRef`].
+struct LeasesRef<'a>(&'a View);
+
+impl Serialize for BodyRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("SnapshotBody", 4)?;
+        st.serialize_field("revision", &self.0.revision)?;
+        st.serialize_field("compact_revision", &self.0.compact_revision)?;
+        st.serialize_field("records", &RecordsRef(self.0))?;
+        st.serialize_field("leases", &LeasesRef(self.0))?;
+        st.end()
+    }
+}
+
+impl Serialize for RecordsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let count = self.0.index.values().map(|h| h.len()).sum();
+        let mut seq = s.serialize_seq(Some(count))?;
+        for (key, history) in self.0.index.iter() {
+            for rev in history.iter() {
+                seq.serialize_element(&(rev.main, rev.sub, RecordRef { key, rev }))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for RecordRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Record", 5)?;
+        st.serialize_field("key", serde_bytes::Bytes::new(self.key))?;
+        st.serialize_field("create", &self.rev.create)?;
+        st.serialize_field("version", &self.rev.version)?;
+        st.serialize_field("lease", &self.rev.lease)?;
+        st.serialize_field(
+            "value",
+            &self.rev.value.as_deref().map(serde_bytes::Bytes::new),
+        )?;
+        st.end()
+    }
+}
+
+impl Serialize for LeasesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.leases.len()))?;
+        for (id, lease) in self.0.leases.iter() {
+            seq.serialize_element(&(*id, lease.record()))?;
+        }
+        seq.end()
+    }
+}
+
+/// The snapshot data openraft moves between members: an encoded
+/// [`SnapshotBody`]. A snapshot of this member's own state is encoded only
+/// when something reads it (a follower needs it); until then it is just a
+/// shared, immutable [`View`]. Snapshots being received are written into it.
+pub struct SnapshotData {
+    /// Not yet encoded: the view to encode on first access.
+    view: Option<Arc<View>>,
+    bytes: Cursor<Vec<u8>>,
+}
+
+impl SnapshotData {
+    fn of_view(view: Arc<View>) -> Self {
+        Self {
+            view: Some(view),
+            bytes: Cursor::new(Vec::new()),
+        }
+    }
+
+    fn receiving() -> Self {
+        Self {
+            view: None,
+            bytes: Cursor::new(Vec::new()),
+        }
+    }
+
+    fn bytes(&mut self) -> &mut Cursor<Vec<u8>> {
+        if let Some(view) = self.view.take() {
+            self.bytes = Cursor::new(encode_view(&view));
+        }
+        &mut self.bytes
+    }
+
+    /// The encoded body.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.bytes();
+        self.bytes.into_inner()
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotData {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.get_mut().bytes()).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotData {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(self.get_mut().bytes()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.get_mut().bytes()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(self.get_mut().bytes()).poll_shutdown(cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotData {
+    fn start_seek(
+        self: std::pin::Pin<&mut Self>,
+        position: std::io::SeekFrom,
+    ) -> std::io::Result<()> {
+        std::pin::Pin::new(self.get_mut().bytes()).start_seek(position)
+    }
+
+    fn poll_complete(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<u64>> {
+        std::pin::Pin::new(self.get_mut().bytes()).poll_complete(cx)
+    }
 }
 
 /// What readers share with the state machine: the published view.
@@ -221,6 +380,13 @@ impl StateMachine {
             .map(|v| decode(Space::SmMeta, &v))
             .transpose()?
             .unwrap_or_default();
+        // Before snapshots were derived from the state itself, each one was
+        // also stored whole; drop such a leftover copy.
+        if storage.get(Space::Snapshot, KEY_LEGACY_SNAPSHOT)?.is_some() {
+            let mut b = WriteBatch::new();
+            b.delete(Space::Snapshot, KEY_LEGACY_SNAPSHOT);
+            storage.write(b)?;
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             storage,
@@ -304,15 +470,39 @@ impl StateMachine {
         storage.flush_blocking()
     }
 
-    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        self.storage
-            .get(Space::Snapshot, KEY_SNAPSHOT)?
-            .map(|v| decode(Space::Snapshot, &v))
-            .transpose()
+    /// The snapshot of the current state: what [`SnapshotMeta`] to send
+    /// with it, and the view (encoded only if read).
+    fn current_snapshot(&self) -> Option<Snapshot<TypeConfig>> {
+        let view = self.view.load_full();
+        let meta = snapshot_meta(self.applied?, &self.membership, &view);
+        Some(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::of_view(view)),
+        })
     }
 }
 
-/// Builds snapshots from a view captured when the builder was made.
+fn snapshot_meta(
+    applied: LogId,
+    membership: &StoredMembership,
+    view: &View,
+) -> SnapshotMeta<u64, MemberInfo> {
+    SnapshotMeta {
+        last_log_id: Some(applied),
+        last_membership: membership.clone(),
+        snapshot_id: format!(
+            "{}-{}-{}",
+            applied.leader_id.term, applied.index, view.revision
+        ),
+    }
+}
+
+/// "Builds" a snapshot: the state machine's own storage already holds the
+/// whole state at its last applied log id, so a snapshot is that state made
+/// durable, not a copy of it. Building one flushes storage (the log is
+/// purged behind the snapshot, so the state must be on disk first); the
+/// bytes a lagging follower needs are encoded from the in-memory view only
+/// when it needs them ([`SnapshotData`]).
 pub struct SnapshotBuilder {
     storage: Storage,
     view: Arc<View>,
@@ -322,29 +512,18 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let body = SnapshotBody::from_view(&self.view);
-        let data = body.encode();
-        let snapshot_id = match &self.applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.view.revision),
-            None => format!("0-0-{}", self.view.revision),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let mut b = WriteBatch::new();
-        b.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
-        self.storage.write(b).map_err(sm_write_err)?;
-        // The log is purged behind this snapshot: it must be durable first.
         self.storage.flush().await.map_err(sm_write_err)?;
+        let meta = match self.applied {
+            Some(applied) => snapshot_meta(applied, &self.membership, &self.view),
+            None => SnapshotMeta {
+                last_log_id: None,
+                last_membership: self.membership.clone(),
+                snapshot_id: format!("0-0-{}", self.view.revision),
+            },
+        };
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(SnapshotData::of_view(self.view.clone())),
         })
     }
 }
@@ -418,16 +597,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
+        Ok(Box::new(SnapshotData::receiving()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, MemberInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
-        let data = snapshot.into_inner();
+        let data = snapshot.into_bytes();
         let body = SnapshotBody::decode(&data).map_err(sm_read_err)?;
         let mut batch = WriteBatch::new();
         for space in [Space::Kv, Space::Lease] {
@@ -445,11 +624,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = meta.last_log_id;
         self.set_membership(meta.last_membership.clone(), &mut batch);
         self.write_meta(&mut batch, &view);
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        batch.put(Space::Snapshot, KEY_SNAPSHOT, encode(&stored));
         self.storage.write(batch).map_err(sm_write_err)?;
         self.storage.flush().await.map_err(sm_write_err)?;
         tracing::info!(
@@ -464,13 +638,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        Ok(self
-            .load_snapshot()
-            .map_err(sm_read_err)?
-            .map(|s| Snapshot {
-                meta: s.meta,
-                snapshot: Box::new(Cursor::new(s.data)),
-            }))
+        Ok(self.current_snapshot())
     }
 }
 
@@ -574,6 +742,61 @@ mod tests {
         drop(sm2);
         let again = StateMachine::open(storage2).unwrap().read_view().load();
         assert_eq!(again.leases, view.leases);
+    }
+
+    #[tokio::test]
+    async fn streamed_encoding_matches_the_body_and_current_snapshot_is_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(Storage::open(dir.path()).unwrap()).unwrap();
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        let mut entries = vec![entry(
+            1,
+            Command::LeaseGrant {
+                id: 9,
+                ttl: 30,
+                granted_ms: 1,
+            },
+        )];
+        for i in 0..50u64 {
+            entries.push(entry(2 + i, put(&format!("k{}", i % 7), 9)));
+        }
+        entries.push(entry(
+            52,
+            Command::DeleteRange(crate::pb::etcdserverpb::DeleteRangeRequest {
+                key: "k3".into(),
+                ..Default::default()
+            }),
+        ));
+        sm.apply(entries).await.unwrap();
+        let view = sm.read_view().load();
+
+        // Same bytes as encoding the owned body: old and new members (and
+        // backups) read each other's snapshots.
+        let streamed = encode_view(&view);
+        assert_eq!(streamed, SnapshotBody::from_view(&view).encode());
+
+        // The current snapshot is the applied state, at the last applied id.
+        let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(52));
+        let body = SnapshotBody::decode(&snap.snapshot.into_bytes()).unwrap();
+        let round = body.into_view();
+        assert_eq!(round.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
+        assert_eq!(round.leases, view.leases);
+        assert_eq!(round.revision, 52);
+    }
+
+    #[test]
+    fn an_old_stored_snapshot_copy_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        b.put(Space::Snapshot, KEY_LEGACY_SNAPSHOT, encode(&vec![7u8; 4096]));
+        storage.write(b).unwrap();
+        StateMachine::open(storage.clone()).unwrap();
+        assert!(storage
+            .get(Space::Snapshot, KEY_LEGACY_SNAPSHOT)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
