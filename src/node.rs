@@ -143,6 +143,8 @@ pub(crate) struct Inner {
     /// and checked at start for the peer service.
     pub peer_tls: Option<Arc<ServerTls>>,
     shutdown_tx: watch::Sender<bool>,
+    /// When a leader last sent this member entries or a snapshot.
+    last_leader_contact: std::sync::Mutex<std::time::Instant>,
     pub client_addrs: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -368,6 +370,7 @@ impl Node {
             shutdown_tx,
             client_addrs: std::sync::Mutex::new(Vec::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
+            last_leader_contact: std::sync::Mutex::new(std::time::Instant::now()),
         });
         let node = Node { inner };
         node.spawn(track_metrics(
@@ -394,6 +397,9 @@ impl Node {
             ));
         }
         node.bootstrap().await?;
+        if !node.is_single() {
+            node.spawn(probe_when_unled(node.clone(), node.shutdown_signal()));
+        }
         node.wait_for_leader().await?;
         node.publish().await;
         node.spawn(crate::lessor::run(node.clone()));
@@ -612,6 +618,23 @@ impl Node {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+
+    /// A leader just sent this member entries or a snapshot.
+    pub(crate) fn leader_contact(&self) {
+        if let Ok(mut t) = self.inner.last_leader_contact.lock() {
+            *t = std::time::Instant::now();
+        }
+    }
+
+    /// How long since a leader last sent this member entries or a snapshot
+    /// (or since start).
+    fn since_leader_contact(&self) -> Duration {
+        self.inner
+            .last_leader_contact
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
     }
 
     /// Whether `member` was removed from the cluster.
@@ -833,6 +856,41 @@ fn load_tls(
 
 pub(crate) fn url_string(u: &url::Url) -> String {
     u.as_str().trim_end_matches('/').to_string()
+}
+
+/// A member that stops hearing from a leader asks its peers, every three
+/// election timeouts, whether it still belongs to the cluster. A member
+/// removed while it was down learns it this way: a voter would be told when
+/// it campaigns, but a learner never campaigns and no leader replicates to
+/// it any more. Its peers refuse the probe (a read-index request) with
+/// "removed", and the member stops (see [`Node::refused`]).
+async fn probe_when_unled(node: Node, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(3 * node.inner.config.election_timeout_ms.max(100));
+    let me = node.inner.identity.member_id;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let leads = node.inner.raft.metrics().borrow().current_leader == Some(me);
+        if leads || node.since_leader_contact() < period {
+            continue;
+        }
+        for row in node.members() {
+            let Some(url) = row.peer_urls.first().filter(|_| row.id != me) else {
+                continue;
+            };
+            tracing::debug!(
+                peer = format!("{:x}", row.id),
+                "no leader contact: probing a peer"
+            );
+            let _: Result<Result<u64, Refusal>, _> = node
+                .inner
+                .transport
+                .call_typed(Rpc::ReadIndex, row.id, url, &(), period)
+                .await;
+        }
+    }
 }
 
 fn rejection_message(r: &Rejection) -> String {

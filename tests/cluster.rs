@@ -369,6 +369,69 @@ fn learner_joins_is_promoted_and_removed() {
     );
 }
 
+/// A learner removed while it is down is refused when it comes back: no
+/// leader replicates to it and a learner never campaigns, so it asks its
+/// peers once it stops hearing from a leader, and stops with etcd's
+/// "removed" refusal instead of waiting forever.
+#[test]
+fn a_learner_removed_while_down_stops_when_it_restarts() {
+    let mut c = Cluster::start(3, &[]);
+    let peer_port = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let out = c.etcdctl(&[
+        "member",
+        "add",
+        "m4",
+        "--learner",
+        &format!("--peer-urls={peer_url}"),
+    ]);
+    let text = ok(&out).to_string();
+    let id = added_id(&text);
+    let initial = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    let mut m4 = Member {
+        name: "m4".into(),
+        client_port: free_port(),
+        peer_port,
+        peer_scheme: "http",
+        dir: c.tmp.path().join("m4"),
+        initial_cluster: initial,
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: Vec::new(),
+        client_tls: None,
+        child: None,
+    };
+    m4.spawn();
+    m4.wait_ready(Duration::from_secs(20));
+    ok(&c.etcdctl(&["put", "seen-by-m4", "v"]));
+    eventually(Duration::from_secs(10), || {
+        let out = m4.etcdctl(&["get", "seen-by-m4", "--consistency=s"]);
+        (out.stdout.trim_end() == "seen-by-m4\nv").then_some(())
+    });
+
+    m4.kill();
+    let out = c.etcdctl(&["member", "remove", &id]);
+    assert!(
+        ok(&out).starts_with(&format!("Member {id:>16} removed from cluster ")),
+        "{out:?}"
+    );
+    m4.spawn();
+    let code = m4.wait_exit(Duration::from_secs(20));
+    let log = m4.log();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "removed learner still running: {code:?}\n{log}"
+    );
+    assert!(log.contains("was removed from cluster"), "{log}");
+    let list = ok(&c.etcdctl(&["member", "list"])).to_string();
+    assert_eq!(list.lines().count(), 3, "{list}");
+}
+
 #[test]
 fn five_members_survive_two_failures_and_refuse_writes_without_quorum() {
     let mut c = Cluster::start(5, &[]);

@@ -105,6 +105,7 @@ impl Peer for PeerService {
         req: Request<PeerRequest>,
     ) -> Result<Response<PeerReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
+        self.node.leader_contact();
         Ok(reply(&self.node.inner.raft.append_entries(rpc).await))
     }
 
@@ -118,6 +119,7 @@ impl Peer for PeerService {
         req: Request<PeerRequest>,
     ) -> Result<Response<PeerReply>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = self.open(req)?;
+        self.node.leader_contact();
         Ok(reply(&self.node.inner.raft.install_snapshot(rpc).await))
     }
 

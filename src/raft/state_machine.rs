@@ -790,7 +790,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let mut b = WriteBatch::new();
-        b.put(Space::Snapshot, KEY_LEGACY_SNAPSHOT, encode(&vec![7u8; 4096]));
+        b.put(
+            Space::Snapshot,
+            KEY_LEGACY_SNAPSHOT,
+            encode(&vec![7u8; 4096]),
+        );
         storage.write(b).unwrap();
         StateMachine::open(storage.clone()).unwrap();
         assert!(storage
