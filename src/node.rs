@@ -429,7 +429,12 @@ impl Node {
         }
         let watched = node.tls_sides();
         if !watched.is_empty() {
-            node.spawn(crate::tls::watch_files(watched, node.shutdown_signal()));
+            let transport = node.inner.transport.clone();
+            node.spawn(crate::tls::watch_files(
+                watched,
+                move || transport.reset_connections(),
+                node.shutdown_signal(),
+            ));
         }
         tracing::info!(
             name = %node.inner.identity.name,
@@ -674,6 +679,7 @@ impl Node {
         for t in self.tls_sides() {
             t.reload()?;
         }
+        self.inner.transport.reset_connections();
         Ok(())
     }
 

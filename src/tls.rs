@@ -536,7 +536,13 @@ async fn refuse_plain_text(mut stream: TcpStream) {
 
 /// Reload every `tls` whose files changed, every [`WATCH_INTERVAL`], until
 /// `shutdown` turns true. A failed reload is logged and retried.
-pub async fn watch_files(tls: Vec<Arc<ServerTls>>, mut shutdown: watch::Receiver<bool>) {
+/// `on_reload` runs after any successful reload (the peer transport drops
+/// its connections so new ones present the new certificate).
+pub async fn watch_files(
+    tls: Vec<Arc<ServerTls>>,
+    on_reload: impl Fn() + Send + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -545,10 +551,17 @@ pub async fn watch_files(tls: Vec<Arc<ServerTls>>, mut shutdown: watch::Receiver
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let mut reloaded = false;
         for t in &tls {
-            if let Err(e) = t.reload_if_changed() {
-                tracing::warn!(error = %e, "certificate files changed but cannot be loaded; keeping the previous ones");
+            match t.reload_if_changed() {
+                Ok(changed) => reloaded |= changed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate files changed but cannot be loaded; keeping the previous ones");
+                }
             }
+        }
+        if reloaded {
+            on_reload();
         }
     }
 }

@@ -623,6 +623,82 @@ fn members_talk_over_mutual_tls() {
     assert_eq!(member_list(&mut c).len(), 3);
 }
 
+/// Peer certificates rotate to a new CA while the cluster runs: each
+/// member's files are rewritten and reloaded (SIGHUP), and connections made
+/// afterwards present the new certificate. A member restarted after the
+/// rotation trusts only the new CA, so it is reached only if the others
+/// dial it with their new certificates, not with the ones they cached.
+#[test]
+fn peer_certificates_rotate_to_a_new_ca_while_the_cluster_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (tmp.path().join("ca-old"), tmp.path().join("ca-new"));
+    for d in [&old, &new] {
+        certs(d, &["init"]);
+        certs(d, &["peer", "--name", "member", "--hosts", "127.0.0.1"]);
+    }
+    let read = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).expect("read cert file");
+    let live = |root: &std::path::Path, i: usize, f: &str| root.join(format!("live-{i}")).join(f);
+    let both_cas = [read(&old, "ca.pem"), read(&new, "ca.pem")].concat();
+    for i in 1..=3 {
+        std::fs::create_dir_all(live(tmp.path(), i, "")).expect("mkdir");
+        std::fs::write(live(tmp.path(), i, "peer.pem"), read(&old, "member.pem")).unwrap();
+        std::fs::write(
+            live(tmp.path(), i, "peer-key.pem"),
+            read(&old, "member-key.pem"),
+        )
+        .unwrap();
+        std::fs::write(live(tmp.path(), i, "trust.pem"), &both_cas).unwrap();
+    }
+    let root = tmp.path().to_path_buf();
+    let flags = |i: usize| -> Vec<String> {
+        let f = |name: &str| live(&root, i, name).display().to_string();
+        vec![
+            "--peer-cert-file".into(),
+            f("peer.pem"),
+            "--peer-key-file".into(),
+            f("peer-key.pem"),
+            "--peer-trusted-ca-file".into(),
+            f("trust.pem"),
+            "--peer-client-cert-auth".into(),
+        ]
+    };
+    let mut c = Cluster::start_tls(3, flags, "https", None, tmp);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    ok(&c.etcdctl(&["put", "before", "rotation"]));
+
+    // Rotate: the new CA's certificate, and trust in the new CA only.
+    for i in 1..=3 {
+        std::fs::write(live(&root, i, "peer.pem"), read(&new, "member.pem")).unwrap();
+        std::fs::write(live(&root, i, "peer-key.pem"), read(&new, "member-key.pem")).unwrap();
+        std::fs::write(live(&root, i, "trust.pem"), read(&new, "ca.pem")).unwrap();
+    }
+    for m in &c.members {
+        let pid = m.child.as_ref().expect("running").id();
+        let before = m.log().matches("SIGHUP: certificates reloaded").count();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+        eventually(Duration::from_secs(10), || {
+            (m.log().matches("SIGHUP: certificates reloaded").count() > before).then_some(())
+        });
+    }
+
+    // Restart a follower: every connection to it is new.
+    let x = (leader + 1) % 3;
+    c.members[x].kill();
+    ok(&c.etcdctl(&["put", "while", "down"]));
+    c.members[x].spawn();
+    c.members[x].wait_ready(Duration::from_secs(30));
+    ok(&c.etcdctl(&["put", "after", "rotation"]));
+    eventually(Duration::from_secs(10), || {
+        let out = c.members[x].etcdctl(&["get", "after", "--consistency=s"]);
+        (out.stdout.trim_end() == "after\nrotation").then_some(())
+    });
+    converged(&c, &[0, 1, 2]);
+}
+
 /// `raftcd certs ARGS --dir DIR`, which must succeed.
 fn certs(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new(common::raftcd_bin())

@@ -171,6 +171,15 @@ impl PeerTransport {
         }
     }
 
+    /// Forget every cached peer connection: the next request to each peer
+    /// dials anew, with the certificate files as they are now (called after
+    /// a certificate reload; requests in flight finish on the old ones).
+    pub fn reset_connections(&self) {
+        if let Ok(mut channels) = self.inner.channels.lock() {
+            channels.clear();
+        }
+    }
+
     /// When member `to` last answered one of our requests; `None` if it
     /// never has since this member started.
     pub fn last_reply(&self, to: u64) -> Option<Instant> {
