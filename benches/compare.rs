@@ -722,6 +722,22 @@ async fn bench_server(kind: Kind, bin: &str, o: &Opts) -> ServerReport {
     }
     report.peak_rss = server.peak_rss();
     server.stop();
+    // What the server itself complained about (slow storage steps and the
+    // like), so stalls in the latency columns can be traced to a cause.
+    if let Ok(log) = std::fs::read_to_string(&server.log) {
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("\"level\":\"warn\""))
+            .collect();
+        eprintln!(
+            "[{}] {} warning lines in the server log",
+            server.kind.name(),
+            warnings.len()
+        );
+        for line in warnings.iter().take(20) {
+            eprintln!("[{}]   {line}", server.kind.name());
+        }
+    }
     report.disk = Some(dir_size(&server.data_dir));
     report
 }

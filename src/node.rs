@@ -795,6 +795,22 @@ impl Node {
         self.inner.view.load()
     }
 
+    /// Wait until this member has applied a compaction at `revision` and
+    /// deleted the history it dropped (etcd's `physical` compaction), within
+    /// the request deadline.
+    pub(crate) async fn compacted_on_disk(&self, revision: i64) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        while self.view().compact_revision < revision {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::timeout_at(deadline, self.inner.storage.background_idle())
+            .await
+            .map_err(|_| ApiError::Timeout)
+    }
+
     /// A response header for `revision`.
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         make_header(&self.inner.identity, &self.inner.raft_state, revision)

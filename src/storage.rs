@@ -176,7 +176,15 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.main_len == 0 && self.blobs_len == 0
     }
+
+    /// How many puts and deletes the batch holds.
+    pub fn len(&self) -> usize {
+        self.main_len + self.blobs_len
+    }
 }
+
+/// Keys per batch of [`Storage::delete_in_background`].
+const BACKGROUND_CHUNK: usize = 512;
 
 /// One stored key/value pair (key without its keyspace prefix).
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -190,6 +198,14 @@ pub struct Storage {
     /// One count per live handle: the engine (and its lock on the data dir)
     /// is released when the last one goes.
     handles: std::sync::Arc<()>,
+    /// Background deletions still running.
+    background: std::sync::Arc<Background>,
+}
+
+#[derive(Default)]
+struct Background {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 impl Storage {
@@ -227,6 +243,7 @@ impl Storage {
             blobs,
             path,
             handles: std::sync::Arc::new(()),
+            background: std::sync::Arc::default(),
         };
         s.move_blobs_out_of_main()?;
         Ok(s)
@@ -354,6 +371,77 @@ impl Storage {
             batch.delete(space, &k);
         }
         Ok(())
+    }
+
+    /// Delete at most `max` of the first keys of `space` that sort below
+    /// `to`, in one batch; how many were deleted (0: none are left). Lets a
+    /// large range go in small steps that never hold writers up for long.
+    pub fn delete_first(&self, space: Space, to: &[u8], max: usize) -> Result<usize, StorageError> {
+        let mut batch = WriteBatch::new();
+        for item in self.scan(space, &[], Some(to)).take(max) {
+            let (k, _) = item?;
+            batch.delete(space, &k);
+        }
+        let n = batch.len();
+        self.write(batch)?;
+        Ok(n)
+    }
+
+    /// Delete `keys` of `space` on a background thread, a few hundred per
+    /// batch, so that a large deletion (a compaction's dropped history)
+    /// never holds writers up. Only for keys nothing reads any more: if the
+    /// process dies first, some stay on disk, and whoever scheduled them
+    /// must find them again on open.
+    pub fn delete_in_background(&self, space: Space, keys: Vec<Vec<u8>>, what: &'static str) {
+        use std::sync::atomic::Ordering;
+        let storage = self.clone();
+        let background = self.background.clone();
+        background.running.fetch_add(1, Ordering::SeqCst);
+        let done = background.clone();
+        let spawned = std::thread::Builder::new()
+            .name("raftcd-delete".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let mut failed = None;
+                for chunk in keys.chunks(BACKGROUND_CHUNK) {
+                    let mut batch = WriteBatch::new();
+                    for k in chunk {
+                        batch.delete(space, k);
+                    }
+                    if let Err(e) = storage.write(batch) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                match failed {
+                    Some(e) => tracing::warn!(error = %e, what, "background deletion failed; the rest is left for the next start"),
+                    None => tracing::debug!(what, deleted = keys.len(), took = ?started.elapsed(), "background deletion done"),
+                }
+                drop(storage);
+                done.running.fetch_sub(1, Ordering::SeqCst);
+                done.idle.notify_waiters();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, what, "cannot start a background deletion; left for the next start");
+            background.running.fetch_sub(1, Ordering::SeqCst);
+            background.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no background deletion is running.
+    pub async fn background_idle(&self) {
+        loop {
+            let idle = self.background.idle.notified();
+            if self
+                .background
+                .running
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Bytes the engine occupies on disk.

@@ -132,8 +132,12 @@ pub async fn compact(node: &Node, r: CompactionRequest) -> Result<CompactionResp
     if r.revision > view.revision {
         return Err(ApiError::Mvcc(MvccError::FutureRevision));
     }
+    let (revision, physical) = (r.revision, r.physical);
     match node.write(Command::Compact(r)).await? {
         Reply::Compact(mut c) => {
+            if physical {
+                node.compacted_on_disk(revision).await?;
+            }
             c.header = Some(node.header(c.header.map_or(0, |h| h.revision)));
             Ok(c)
         }

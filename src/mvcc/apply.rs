@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, LeaseRefresh, MvccError, Reply};
 use super::lease::{Lease, LeaseRecord, MAX_LEASE_TTL};
-use super::view::{at_revision, live_at, Rev, View};
+use super::view::{live_at, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
@@ -506,43 +506,8 @@ impl Applier {
         if rev > self.view.revision {
             return Err(MvccError::FutureRevision);
         }
-        let keys: Vec<Bytes> = self.view.index.keys().cloned().collect();
-        for key in keys {
-            let Some(h) = self.view.index.get(&key) else {
-                continue;
-            };
-            // Keep every revision above `rev` and the newest one at or below
-            // it unless that one is a tombstone.
-            let keep_from = match at_revision(h, rev) {
-                None => continue,
-                Some(r) => {
-                    let idx = h
-                        .iter()
-                        .position(|x| x.main == r.main && x.sub == r.sub)
-                        .unwrap_or(0);
-                    if r.is_tombstone() {
-                        idx + 1
-                    } else {
-                        idx
-                    }
-                }
-            };
-            if keep_from == 0 {
-                continue;
-            }
-            let mut h = h.clone();
-            let kept = h.split_off(keep_from);
-            for r in h.iter() {
-                self.changes.push(Change::Remove {
-                    main: r.main,
-                    sub: r.sub,
-                });
-            }
-            if kept.is_empty() {
-                self.view.index.remove(&key);
-            } else {
-                self.view.index.insert(key, kept);
-            }
+        for (main, sub) in self.view.compact_index(rev) {
+            self.changes.push(Change::Remove { main, sub });
         }
         self.view.compact_revision = rev;
         Ok(CompactionResponse {

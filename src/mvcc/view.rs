@@ -61,6 +61,50 @@ pub fn at_revision(h: &History, rev: i64) -> Option<&Rev> {
     }
 }
 
+impl View {
+    /// Drop the history compaction at `rev` drops: for every key, each
+    /// revision below the newest one at or below `rev`, and that one too if
+    /// it is a tombstone. Returns the (main, sub) revisions dropped. Only
+    /// revisions at or below `rev` are ever dropped, so running it again at
+    /// the same `rev` later (after newer writes) drops exactly what a
+    /// previous run left in place: nothing, or what a crash kept on disk.
+    pub fn compact_index(&mut self, rev: i64) -> Vec<(i64, u32)> {
+        let mut dropped = Vec::new();
+        let keys: Vec<Bytes> = self.index.keys().cloned().collect();
+        for key in keys {
+            let Some(h) = self.index.get(&key) else {
+                continue;
+            };
+            let keep_from = match at_revision(h, rev) {
+                None => continue,
+                Some(r) => {
+                    let idx = h
+                        .iter()
+                        .position(|x| x.main == r.main && x.sub == r.sub)
+                        .unwrap_or(0);
+                    if r.is_tombstone() {
+                        idx + 1
+                    } else {
+                        idx
+                    }
+                }
+            };
+            if keep_from == 0 {
+                continue;
+            }
+            let mut h = h.clone();
+            let kept = h.split_off(keep_from);
+            dropped.extend(h.iter().map(|r| (r.main, r.sub)));
+            if kept.is_empty() {
+                self.index.remove(&key);
+            } else {
+                self.index.insert(key, kept);
+            }
+        }
+        dropped
+    }
+}
+
 /// The live (non-deleted) entry of `h` visible at `rev`.
 pub fn live_at(h: &History, rev: i64) -> Option<&Rev> {
     at_revision(h, rev).filter(|r| !r.is_tombstone())

@@ -42,6 +42,23 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A storage step slower than this is logged as a warning (etcd's
+/// `--experimental-warning-apply-duration` default, 100 ms).
+pub const SLOW_WARNING: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Log `what` as slow if it took more than [`SLOW_WARNING`] since `started`.
+pub(crate) fn warn_if_slow(what: &'static str, started: std::time::Instant, items: usize) {
+    let took = started.elapsed();
+    if took > SLOW_WARNING {
+        tracing::warn!(
+            ?took,
+            expected = ?SLOW_WARNING,
+            items,
+            "{what} took too long"
+        );
+    }
+}
 pub type LogId = openraft::LogId<u64>;
 pub type StoredMembership = openraft::StoredMembership<u64, MemberInfo>;
 pub type RaftStorageError = openraft::StorageError<u64>;

@@ -369,6 +369,25 @@ impl StateMachine {
             let r: LeaseRecord = decode(Space::Lease, &v)?;
             view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
         }
+        // Compaction deletes dropped history in the background, after the
+        // compact revision is stored: whatever a crash kept on disk is
+        // dropped again here (compaction at the same revision drops exactly
+        // the leftovers) and deleted now.
+        if view.compact_revision > 0 {
+            let leftovers = view.compact_index(view.compact_revision);
+            if !leftovers.is_empty() {
+                let mut b = WriteBatch::new();
+                for (main, sub) in &leftovers {
+                    b.delete(Space::Kv, &record_key(*main, *sub));
+                }
+                storage.write(b)?;
+                tracing::info!(
+                    records = leftovers.len(),
+                    compact_revision = view.compact_revision,
+                    "deleted compacted history left on disk by an interrupted compaction"
+                );
+            }
+        }
         let orphans = view.attach_lease_keys();
         if orphans > 0 {
             tracing::warn!(
@@ -512,7 +531,9 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let started = std::time::Instant::now();
         self.storage.flush().await.map_err(sm_write_err)?;
+        super::warn_if_slow("snapshot (storage flush)", started, 0);
         let meta = match self.applied {
             Some(applied) => snapshot_meta(applied, &self.membership, &self.view),
             None => SnapshotMeta {
@@ -542,10 +563,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut view: View = (**self.view.load()).clone();
         let mut batch = WriteBatch::new();
         let mut replies = Vec::new();
         let mut events = Vec::new();
+        // Records dropped by compaction: deleted after the batch, in the
+        // background (see `open` for what a crash leaves).
+        let mut dropped: Vec<Vec<u8>> = Vec::new();
         for entry in entries {
             self.applied = Some(entry.log_id);
             match entry.payload {
@@ -562,7 +587,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 batch.put(Space::Kv, &record_key(main, sub), encode(&record))
                             }
                             Change::Remove { main, sub } => {
-                                batch.delete(Space::Kv, &record_key(main, sub))
+                                dropped.push(record_key(main, sub).to_vec())
                             }
                             Change::LeasePut { id, record } => {
                                 batch.put(Space::Lease, &lease_key(id), encode(&record))
@@ -579,7 +604,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.write_meta(&mut batch, &view);
+        let n = batch.len();
         self.storage.write(batch).map_err(sm_write_err)?;
+        super::warn_if_slow("apply", started, n);
+        if !dropped.is_empty() {
+            self.storage
+                .delete_in_background(Space::Kv, dropped, "compacted history");
+        }
         self.view.store(Arc::new(view));
         if !events.is_empty() {
             // No receiver is not an error: nobody is watching.
@@ -649,6 +680,7 @@ mod tests {
     use super::*;
     use crate::mvcc::Command;
     use crate::pb::etcdserverpb::PutRequest;
+    use crate::storage::Pair;
 
     fn entry(index: u64, cmd: Command) -> Entry {
         Entry {
@@ -783,6 +815,54 @@ mod tests {
         assert_eq!(round.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
         assert_eq!(round.leases, view.leases);
         assert_eq!(round.revision, 52);
+    }
+
+    #[tokio::test]
+    async fn compacted_history_is_deleted_in_the_background_and_again_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(storage.clone()).unwrap();
+        let mut entries = Vec::new();
+        for i in 0..30u64 {
+            entries.push(entry(1 + i, put(&format!("k{}", i % 3), 0)));
+        }
+        sm.apply(entries).await.unwrap();
+        let records = |s: &Storage| -> Vec<Pair> {
+            s.scan(Space::Kv, &[], None).map(|r| r.unwrap()).collect()
+        };
+        let before = records(&storage);
+        assert_eq!(before.len(), 30);
+
+        let compact = Command::Compact(crate::pb::etcdserverpb::CompactionRequest {
+            revision: 28,
+            physical: false,
+        });
+        let replies = sm.apply(vec![entry(31, compact)]).await.unwrap();
+        assert!(matches!(replies[0], Reply::Compact(_)), "{replies:?}");
+        let view = sm.read_view().load();
+        // Per key, the newest revision at or below 28 and everything after.
+        assert_eq!(view.index.values().map(|h| h.len()).sum::<usize>(), 6);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while records(&storage).len() != 6 {
+            assert!(std::time::Instant::now() < deadline, "not deleted");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(sm);
+
+        // A crash before the background deletion finished: the dropped
+        // records are back on disk. Opening drops and deletes them again.
+        let mut b = WriteBatch::new();
+        for (k, v) in &before {
+            b.put(Space::Kv, k, v.clone());
+        }
+        storage.write(b).unwrap();
+        let reopened = StateMachine::open(storage.clone())
+            .unwrap()
+            .read_view()
+            .load();
+        assert_eq!(reopened.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
+        assert_eq!(reopened.index, view.index);
+        assert_eq!(records(&storage).len(), 6);
     }
 
     #[test]
