@@ -297,7 +297,8 @@ impl Node {
         let storage = Storage::open(&config.data_dir)?;
         let identity = resolve_identity(&storage, &config).await?;
         let log_store = LogStore::new(storage.clone());
-        let sm = StateMachine::open(storage.clone())?;
+        let mut sm = StateMachine::open(storage.clone())?;
+        let snapshots_due = sm.snapshot_every(config.snapshot_count);
         let view = sm.read_view();
         let events = sm.event_sender();
         let removed = sm.removed_members();
@@ -315,7 +316,9 @@ impl Node {
             // Per snapshot chunk, including installing the last one, which
             // rewrites the whole store on the receiver: generous.
             install_snapshot_timeout: 30_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+            // The state machine counts requests (etcd's --snapshot-count)
+            // and the node triggers snapshots; see `trigger_snapshots`.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.snapshot_count.min(1000),
             replication_lag_threshold: config.snapshot_count.max(1000),
             snapshot_max_chunk_size: 1024 * 1024,
@@ -377,6 +380,7 @@ impl Node {
             node.inner.raft.clone(),
             node.inner.raft_state.clone(),
         ));
+        node.spawn(trigger_snapshots(node.inner.raft.clone(), snapshots_due));
         for url in node.inner.config.listen_peer_urls.clone() {
             let listener = crate::api::bind(&url)
                 .await
@@ -878,6 +882,16 @@ fn load_tls(
 
 pub(crate) fn url_string(u: &url::Url) -> String {
     u.as_str().trim_end_matches('/').to_string()
+}
+
+/// Build a snapshot whenever the state machine says `--snapshot-count`
+/// requests were applied since the last one.
+async fn trigger_snapshots(raft: Raft, mut due: tokio::sync::mpsc::UnboundedReceiver<()>) {
+    while due.recv().await.is_some() {
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A member that stops hearing from a leader asks its peers, every three

@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::mvcc::apply::{apply, parse_record_key, record_key, Change, Record};
 use crate::mvcc::lease::{lease_key, parse_lease_key, Lease, LeaseRecord};
-use crate::mvcc::{Reply, View};
+use crate::mvcc::{Command, Reply, View};
 use crate::pb::mvccpb::Event;
 use crate::storage::{
     decode, decode_payload, encode, encode_as, split_version, Space, Storage, StorageError,
@@ -329,6 +329,16 @@ pub struct StateMachine {
     membership: StoredMembership,
     removed: RemovedMembers,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    snapshots: Option<SnapshotCounter>,
+}
+
+/// Counts applied client requests and says when a snapshot is due: etcd's
+/// `--snapshot-count` counts requests, and one Raft entry of ours can
+/// carry many (group commit).
+struct SnapshotCounter {
+    every: u64,
+    since: u64,
+    due: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 impl StateMachine {
@@ -414,7 +424,20 @@ impl StateMachine {
             membership,
             removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(removed))),
             events,
+            snapshots: None,
         })
+    }
+
+    /// Ask for a snapshot every `every` applied requests: the receiver gets
+    /// one message each time (the node then triggers the snapshot).
+    pub fn snapshot_every(&mut self, every: u64) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+        let (due, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.snapshots = Some(SnapshotCounter {
+            every: every.max(1),
+            since: 0,
+            due,
+        });
+        rx
     }
 
     pub fn read_view(&self) -> ReadView {
@@ -580,6 +603,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push(Reply::None);
                 }
                 EntryPayload::Normal(cmd) => {
+                    if let Some(c) = &mut self.snapshots {
+                        c.since += match &cmd {
+                            Command::Batch(cmds) => cmds.len() as u64,
+                            _ => 1,
+                        };
+                    }
                     let applied = apply(&view, &cmd);
                     for change in applied.changes {
                         match change {
@@ -610,6 +639,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if !dropped.is_empty() {
             self.storage
                 .delete_in_background(Space::Kv, dropped, "compacted history");
+        }
+        if let Some(c) = &mut self.snapshots {
+            if c.since >= c.every {
+                c.since = 0;
+                // Nobody listening: the node is stopping.
+                let _ = c.due.send(());
+            }
         }
         self.view.store(Arc::new(view));
         if !events.is_empty() {
@@ -863,6 +899,25 @@ mod tests {
         assert_eq!(reopened.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
         assert_eq!(reopened.index, view.index);
         assert_eq!(records(&storage).len(), 6);
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_due_every_n_requests_not_every_n_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(Storage::open(dir.path()).unwrap()).unwrap();
+        let mut due = sm.snapshot_every(3);
+        // One entry carrying a batch of 4 requests: due at once.
+        let batch = Command::Batch((0..4).map(|i| put(&format!("b{i}"), 0)).collect());
+        sm.apply(vec![entry(1, batch)]).await.unwrap();
+        assert!(due.try_recv().is_ok());
+        // Two single requests: not yet; the third makes it due again.
+        sm.apply(vec![entry(2, put("x", 0)), entry(3, put("y", 0))])
+            .await
+            .unwrap();
+        assert!(due.try_recv().is_err());
+        sm.apply(vec![entry(4, put("z", 0))]).await.unwrap();
+        assert!(due.try_recv().is_ok());
+        assert!(due.try_recv().is_err());
     }
 
     #[test]
