@@ -837,6 +837,7 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        self.inner.storage.stop_background();
         self.inner.storage.flush().await?;
         // Raft's log and state machine workers drop their storage handles
         // shortly after Raft stops; wait for that, so that the data dir is

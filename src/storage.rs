@@ -206,6 +206,9 @@ pub struct Storage {
 struct Background {
     running: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Set when the store is closing: background work stops between
+    /// batches and leaves the rest for the next start.
+    stop: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
@@ -404,6 +407,10 @@ impl Storage {
                 let started = std::time::Instant::now();
                 let mut failed = None;
                 for chunk in keys.chunks(BACKGROUND_CHUNK) {
+                    if done.stop.load(Ordering::SeqCst) {
+                        tracing::debug!(what, "store closing: background deletion left for the next start");
+                        break;
+                    }
                     let mut batch = WriteBatch::new();
                     for k in chunk {
                         batch.delete(space, k);
@@ -426,6 +433,21 @@ impl Storage {
             background.running.fetch_sub(1, Ordering::SeqCst);
             background.idle.notify_waiters();
         }
+    }
+
+    /// Stop background deletions between batches (the store is closing);
+    /// what is left is found again on the next open.
+    pub fn stop_background(&self) {
+        self.background
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`Storage::stop_background`] was called.
+    pub fn background_stopped(&self) -> bool {
+        self.background
+            .stop
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once no background deletion is running.
@@ -458,6 +480,29 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn background_deletion_runs_in_batches_and_stops_when_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        let keys: Vec<Vec<u8>> = (0..2000u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        for k in &keys {
+            b.put(Space::Kv, k, encode(&1u8));
+        }
+        s.write(b).unwrap();
+
+        s.delete_in_background(Space::Kv, keys[..1500].to_vec(), "test");
+        s.background_idle().await;
+        assert_eq!(s.scan(Space::Kv, &[], None).count(), 500);
+
+        // Closing: nothing more is deleted; the caller finds it again later.
+        s.stop_background();
+        s.delete_in_background(Space::Kv, keys[1500..].to_vec(), "test");
+        s.background_idle().await;
+        assert_eq!(s.scan(Space::Kv, &[], None).count(), 500);
+        assert_eq!(s.handle_count(), 1);
+    }
 
     #[test]
     fn batch_scan_and_versioned_codec() {

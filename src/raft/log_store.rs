@@ -185,6 +185,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let started = std::time::Instant::now();
             let mut deleted = 0;
             loop {
+                if storage.background_stopped() {
+                    break;
+                }
                 let s = storage.clone();
                 let step = tokio::task::spawn_blocking(move || {
                     s.delete_first(Space::Log, &end, PURGE_CHUNK)
