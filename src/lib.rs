@@ -47,6 +47,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod lessor;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

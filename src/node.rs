@@ -122,6 +122,8 @@ pub struct RaftState {
     pub applied_index: AtomicU64,
     /// This member is a learner (not a voter) in the current membership.
     pub is_learner: std::sync::atomic::AtomicBool,
+    /// Times this member saw a new leader.
+    pub leader_changes: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -815,6 +817,29 @@ impl Node {
             .map_err(|_| ApiError::Timeout)
     }
 
+    /// What `/metrics` reports about this member.
+    pub(crate) fn metrics_figures(&self) -> crate::metrics::NodeFigures {
+        let s = &self.inner.raft_state;
+        let leader = s.leader.load(Ordering::Relaxed);
+        let view = self.view();
+        crate::metrics::NodeFigures {
+            member_id: self.inner.identity.member_id,
+            has_leader: leader != 0,
+            is_leader: leader == self.inner.identity.member_id,
+            is_learner: s.is_learner.load(Ordering::Relaxed),
+            leader_changes: s.leader_changes.load(Ordering::Relaxed),
+            term: s.term.load(Ordering::Relaxed),
+            applied_index: s.applied_index.load(Ordering::Relaxed),
+            last_log_index: s.last_log_index.load(Ordering::Relaxed),
+            db_size: self.inner.storage.size_on_disk(),
+            keys: view.live_keys(),
+            revision: view.revision,
+            compact_revision: view.compact_revision,
+            server_version: crate::api::ETCD_VERSION,
+            cluster_version: crate::api::ETCD_CLUSTER_VERSION,
+        }
+    }
+
     /// A response header for `revision`.
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         make_header(&self.inner.identity, &self.inner.raft_state, revision)
@@ -945,9 +970,11 @@ async fn track_metrics(raft: Raft, state: Arc<RaftState>) {
         {
             let cur = m.borrow();
             state.term.store(cur.current_term, Ordering::Relaxed);
-            state
-                .leader
-                .store(cur.current_leader.unwrap_or(0), Ordering::Relaxed);
+            let leader = cur.current_leader.unwrap_or(0);
+            let before = state.leader.swap(leader, Ordering::Relaxed);
+            if leader != 0 && leader != before {
+                state.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
             state
                 .last_log_index
                 .store(cur.last_log_index.unwrap_or(0), Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! Plain HTTP endpoints on the client port: `/health` and `/version`, with
-//! etcd's bodies.
+//! Plain HTTP endpoints on the client port: `/health`, `/version` and
+//! `/metrics` (see [`crate::metrics`]), with etcd's bodies.
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
@@ -12,7 +12,21 @@ use super::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 use crate::node::Node;
 
 pub fn routes(node: Node) -> Router {
+    let scraped = node.clone();
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let node = scraped.clone();
+                async move {
+                    let body = crate::metrics::render(&node.metrics_figures());
+                    (
+                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        body,
+                    )
+                }
+            }),
+        )
         .route(
             "/health",
             get(move || {

@@ -153,6 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.storage.write(b).map_err(write_err)?;
         let flushed = self.storage.flush().await;
+        crate::metrics::WAL_FSYNC.observe(started.elapsed());
         super::warn_if_slow("raft log append and flush", started, n);
         callback.log_io_completed(flushed.map_err(std::io::Error::other));
         Ok(())

@@ -634,7 +634,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.write_meta(&mut batch, &view);
         let n = batch.len();
+        let write_started = std::time::Instant::now();
         self.storage.write(batch).map_err(sm_write_err)?;
+        crate::metrics::BACKEND_COMMIT.observe(write_started.elapsed());
         super::warn_if_slow("apply", started, n);
         if !dropped.is_empty() {
             self.storage
