@@ -183,6 +183,15 @@ impl WriteBatch {
     }
 }
 
+/// How long [`Storage::open`] waits for a data dir's lock to be released.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports a data dir locked by another open store only through the
+/// message of an `io::Error` ("could not acquire lock on ...").
+fn is_lock_conflict(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// Keys per batch of [`Storage::delete_in_background`].
 const BACKGROUND_CHUNK: usize = 512;
 
@@ -228,18 +237,34 @@ impl Storage {
             source,
         })?;
         let path = dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(source) => StorageError::Open {
-                    path: path.clone(),
-                    source,
-                },
-                other => StorageError::Engine(other),
-            })?;
+        // sled finishes writing sealed buffers on its own thread pool, and
+        // those jobs keep the data dir's lock a moment after the last
+        // handle of a closed store is gone: when a store is reopened in the
+        // same process (an embedding program restarting its node), wait
+        // for them. Another process holding the lock fails after the wait.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(&path)
+                .cache_capacity(64 * 1024 * 1024)
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if is_lock_conflict(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(source)) => {
+                    return Err(StorageError::Open {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+                Err(other) => return Err(StorageError::Engine(other)),
+                Ok(db) => break db,
+            }
+        };
         let blobs = db.open_tree(BLOB_TREE)?;
         let s = Self {
             db,
@@ -321,9 +346,20 @@ impl Storage {
     }
 
     /// Make every write issued before this call durable.
+    ///
+    /// Runs on tokio's blocking pool with a counted handle, not with sled's
+    /// `flush_async`: a flush whose caller went away (Raft stopping) must
+    /// still count as a user of the engine, or the data dir's lock could
+    /// outlive [`Storage::handle_count`] reaching one.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || storage.flush_blocking())
+            .await
+            .map_err(|e| {
+                StorageError::Engine(sled::Error::ReportableBug(format!(
+                    "flush task failed: {e}"
+                )))
+            })?
     }
 
     /// Blocking version of [`Storage::flush`].
@@ -480,6 +516,27 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_data_dir_is_waited_for_then_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Storage::open(dir.path()).unwrap();
+        // Released while the second open waits: it gets the store.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = Storage::open(dir.path()).expect("opened once released");
+        release.join().unwrap();
+        // Held throughout: refused after the wait, naming the data dir.
+        let started = std::time::Instant::now();
+        let err = Storage::open(dir.path()).err().expect("still locked");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        let msg = err.to_string();
+        assert!(msg.starts_with("cannot open data dir "), "{msg}");
+        assert!(msg.contains("could not acquire lock"), "{msg}");
+        drop(second);
+    }
 
     #[tokio::test]
     async fn background_deletion_runs_in_batches_and_stops_when_closing() {

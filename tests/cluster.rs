@@ -221,6 +221,42 @@ fn added_id(stdout: &str) -> String {
         .to_string()
 }
 
+/// `etcdctl member add NAME --learner` with a free peer port: etcdctl's
+/// output, the new member's hex id, and the member (not started yet) with
+/// the `ETCD_INITIAL_CLUSTER` etcdctl printed.
+fn add_learner(c: &mut Cluster, name: &str) -> (String, String, Member) {
+    let peer_port = free_port();
+    let out = c.etcdctl(&[
+        "member",
+        "add",
+        name,
+        "--learner",
+        &format!("--peer-urls=http://127.0.0.1:{peer_port}"),
+    ]);
+    let text = ok(&out).to_string();
+    let id = added_id(&text);
+    let initial_cluster = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    let member = Member {
+        name: name.into(),
+        client_port: free_port(),
+        peer_port,
+        peer_scheme: "http",
+        dir: c.tmp.path().join(name),
+        initial_cluster,
+        state: "existing".into(),
+        token: c.token.clone(),
+        extra: Vec::new(),
+        client_tls: None,
+        child: None,
+    };
+    (text, id, member)
+}
+
 #[test]
 fn learner_joins_is_promoted_and_removed() {
     let mut c = Cluster::start(3, &[]);
@@ -229,16 +265,8 @@ fn learner_joins_is_promoted_and_removed() {
     }
 
     // etcdctl member add --learner: the new member is listed, unstarted.
-    let peer_port = free_port();
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let out = c.etcdctl(&[
-        "member",
-        "add",
-        "m4",
-        "--learner",
-        &format!("--peer-urls={peer_url}"),
-    ]);
-    let text = ok(&out).to_string();
+    let (text, id, mut m4) = add_learner(&mut c, "m4");
+    let peer_url = m4.peer_url();
     assert!(text.starts_with("Member "), "{text}");
     assert!(text.contains(" added to cluster "), "{text}");
     assert!(text.contains("ETCD_NAME=\"m4\""), "{text}");
@@ -250,14 +278,11 @@ fn learner_joins_is_promoted_and_removed() {
         text.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer_url}\"")),
         "{text}"
     );
-    let id = added_id(&text);
-    let initial = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("ETCD_INITIAL_CLUSTER line")
-        .to_string();
-    assert!(initial.contains(&format!("m4={peer_url}")), "{initial}");
+    assert!(
+        m4.initial_cluster.contains(&format!("m4={peer_url}")),
+        "{}",
+        m4.initial_cluster
+    );
     let list = ok(&c.etcdctl(&["member", "list"])).to_string();
     assert!(
         list.contains(&format!("{id}, unstarted, , {peer_url}, , true")),
@@ -275,19 +300,6 @@ fn learner_joins_is_promoted_and_removed() {
     );
 
     // It starts with --initial-cluster-state existing and catches up.
-    let mut m4 = Member {
-        name: "m4".into(),
-        client_port: free_port(),
-        peer_port,
-        peer_scheme: "http",
-        dir: c.tmp.path().join("m4"),
-        initial_cluster: initial,
-        state: "existing".into(),
-        token: c.token.clone(),
-        extra: Vec::new(),
-        client_tls: None,
-        child: None,
-    };
     m4.spawn();
     m4.wait_ready(Duration::from_secs(20));
     c.members.push(m4);
@@ -376,36 +388,7 @@ fn learner_joins_is_promoted_and_removed() {
 #[test]
 fn a_learner_removed_while_down_stops_when_it_restarts() {
     let mut c = Cluster::start(3, &[]);
-    let peer_port = free_port();
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let out = c.etcdctl(&[
-        "member",
-        "add",
-        "m4",
-        "--learner",
-        &format!("--peer-urls={peer_url}"),
-    ]);
-    let text = ok(&out).to_string();
-    let id = added_id(&text);
-    let initial = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("ETCD_INITIAL_CLUSTER line")
-        .to_string();
-    let mut m4 = Member {
-        name: "m4".into(),
-        client_port: free_port(),
-        peer_port,
-        peer_scheme: "http",
-        dir: c.tmp.path().join("m4"),
-        initial_cluster: initial,
-        state: "existing".into(),
-        token: c.token.clone(),
-        extra: Vec::new(),
-        client_tls: None,
-        child: None,
-    };
+    let (_, id, mut m4) = add_learner(&mut c, "m4");
     m4.spawn();
     m4.wait_ready(Duration::from_secs(20));
     ok(&c.etcdctl(&["put", "seen-by-m4", "v"]));
