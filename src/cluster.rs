@@ -514,7 +514,8 @@ impl Node {
     /// Apply etcd's strict reconfiguration check (unless
     /// `--strict-reconfig-check=false`). A member counts as active when it
     /// answered this leader within two election timeouts (the leader
-    /// heartbeats every member many times in that span).
+    /// heartbeats every member many times in that span) and no request to
+    /// it failed since.
     fn strict_reconfig_check(&self, change: Reconfig) -> Result<(), ApiError> {
         if !self.inner.config.strict_reconfig_check {
             return Ok(());
@@ -528,11 +529,7 @@ impl Node {
             .collect();
         let window = Duration::from_millis(2 * self.inner.config.election_timeout_ms.max(100));
         let transport = &self.inner.transport;
-        let active = |id: u64| {
-            transport
-                .last_reply(id)
-                .is_some_and(|t| t.elapsed() <= window)
-        };
+        let active = |id: u64| transport.is_active(id, window);
         reconfig_check(change, me, &voters, active).inspect_err(|e| {
             tracing::warn!(?change, error = %e, "membership change refused by the strict reconfiguration check");
         })

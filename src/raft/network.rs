@@ -128,6 +128,13 @@ pub enum Rejection {
     Removed(String),
 }
 
+/// When requests to one member last succeeded and last failed.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerHealth {
+    last_reply: Option<Instant>,
+    last_failure: Option<Instant>,
+}
+
 /// Connections to the other members, shared by Raft and the node.
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -141,9 +148,9 @@ struct TransportInner {
     channels: Mutex<HashMap<String, Channel>>,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
-    /// When each member last answered a request (etcd's transport
+    /// How each member's requests went lately (etcd's transport
     /// `ActiveSince`, used by the strict reconfiguration checks).
-    last_reply: Mutex<HashMap<u64, Instant>>,
+    health: Mutex<HashMap<u64, PeerHealth>>,
 }
 
 impl PeerTransport {
@@ -159,7 +166,7 @@ impl PeerTransport {
                 channels: Mutex::new(HashMap::new()),
                 filter: RwLock::new(None),
                 rejection,
-                last_reply: Mutex::new(HashMap::new()),
+                health: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -180,10 +187,37 @@ impl PeerTransport {
         }
     }
 
-    /// When member `to` last answered one of our requests; `None` if it
-    /// never has since this member started.
-    pub fn last_reply(&self, to: u64) -> Option<Instant> {
-        self.inner.last_reply.lock().ok()?.get(&to).copied()
+    /// Whether member `to` is reachable now: it answered one of our
+    /// requests within `window`, and no request to it failed since.
+    pub fn is_active(&self, to: u64, window: Duration) -> bool {
+        let Ok(health) = self.inner.health.lock() else {
+            return false;
+        };
+        health.get(&to).is_some_and(|h| {
+            h.last_reply
+                .is_some_and(|r| r.elapsed() <= window && h.last_failure.is_none_or(|f| f < r))
+        })
+    }
+
+    /// Send one request to member `to` at `url` and wait at most `timeout`
+    /// for its reply payload.
+    pub async fn call(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let result = self.call_once(rpc, to, url, payload, timeout).await;
+        if let Ok(mut health) = self.inner.health.lock() {
+            let h = health.entry(to).or_default();
+            match &result {
+                Ok(_) => h.last_reply = Some(Instant::now()),
+                Err(_) => h.last_failure = Some(Instant::now()),
+            }
+        }
+        result
     }
 
     /// Refusals that mean this member should stop (see [`Rejection`]).
@@ -235,9 +269,7 @@ impl PeerTransport {
             .map_err(|e| e.to_string())
     }
 
-    /// Send one request to member `to` at `url` and wait at most `timeout`
-    /// for its reply payload.
-    pub async fn call(
+    async fn call_once(
         &self,
         rpc: Rpc,
         to: u64,
@@ -301,12 +333,7 @@ impl PeerTransport {
             }
         };
         match result {
-            Ok(reply) => {
-                if let Ok(mut seen) = self.inner.last_reply.lock() {
-                    seen.insert(to, Instant::now());
-                }
-                Ok(reply.into_inner().payload.to_vec())
-            }
+            Ok(reply) => Ok(reply.into_inner().payload.to_vec()),
             Err(status) => Err(self.classify(to, url, status)),
         }
     }
