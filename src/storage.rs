@@ -432,6 +432,37 @@ impl Storage {
     /// process dies first, some stay on disk, and whoever scheduled them
     /// must find them again on open.
     pub fn delete_in_background(&self, space: Space, keys: Vec<Vec<u8>>, what: &'static str) {
+        let mut next = 0;
+        self.in_background(what, move |storage| {
+            let end = (next + BACKGROUND_CHUNK).min(keys.len());
+            let chunk = &keys[next..end];
+            let mut batch = WriteBatch::new();
+            for k in chunk {
+                batch.delete(space, k);
+            }
+            storage.write(batch)?;
+            next = end;
+            Ok(chunk.len())
+        });
+    }
+
+    /// Delete every key of `space` below `to` on a background thread, a few
+    /// hundred per batch (the Raft log behind a purge point), with the same
+    /// rules as [`Storage::delete_in_background`].
+    pub fn delete_below_in_background(&self, space: Space, to: Vec<u8>, what: &'static str) {
+        self.in_background(what, move |storage| {
+            storage.delete_first(space, &to, BACKGROUND_CHUNK)
+        });
+    }
+
+    /// Run `step` on a background thread until it returns 0 (nothing left)
+    /// or fails, or the store starts closing. Counted: the thread holds a
+    /// handle, and [`Storage::background_idle`] waits for it.
+    fn in_background(
+        &self,
+        what: &'static str,
+        mut step: impl FnMut(&Storage) -> Result<usize, StorageError> + Send + 'static,
+    ) {
         use std::sync::atomic::Ordering;
         let storage = self.clone();
         let background = self.background.clone();
@@ -441,31 +472,28 @@ impl Storage {
             .name("raftcd-delete".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let mut failed = None;
-                for chunk in keys.chunks(BACKGROUND_CHUNK) {
+                let mut deleted = 0;
+                loop {
                     if done.stop.load(Ordering::SeqCst) {
                         tracing::debug!(what, "store closing: background deletion left for the next start");
                         break;
                     }
-                    let mut batch = WriteBatch::new();
-                    for k in chunk {
-                        batch.delete(space, k);
-                    }
-                    if let Err(e) = storage.write(batch) {
-                        failed = Some(e);
-                        break;
+                    match step(&storage) {
+                        Ok(0) => break,
+                        Ok(n) => deleted += n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, what, "background deletion failed; the rest is left for later");
+                            break;
+                        }
                     }
                 }
-                match failed {
-                    Some(e) => tracing::warn!(error = %e, what, "background deletion failed; the rest is left for the next start"),
-                    None => tracing::debug!(what, deleted = keys.len(), took = ?started.elapsed(), "background deletion done"),
-                }
+                tracing::debug!(what, deleted, took = ?started.elapsed(), "background deletion done");
                 drop(storage);
                 done.running.fetch_sub(1, Ordering::SeqCst);
                 done.idle.notify_waiters();
             });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, what, "cannot start a background deletion; left for the next start");
+            tracing::warn!(error = %e, what, "cannot start a background deletion; left for later");
             background.running.fetch_sub(1, Ordering::SeqCst);
             background.idle.notify_waiters();
         }
@@ -477,13 +505,6 @@ impl Storage {
         self.background
             .stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether [`Storage::stop_background`] was called.
-    pub fn background_stopped(&self) -> bool {
-        self.background
-            .stop
-            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once no background deletion is running.

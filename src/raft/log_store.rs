@@ -5,7 +5,6 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -31,19 +30,11 @@ fn write_err(e: StorageError) -> RaftStorageError {
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
-    /// Held by the task deleting purged entries; one runs at a time.
-    purging: Arc<tokio::sync::Mutex<()>>,
 }
-
-/// Purged entries are deleted this many at a time.
-const PURGE_CHUNK: usize = 512;
 
 impl LogStore {
     pub fn new(storage: Storage) -> Self {
-        Self {
-            storage,
-            purging: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        Self { storage }
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -178,39 +169,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::new();
         b.put(Space::RaftMeta, KEY_PURGED, encode(&log_id));
         self.storage.write(b).map_err(write_err)?;
-        let storage = self.storage.clone();
-        let lock = self.purging.clone();
-        let end = log_id.index.saturating_add(1).to_be_bytes();
-        tokio::spawn(async move {
-            let _one_at_a_time = lock.lock().await;
-            let started = std::time::Instant::now();
-            let mut deleted = 0;
-            loop {
-                if storage.background_stopped() {
-                    break;
-                }
-                let s = storage.clone();
-                let step = tokio::task::spawn_blocking(move || {
-                    s.delete_first(Space::Log, &end, PURGE_CHUNK)
-                })
-                .await;
-                match step {
-                    Ok(Ok(0)) => break,
-                    Ok(Ok(n)) => deleted += n,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "deleting purged log entries failed; the next purge retries");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            tracing::info!(
-                upto = log_id.index,
-                deleted,
-                took = ?started.elapsed(),
-                "purged the Raft log behind a snapshot"
-            );
-        });
+        self.storage.delete_below_in_background(
+            Space::Log,
+            log_id.index.saturating_add(1).to_be_bytes().to_vec(),
+            "purged Raft log",
+        );
+        tracing::info!(upto = log_id.index, "purged the Raft log behind a snapshot");
         Ok(())
     }
 }
