@@ -145,15 +145,22 @@ fn curl(args: &[&str]) -> (i32, String, String) {
 
 /// curl `url` trusting the set's CA and presenting its client certificate.
 fn curl_as_client(dir: &Path, url: &str) -> (i32, String, String) {
-    curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        "--cert",
-        &p(dir, "client.pem"),
-        "--key",
-        &p(dir, "client-key.pem"),
-        url,
-    ])
+    curl_trusting(dir, Some((dir, "client")), url)
+}
+
+/// curl `url` trusting the CA in `ca_dir` and, if given, presenting a
+/// certificate (`name`.pem, `name`-key.pem in the given dir).
+fn curl_trusting(ca_dir: &Path, cert: Option<(&Path, &str)>, url: &str) -> (i32, String, String) {
+    let mut args = vec!["--cacert".to_string(), p(ca_dir, "ca.pem")];
+    if let Some((dir, name)) = cert {
+        args.push("--cert".into());
+        args.push(p(dir, &format!("{name}.pem")));
+        args.push("--key".into());
+        args.push(p(dir, &format!("{name}-key.pem")));
+    }
+    args.push(url.to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs)
 }
 
 /// etcdctl against `url` with `--cacert` and, if given, a client
@@ -368,11 +375,7 @@ fn server_tls_without_client_certificates() {
     let dir = tmp.path();
     full_set(dir);
     let s = TlsServer::start(dir, &[]);
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        &format!("{}/health", s.url()),
-    ]);
+    let (code, body, err) = curl_trusting(dir, None, &format!("{}/health", s.url()));
     assert_eq!((code, body.as_str()), (0, r#"{"health":"true"}"#), "{err}");
     let out = ctl(&s.url(), dir, None, &["put", "k", "v"]);
     assert_eq!(
@@ -404,11 +407,7 @@ fn a_client_without_a_certificate_is_refused() {
     full_set(dir);
     for ca_only in [false, true] {
         let s = auth_server(dir, ca_only);
-        let (code, body, err) = curl(&[
-            "--cacert",
-            &p(dir, "ca.pem"),
-            &format!("{}/health", s.url()),
-        ]);
+        let (code, body, err) = curl_trusting(dir, None, &format!("{}/health", s.url()));
         assert_ne!(code, 0);
         assert_eq!(body, "");
         assert!(err.contains("alert certificate required"), "{err}");
@@ -426,15 +425,11 @@ fn a_client_certificate_from_another_ca_is_refused() {
     full_set(&dir);
     full_set(&other);
     let s = auth_server(&dir, false);
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(&dir, "ca.pem"),
-        "--cert",
-        &p(&other, "client.pem"),
-        "--key",
-        &p(&other, "client-key.pem"),
+    let (code, body, err) = curl_trusting(
+        &dir,
+        Some((&other, "client")),
         &format!("{}/health", s.url()),
-    ]);
+    );
     assert_ne!(code, 0);
     assert_eq!(body, "");
     assert!(err.contains("alert unknown ca"), "{err}");
@@ -442,15 +437,8 @@ fn a_client_certificate_from_another_ca_is_refused() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("Error:"), "{}", out.stderr);
     // A server certificate of our own CA is no client certificate either.
-    let (code, _, err) = curl(&[
-        "--cacert",
-        &p(&dir, "ca.pem"),
-        "--cert",
-        &p(&dir, "server.pem"),
-        "--key",
-        &p(&dir, "server-key.pem"),
-        &format!("{}/health", s.url()),
-    ]);
+    let (code, _, err) =
+        curl_trusting(&dir, Some((&dir, "server")), &format!("{}/health", s.url()));
     assert_ne!(code, 0);
     assert!(err.contains("alert"), "{err}");
 }
@@ -476,15 +464,8 @@ fn an_expired_client_certificate_is_refused() {
     std::fs::write(dir.join("expired-key.pem"), key.serialize_pem()).unwrap();
 
     let s = auth_server(dir, false);
-    let (code, body, err) = curl(&[
-        "--cacert",
-        &p(dir, "ca.pem"),
-        "--cert",
-        &p(dir, "expired.pem"),
-        "--key",
-        &p(dir, "expired-key.pem"),
-        &format!("{}/health", s.url()),
-    ]);
+    let (code, body, err) =
+        curl_trusting(dir, Some((dir, "expired")), &format!("{}/health", s.url()));
     assert_ne!(code, 0);
     assert_eq!(body, "");
     assert!(err.contains("alert certificate expired"), "{err}");
