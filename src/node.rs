@@ -384,12 +384,7 @@ impl Node {
         ));
         node.spawn(trigger_snapshots(node.inner.raft.clone(), snapshots_due));
         for url in node.inner.config.listen_peer_urls.clone() {
-            let listener = crate::api::bind(&url)
-                .await
-                .map_err(|source| StartError::Listen {
-                    url: url_string(&url),
-                    source,
-                })?;
+            let listener = listen(&url).await?;
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving peer requests");
             let tls = match url.scheme() {
                 "https" => node.inner.peer_tls.clone(),
@@ -410,12 +405,7 @@ impl Node {
         node.publish().await;
         node.spawn(crate::lessor::run(node.clone()));
         for url in node.inner.config.listen_client_urls.clone() {
-            let listener = crate::api::bind(&url)
-                .await
-                .map_err(|source| StartError::Listen {
-                    url: url_string(&url),
-                    source,
-                })?;
+            let listener = listen(&url).await?;
             if let (Ok(addr), Ok(mut addrs)) =
                 (listener.local_addr(), node.inner.client_addrs.lock())
             {
@@ -904,6 +894,16 @@ fn load_tls(
         }))),
         _ => Ok(None),
     }
+}
+
+/// Bind a listener for `url` (peer or client), naming the URL on failure.
+async fn listen(url: &url::Url) -> Result<tokio::net::TcpListener, StartError> {
+    crate::api::bind(url)
+        .await
+        .map_err(|source| StartError::Listen {
+            url: url_string(url),
+            source,
+        })
 }
 
 pub(crate) fn url_string(u: &url::Url) -> String {
