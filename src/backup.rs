@@ -9,7 +9,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::mvcc::View;
-use crate::raft::state_machine::SnapshotBody;
+use crate::codec::CodecError;
+use crate::mvcc::record::{encode_view, SnapshotBody};
 
 const MAGIC: &[u8; 8] = b"RAFTCDBK";
 
@@ -28,12 +29,14 @@ pub enum BackupError {
         source: std::io::Error,
     },
     #[error("backup body: {0}")]
-    Body(#[from] crate::storage::StorageError),
+    Body(#[from] CodecError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Serialize `view` as a backup file.
 pub fn write_backup(view: &View) -> Vec<u8> {
-    let body = crate::raft::state_machine::encode_view(view);
+    let body = encode_view(view);
     let mut out = Vec::with_capacity(body.len() + 560);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());

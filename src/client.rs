@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::api::kv;
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;

@@ -18,7 +18,7 @@ use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteErro
 use openraft::{ChangeMembers, Membership};
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::config::Config;
 use crate::lessor::RenewError;
 use crate::mvcc::{Command, Reply};

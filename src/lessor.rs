@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::config::Config;
 use crate::mvcc::command::LeaseRefresh;
 use crate::mvcc::lease::Lease;

@@ -45,7 +45,9 @@ pub mod backup;
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod codec;
 pub mod config;
+pub mod error;
 pub mod lessor;
 pub mod metrics;
 pub mod mvcc;
@@ -56,7 +58,7 @@ pub mod storage;
 pub mod tls;
 pub mod watch;
 
-pub use api::ApiError;
+pub use error::ApiError;
 pub use client::Client;
 pub use config::Config;
 pub use node::{Node, StartError};

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::cluster::{LeaderOp, LeaderReply, Refusal};
 use crate::config::{ClusterState, Config, ConfigError};
 use crate::mvcc::{Command, Reply, View};
@@ -20,7 +20,8 @@ use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, PeerTransport, Rejection, Rpc};
 use crate::raft::proposer::Proposer;
-use crate::raft::state_machine::{ReadView, RemovedMembers, StateMachine};
+use crate::mvcc::ReadView;
+use crate::raft::state_machine::{RemovedMembers, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
 use crate::tls::ServerTls;

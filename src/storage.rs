@@ -13,25 +13,17 @@
 //! trees are applied in one sled transaction. Snapshots are no longer
 //! stored: the state machine's records are the snapshot.
 //!
-//! Every value written here is encoded with [`encode`]: a format-version byte
-//! followed by the postcard encoding of the record, so a later release can
-//! read today's data or refuse it with a clear message. A record type whose
-//! layout changes gets a new version byte ([`encode_as`]) and its reader
-//! dispatches on [`split_version`]; the other records stay at version 1.
+//! Every value written here is encoded with [`crate::codec`]: a format
+//! version byte, then postcard. The readers here add which keyspace a bad
+//! record came from.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-/// Version byte in front of every persisted record.
-pub const FORMAT_V1: u8 = 1;
-/// Version 2: used by records whose layout grew after version 1 (the
-/// snapshot body, which gained the lease table).
-pub const FORMAT_V2: u8 = 2;
-/// The newest format version this build reads.
-pub const FORMAT_LATEST: u8 = FORMAT_V2;
+pub use crate::codec::{encode, encode_as, FORMAT_LATEST, FORMAT_V1, FORMAT_V2};
+use crate::codec::CodecError;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -92,40 +84,15 @@ fn full_key(space: Space, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Encode a record with the format-version byte in front.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    encode_as(FORMAT_V1, value)
-}
-
-/// Encode a record with an explicit format-version byte in front.
-pub fn encode_as<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
-    let out = vec![version];
-    // postcard only fails on writer errors, and a Vec writer cannot fail.
-    match postcard::to_extend(value, out) {
-        Ok(v) => v,
-        Err(e) => unreachable!("postcard into Vec failed: {e}"),
-    }
-}
-
 /// Decode a version-1 record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(space: Space, bytes: &[u8]) -> Result<T, StorageError> {
-    match split_version(space, bytes)? {
-        (FORMAT_V1, payload) => decode_payload(space, payload),
-        (v, _) => Err(StorageError::Version { found: v }),
-    }
+    crate::codec::decode(bytes).map_err(|e| corrupt(space, e))
 }
 
 /// The format version of a record and its payload; refuses versions newer
 /// than this build reads.
 pub fn split_version(space: Space, bytes: &[u8]) -> Result<(u8, &[u8]), StorageError> {
-    match bytes.split_first() {
-        Some((&v, payload)) if (FORMAT_V1..=FORMAT_LATEST).contains(&v) => Ok((v, payload)),
-        Some((&v, _)) => Err(StorageError::Version { found: v }),
-        None => Err(StorageError::Corrupt {
-            space,
-            reason: "empty record".into(),
-        }),
-    }
+    crate::codec::split_version(bytes).map_err(|e| corrupt(space, e))
 }
 
 /// Decode the payload of a record (the bytes after its version byte).
@@ -133,10 +100,17 @@ pub fn decode_payload<T: DeserializeOwned>(
     space: Space,
     payload: &[u8],
 ) -> Result<T, StorageError> {
-    postcard::from_bytes(payload).map_err(|e| StorageError::Corrupt {
-        space,
-        reason: e.to_string(),
-    })
+    crate::codec::decode_payload(payload).map_err(|e| corrupt(space, e))
+}
+
+fn corrupt(space: Space, e: CodecError) -> StorageError {
+    match e {
+        CodecError::Version { found } => StorageError::Version { found },
+        other => StorageError::Corrupt {
+            space,
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// A set of writes applied atomically by [`Storage::write`].

@@ -5,7 +5,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::cluster::{LeaderOp, LeaderReply, MemberRow};
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::Cluster;

@@ -3,7 +3,7 @@
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::mvcc::apply::apply;
 use crate::mvcc::{validate, Command, MvccError, Reply};
 use crate::node::Node;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::ApiError;
+use crate::error::ApiError;
 use crate::lessor::Clock;
 use crate::mvcc::lease::MAX_LEASE_TTL;
 use crate::mvcc::{Command, MvccError, Reply};

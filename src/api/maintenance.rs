@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{ApiError, ETCD_VERSION};
+use super::ETCD_VERSION;
+use crate::error::ApiError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{

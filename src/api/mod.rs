@@ -7,11 +7,11 @@
 //! status codes in [`error`].
 
 pub mod cluster;
-pub mod error;
 pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod status;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 
-pub use error::ApiError;
+pub use crate::error::ApiError;
 
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
@@ -88,7 +88,7 @@ pub fn router(node: &Node) -> axum::Router {
         LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
     )
     .into_axum_router()
-    .layer(axum::middleware::map_response(error::message_size_status))
+    .layer(axum::middleware::map_response(status::message_size_status))
     .layer(axum::middleware::from_fn_with_state(
         node.clone(),
         learner_guard,

@@ -12,10 +12,10 @@
 //! DELETE event for each, before dropping the lease.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::command::{Command, LeaseRefresh, MvccError, Reply};
-use super::lease::{Lease, LeaseRecord, MAX_LEASE_TTL};
+use super::lease::{Lease, MAX_LEASE_TTL};
+use super::record::{LeaseRecord, Record};
 use super::view::{live_at, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -26,65 +26,6 @@ use crate::pb::etcdserverpb::{
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
-
-/// How one key revision is persisted (keyed by main and sub revision).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
-    #[serde(with = "serde_bytes")]
-    pub key: Vec<u8>,
-    pub create: i64,
-    pub version: i64,
-    pub lease: i64,
-    pub value: Option<serde_bytes::ByteBuf>,
-}
-
-/// Storage key of a record: main revision then sub revision, big endian, so
-/// records sort in revision order.
-pub fn record_key(main: i64, sub: u32) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&(main as u64).to_be_bytes());
-    k[8..].copy_from_slice(&sub.to_be_bytes());
-    k
-}
-
-/// Inverse of [`record_key`].
-pub fn parse_record_key(k: &[u8]) -> Option<(i64, u32)> {
-    if k.len() != 12 {
-        return None;
-    }
-    let main = u64::from_be_bytes(k[..8].try_into().ok()?) as i64;
-    let sub = u32::from_be_bytes(k[8..].try_into().ok()?);
-    Some((main, sub))
-}
-
-impl Record {
-    pub fn from_rev(key: &Bytes, r: &Rev) -> Self {
-        Record {
-            key: key.to_vec(),
-            create: r.create,
-            version: r.version,
-            lease: r.lease,
-            value: r
-                .value
-                .as_ref()
-                .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
-        }
-    }
-
-    pub fn into_rev(self, main: i64, sub: u32) -> (Bytes, Rev) {
-        (
-            Bytes::from(self.key),
-            Rev {
-                main,
-                sub,
-                create: self.create,
-                version: self.version,
-                lease: self.lease,
-                value: self.value.map(|v| Bytes::from(v.into_vec())),
-            },
-        )
-    }
-}
 
 /// A persisted change the state machine must write with the command.
 #[derive(Debug)]

@@ -15,9 +15,8 @@
 
 use bytes::Bytes;
 use imbl::OrdSet;
-use serde::{Deserialize, Serialize};
+use super::record::LeaseRecord;
 
-use super::view::{live_at, View};
 
 /// The largest TTL a lease may be granted with, in seconds (etcd's
 /// `MaxLeaseTTL`).
@@ -43,81 +42,12 @@ impl Lease {
         }
     }
 
+    /// How this lease is persisted.
     pub fn record(&self) -> LeaseRecord {
         LeaseRecord {
             ttl: self.ttl,
             refreshed_ms: self.refreshed_ms,
         }
-    }
-}
-
-/// How a lease is persisted (in `Space::Lease` and in snapshots).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseRecord {
-    pub ttl: i64,
-    pub refreshed_ms: i64,
-}
-
-/// Storage key of a lease record.
-pub fn lease_key(id: i64) -> [u8; 8] {
-    (id as u64).to_be_bytes()
-}
-
-/// Inverse of [`lease_key`].
-pub fn parse_lease_key(k: &[u8]) -> Option<i64> {
-    Some(u64::from_be_bytes(k.try_into().ok()?) as i64)
-}
-
-impl View {
-    /// Attach `key` to lease `id` (no-op for lease 0 or an unknown lease).
-    pub fn attach_key(&mut self, id: i64, key: &Bytes) {
-        if id == 0 {
-            return;
-        }
-        if let Some(l) = self.leases.get_mut(&id) {
-            l.keys.insert(key.clone());
-        }
-    }
-
-    /// Detach `key` from lease `id` (no-op for lease 0 or an unknown lease).
-    pub fn detach_key(&mut self, id: i64, key: &[u8]) {
-        if id == 0 {
-            return;
-        }
-        if let Some(l) = self.leases.get_mut(&id) {
-            l.keys.remove(key);
-        }
-    }
-
-    /// Rebuild every lease's key set from the key index (after loading the
-    /// records from storage or a snapshot). Returns the number of live keys
-    /// that name a lease the table does not have; they stay unattached.
-    pub fn attach_lease_keys(&mut self) -> usize {
-        let mut orphans = 0;
-        let attached: Vec<(i64, Bytes)> = self
-            .index
-            .iter()
-            .filter_map(|(k, h)| {
-                live_at(h, i64::MAX)
-                    .filter(|r| r.lease != 0)
-                    .map(|r| (r.lease, k.clone()))
-            })
-            .collect();
-        let ids: Vec<i64> = self.leases.keys().copied().collect();
-        for id in ids {
-            if let Some(l) = self.leases.get_mut(&id) {
-                l.keys = OrdSet::new();
-            }
-        }
-        for (id, key) in attached {
-            match self.leases.get_mut(&id) {
-                Some(l) => {
-                    l.keys.insert(key);
-                }
-                None => orphans += 1,
-            }
-        }
-        orphans
     }
 }
 

@@ -13,6 +13,8 @@
 //! * [`lease`] is the lease table: granted leases and their attached keys.
 //!   Grants, revokes (which delete the attached keys in one revision) and
 //!   refresh checkpoints are commands like any other; the clock never is.
+//! * [`record`] is the persisted form: key revision and lease records, and
+//!   the snapshot body that Raft snapshots and backups carry.
 //! * [`validate`] holds the request checks etcd makes before proposing
 //!   (empty keys, duplicate keys in a txn, too many txn ops).
 //!
@@ -22,8 +24,9 @@
 pub mod apply;
 pub mod command;
 pub mod lease;
+pub mod record;
 pub mod validate;
 pub mod view;
 
 pub use command::{Command, MvccError, Reply};
-pub use view::{Rev, View};
+pub use view::{ReadView, Rev, View};

@@ -7,9 +7,12 @@
 //! part of the view in the same way (see [`super::lease`]).
 
 use std::ops::Bound;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use imbl::{OrdMap, Vector};
+use imbl::{OrdMap, OrdSet, Vector};
 
 use super::command::MvccError;
 use super::lease::Lease;
@@ -312,3 +315,78 @@ impl View {
             .count()
     }
 }
+/// What readers share with the state machine: the published view.
+#[derive(Clone)]
+pub struct ReadView(Arc<ArcSwap<View>>);
+
+impl ReadView {
+    /// Publish `view` first.
+    pub fn new(view: View) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(view)))
+    }
+
+    /// Publish a new view; readers see it from their next [`Self::load`].
+    pub fn store(&self, view: Arc<View>) {
+        self.0.store(view);
+    }
+
+    /// The current view of the store (lock-free).
+    pub fn load(&self) -> Arc<View> {
+        self.0.load_full()
+    }
+}
+
+/// The lease side of the key index: which keys each lease holds.
+impl View {
+    /// Attach `key` to lease `id` (no-op for lease 0 or an unknown lease).
+    pub fn attach_key(&mut self, id: i64, key: &Bytes) {
+        if id == 0 {
+            return;
+        }
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.keys.insert(key.clone());
+        }
+    }
+
+    /// Detach `key` from lease `id` (no-op for lease 0 or an unknown lease).
+    pub fn detach_key(&mut self, id: i64, key: &[u8]) {
+        if id == 0 {
+            return;
+        }
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.keys.remove(key);
+        }
+    }
+
+    /// Rebuild every lease's key set from the key index (after loading the
+    /// records from storage or a snapshot). Returns the number of live keys
+    /// that name a lease the table does not have; they stay unattached.
+    pub fn attach_lease_keys(&mut self) -> usize {
+        let mut orphans = 0;
+        let attached: Vec<(i64, Bytes)> = self
+            .index
+            .iter()
+            .filter_map(|(k, h)| {
+                live_at(h, i64::MAX)
+                    .filter(|r| r.lease != 0)
+                    .map(|r| (r.lease, k.clone()))
+            })
+            .collect();
+        let ids: Vec<i64> = self.leases.keys().copied().collect();
+        for id in ids {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.keys = OrdSet::new();
+            }
+        }
+        for (id, key) in attached {
+            match self.leases.get_mut(&id) {
+                Some(l) => {
+                    l.keys.insert(key);
+                }
+                None => orphans += 1,
+            }
+        }
+        orphans
+    }
+}
+

@@ -35,7 +35,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::{MemberInfo, TypeConfig};
 use crate::pb::raftcdpb::peer_client::PeerClient;
 use crate::pb::raftcdpb::PeerRequest;
-use crate::storage::{encode, FORMAT_V1};
+use crate::codec::{decode_wire, encode};
 use crate::tls::TlsConfig;
 
 /// Largest peer message (a batch of entries or a snapshot chunk).
@@ -402,18 +402,6 @@ impl PeerTransport {
     ) -> Result<Resp, PeerError> {
         let bytes = self.call(rpc, to, url, encode(req), timeout).await?;
         decode_wire(&bytes).map_err(|reason| PeerError::BadReply { to, reason })
-    }
-}
-
-/// Decode a peer payload: the same versioned postcard encoding as on disk
-/// ([`encode`]), so peers of different releases refuse each other clearly.
-pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.first() {
-        Some(&FORMAT_V1) => postcard::from_bytes(&bytes[1..]).map_err(|e| e.to_string()),
-        Some(&v) => Err(format!(
-            "peer message format {v} is not supported (this build speaks {FORMAT_V1})"
-        )),
-        None => Err("empty peer message".into()),
     }
 }
 

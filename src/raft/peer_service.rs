@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::network::{
-    decode_wire, MAX_PEER_MESSAGE, REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED,
+    MAX_PEER_MESSAGE, REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED,
     REFUSED_WRONG_MEMBER,
 };
 use super::TypeConfig;
@@ -27,7 +27,7 @@ use crate::cluster::{JoinRequest, LeaderOp};
 use crate::node::Node;
 use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
-use crate::storage::encode;
+use crate::codec::{decode_wire, encode};
 use crate::tls::ServerTls;
 
 /// The peer gRPC service of one member.

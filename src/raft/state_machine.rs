@@ -21,17 +21,19 @@ use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageIOError,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
-use crate::mvcc::apply::{apply, parse_record_key, record_key, Change, Record};
-use crate::mvcc::lease::{lease_key, parse_lease_key, Lease, LeaseRecord};
-use crate::mvcc::{Command, Reply, View};
+use crate::mvcc::apply::{apply, Change};
+use crate::mvcc::record::{
+    encode_view, lease_key, parse_lease_key, parse_record_key, record_key, LeaseRecord, Record,
+    SnapshotBody,
+};
+use crate::mvcc::lease::Lease;
+use crate::mvcc::{Command, ReadView, Reply, View};
 use crate::pb::mvccpb::Event;
 use crate::storage::{
-    decode, decode_payload, encode, encode_as, split_version, Space, Storage, StorageError,
-    WriteBatch, FORMAT_V1, FORMAT_V2,
+    decode, encode, Space, Storage, StorageError, WriteBatch,
 };
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -50,164 +52,6 @@ fn sm_read_err(e: StorageError) -> RaftStorageError {
 
 fn sm_write_err(e: StorageError) -> RaftStorageError {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
-}
-
-/// The whole state machine as shipped in a snapshot (format version 2).
-#[derive(Serialize, Deserialize)]
-pub struct SnapshotBody {
-    pub revision: i64,
-    pub compact_revision: i64,
-    pub records: Vec<(i64, u32, Record)>,
-    /// The lease table; attached keys are rebuilt from the records.
-    pub leases: Vec<(i64, LeaseRecord)>,
-}
-
-/// Format version 1 of the snapshot body: before leases.
-#[derive(Deserialize)]
-struct SnapshotBodyV1 {
-    revision: i64,
-    compact_revision: i64,
-    records: Vec<(i64, u32, Record)>,
-}
-
-impl SnapshotBody {
-    /// The versioned encoding of the body.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_as(FORMAT_V2, self)
-    }
-
-    /// Decode a body of any supported format version.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        match split_version(Space::Snapshot, bytes)? {
-            (FORMAT_V1, payload) => {
-                let v1: SnapshotBodyV1 = decode_payload(Space::Snapshot, payload)?;
-                Ok(Self {
-                    revision: v1.revision,
-                    compact_revision: v1.compact_revision,
-                    records: v1.records,
-                    leases: Vec::new(),
-                })
-            }
-            (FORMAT_V2, payload) => decode_payload(Space::Snapshot, payload),
-            (found, _) => Err(StorageError::Version { found }),
-        }
-    }
-
-    /// The whole of `view` as an owned body (tests and tools; the snapshot
-    /// and backup paths encode straight from the view with [`encode_view`]).
-    pub fn from_view(view: &View) -> Self {
-        let mut records = Vec::new();
-        for (k, h) in view.index.iter() {
-            for r in h.iter() {
-                records.push((r.main, r.sub, Record::from_rev(k, r)));
-            }
-        }
-        Self {
-            revision: view.revision,
-            compact_revision: view.compact_revision,
-            records,
-            leases: view
-                .leases
-                .iter()
-                .map(|(id, l)| (*id, l.record()))
-                .collect(),
-        }
-    }
-
-    pub fn into_view(self) -> View {
-        let mut view = View {
-            revision: self.revision,
-            compact_revision: self.compact_revision,
-            ..View::default()
-        };
-        for (main, sub, rec) in self.records {
-            let (key, rev) = rec.into_rev(main, sub);
-            view.index.entry(key).or_default().push_back(rev);
-        }
-        for (id, r) in self.leases {
-            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
-        }
-        let orphans = view.attach_lease_keys();
-        if orphans > 0 {
-            tracing::warn!(orphans, "snapshot has live keys naming unknown leases");
-        }
-        view
-    }
-}
-
-/// Encode `view` as a version-2 [`SnapshotBody`] without first copying it
-/// into one: records are written straight from the index, key by key, each
-/// key's history oldest first (the order [`SnapshotBody::into_view`] needs).
-pub fn encode_view(view: &View) -> Vec<u8> {
-    encode_as(FORMAT_V2, &BodyRef(view))
-}
-
-/// Serializes like [`SnapshotBody`] (same fields, same order), borrowing.
-struct BodyRef<'a>(&'a View);
-
-/// Serializes like [`Record`], borrowing.
-struct RecordRef<'a> {
-    key: &'a [u8],
-    rev: &'a crate::mvcc::Rev,
-}
-
-/// The `records` field of [`BodyRef`].
-struct RecordsRef<'a>(&'a View);
-
-/// The `leases` field of [`BodyRef`].
-struct LeasesRef<'a>(&'a View);
-
-impl Serialize for BodyRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("SnapshotBody", 4)?;
-        st.serialize_field("revision", &self.0.revision)?;
-        st.serialize_field("compact_revision", &self.0.compact_revision)?;
-        st.serialize_field("records", &RecordsRef(self.0))?;
-        st.serialize_field("leases", &LeasesRef(self.0))?;
-        st.end()
-    }
-}
-
-impl Serialize for RecordsRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let count = self.0.index.values().map(|h| h.len()).sum();
-        let mut seq = s.serialize_seq(Some(count))?;
-        for (key, history) in self.0.index.iter() {
-            for rev in history.iter() {
-                seq.serialize_element(&(rev.main, rev.sub, RecordRef { key, rev }))?;
-            }
-        }
-        seq.end()
-    }
-}
-
-impl Serialize for RecordRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Record", 5)?;
-        st.serialize_field("key", serde_bytes::Bytes::new(self.key))?;
-        st.serialize_field("create", &self.rev.create)?;
-        st.serialize_field("version", &self.rev.version)?;
-        st.serialize_field("lease", &self.rev.lease)?;
-        st.serialize_field(
-            "value",
-            &self.rev.value.as_deref().map(serde_bytes::Bytes::new),
-        )?;
-        st.end()
-    }
-}
-
-impl Serialize for LeasesRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.0.leases.len()))?;
-        for (id, lease) in self.0.leases.iter() {
-            seq.serialize_element(&(*id, lease.record()))?;
-        }
-        seq.end()
-    }
 }
 
 /// The snapshot data openraft moves between members: an encoded
@@ -299,17 +143,6 @@ impl tokio::io::AsyncSeek for SnapshotData {
     }
 }
 
-/// What readers share with the state machine: the published view.
-#[derive(Clone)]
-pub struct ReadView(Arc<ArcSwap<View>>);
-
-impl ReadView {
-    /// The current view of the store (lock-free).
-    pub fn load(&self) -> Arc<View> {
-        self.0.load_full()
-    }
-}
-
 /// Ids of the members removed from the cluster, as far as this member's
 /// applied log tells; their peer requests are refused.
 #[derive(Clone, Default)]
@@ -324,7 +157,7 @@ impl RemovedMembers {
 /// The state machine.
 pub struct StateMachine {
     storage: Storage,
-    view: Arc<ArcSwap<View>>,
+    view: ReadView,
     applied: Option<LogId>,
     membership: StoredMembership,
     removed: RemovedMembers,
@@ -419,7 +252,7 @@ impl StateMachine {
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             storage,
-            view: Arc::new(ArcSwap::from_pointee(view)),
+            view: ReadView::new(view),
             applied,
             membership,
             removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(removed))),
@@ -441,7 +274,7 @@ impl StateMachine {
     }
 
     pub fn read_view(&self) -> ReadView {
-        ReadView(self.view.clone())
+        self.view.clone()
     }
 
     /// The members removed from the cluster (shared, kept up to date).
@@ -515,7 +348,7 @@ impl StateMachine {
     /// The snapshot of the current state: what [`SnapshotMeta`] to send
     /// with it, and the view (encoded only if read).
     fn current_snapshot(&self) -> Option<Snapshot<TypeConfig>> {
-        let view = self.view.load_full();
+        let view = self.view.load();
         let meta = snapshot_meta(self.applied?, &self.membership, &view);
         Some(Snapshot {
             meta,
@@ -587,7 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let started = std::time::Instant::now();
-        let mut view: View = (**self.view.load()).clone();
+        let mut view: View = (*self.view.load()).clone();
         let mut batch = WriteBatch::new();
         let mut replies = Vec::new();
         let mut events = Vec::new();
@@ -660,7 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             storage: self.storage.clone(),
-            view: self.view.load_full(),
+            view: self.view.load(),
             applied: self.applied,
             membership: self.membership.clone(),
         }
@@ -676,7 +509,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_bytes();
-        let body = SnapshotBody::decode(&data).map_err(sm_read_err)?;
+        let body = SnapshotBody::decode(&data)
+            .map_err(|e| sm_read_err(StorageError::Corrupt {
+                space: Space::Snapshot,
+                reason: e.to_string(),
+            }))?;
         let mut batch = WriteBatch::new();
         for space in [Space::Kv, Space::Lease] {
             self.storage

@@ -55,7 +55,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
 use crate::pb::mvccpb::Event;
-use crate::raft::state_machine::ReadView;
+use crate::mvcc::ReadView;
 
 /// Responses a stream may have queued before its task waits for the client.
 pub const OUTPUT_QUEUE_LEN: usize = 128;

@@ -1,51 +1,11 @@
-//! The one place where internal errors become etcd's gRPC status codes and
-//! messages. Clients (etcdctl, Go clientv3, etcd-client) match on these
-//! strings, so they are etcd's exactly.
+//! The one place where errors become etcd's gRPC status codes and messages.
+//! Clients (etcdctl, Go clientv3, etcd-client) match on these strings, so
+//! they are etcd's exactly.
 
 use tonic::{Code, Status};
 
+use crate::error::ApiError;
 use crate::mvcc::MvccError;
-
-/// An error a client request can end in.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ApiError {
-    #[error(transparent)]
-    Mvcc(#[from] MvccError),
-    #[error("etcdserver: request is too large")]
-    RequestTooLarge,
-    #[error("etcdserver: no leader")]
-    NoLeader,
-    #[error("etcdserver: request timed out")]
-    Timeout,
-    #[error("etcdserver: server stopped")]
-    Stopped,
-    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
-    LeaderFail,
-    #[error("etcdserver: not leader")]
-    NotLeader,
-    #[error("etcdserver: member not found")]
-    MemberNotFound,
-    #[error("etcdserver: can only promote a learner member")]
-    MemberNotLearner,
-    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
-    LearnerNotReady,
-    #[error("etcdserver: Peer URLs already exists")]
-    PeerUrlExists,
-    #[error("etcdserver: given member URLs are invalid")]
-    MemberBadUrls,
-    #[error("etcdserver: rpc not supported for learner")]
-    NotSupportedForLearner,
-    #[error("etcdserver: bad leader transferee")]
-    BadLeaderTransferee,
-    #[error("etcdserver: request timed out, leader transfer took too long")]
-    LeaderTransferTimeout,
-    #[error("etcdserver: {0}")]
-    Internal(String),
-    #[error("etcdserver: re-configuration failed due to not enough started members")]
-    NotEnoughStartedMembers,
-    #[error("etcdserver: unhealthy cluster")]
-    Unhealthy,
-}
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
