@@ -8,9 +8,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::mvcc::View;
 use crate::codec::CodecError;
 use crate::mvcc::record::{encode_view, SnapshotBody};
+use crate::mvcc::View;
 
 const MAGIC: &[u8; 8] = b"RAFTCDBK";
 

@@ -18,8 +18,8 @@ use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteErro
 use openraft::{ChangeMembers, Membership};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::lessor::RenewError;
 use crate::mvcc::{Command, Reply};
 use crate::node::{hash_id, url_string, Identity, Node, REQUEST_TIMEOUT};

@@ -46,4 +46,3 @@ pub enum ApiError {
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
 }
-

@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::error::ApiError;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::mvcc::command::LeaseRefresh;
 use crate::mvcc::lease::Lease;
 use crate::mvcc::{Command, MvccError, View};

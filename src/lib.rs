@@ -58,7 +58,7 @@ pub mod storage;
 pub mod tls;
 pub mod watch;
 
-pub use error::ApiError;
 pub use client::Client;
 pub use config::Config;
+pub use error::ApiError;
 pub use node::{Node, StartError};

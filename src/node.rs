@@ -12,15 +12,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::ApiError;
 use crate::cluster::{LeaderOp, LeaderReply, Refusal};
 use crate::config::{ClusterState, Config, ConfigError};
+use crate::error::ApiError;
+use crate::mvcc::ReadView;
 use crate::mvcc::{Command, Reply, View};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, PeerTransport, Rejection, Rpc};
 use crate::raft::proposer::Proposer;
-use crate::mvcc::ReadView;
 use crate::raft::state_machine::{RemovedMembers, StateMachine};
 use crate::raft::{MemberInfo, Raft};
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use crate::codec::{encode, encode_as, FORMAT_LATEST, FORMAT_V1, FORMAT_V2};
 use crate::codec::CodecError;
+pub use crate::codec::{encode, encode_as, FORMAT_LATEST, FORMAT_V1, FORMAT_V2};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

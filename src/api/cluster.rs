@@ -5,8 +5,8 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::error::ApiError;
 use crate::cluster::{LeaderOp, LeaderReply, MemberRow};
+use crate::error::ApiError;
 use crate::node::Node;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{

@@ -298,7 +298,7 @@ impl Applier {
         let lease = Lease::new(ttl, granted_ms);
         self.changes.push(Change::LeasePut {
             id,
-            record: lease.record(),
+            record: LeaseRecord::of(&lease),
         });
         self.view.leases.insert(id, lease);
         Ok(LeaseGrantResponse {
@@ -340,7 +340,7 @@ impl Applier {
                 continue;
             }
             l.refreshed_ms = r.refreshed_ms;
-            let record = l.record();
+            let record = LeaseRecord::of(l);
             self.changes.push(Change::LeasePut { id: r.id, record });
             n += 1;
         }

@@ -15,8 +15,6 @@
 
 use bytes::Bytes;
 use imbl::OrdSet;
-use super::record::LeaseRecord;
-
 
 /// The largest TTL a lease may be granted with, in seconds (etcd's
 /// `MaxLeaseTTL`).
@@ -41,20 +39,14 @@ impl Lease {
             keys: OrdSet::new(),
         }
     }
-
-    /// How this lease is persisted.
-    pub fn record(&self) -> LeaseRecord {
-        LeaseRecord {
-            ttl: self.ttl,
-            refreshed_ms: self.refreshed_ms,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mvcc::apply::{apply, Applied, Change};
+    use crate::mvcc::record::LeaseRecord;
+    use crate::mvcc::View;
     use crate::mvcc::{Command, MvccError, Reply};
     use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
     use crate::pb::mvccpb::event::EventType;

@@ -78,6 +78,16 @@ pub struct LeaseRecord {
     pub refreshed_ms: i64,
 }
 
+impl LeaseRecord {
+    /// How `lease` is persisted (its keys are rebuilt from the records).
+    pub fn of(lease: &Lease) -> Self {
+        Self {
+            ttl: lease.ttl,
+            refreshed_ms: lease.refreshed_ms,
+        }
+    }
+}
+
 /// Storage key of a lease record.
 pub fn lease_key(id: i64) -> [u8; 8] {
     (id as u64).to_be_bytes()
@@ -145,7 +155,7 @@ impl SnapshotBody {
             leases: view
                 .leases
                 .iter()
-                .map(|(id, l)| (*id, l.record()))
+                .map(|(id, l)| (*id, LeaseRecord::of(l)))
                 .collect(),
         }
     }
@@ -240,9 +250,46 @@ impl Serialize for LeasesRef<'_> {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.leases.len()))?;
         for (id, lease) in self.0.leases.iter() {
-            seq.serialize_element(&(*id, lease.record()))?;
+            seq.serialize_element(&(*id, LeaseRecord::of(lease)))?;
         }
         seq.end()
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_snapshot_bodies_still_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            revision: i64,
+            compact_revision: i64,
+            records: Vec<(i64, u32, Record)>,
+        }
+        let rec = Record {
+            key: b"k".to_vec(),
+            create: 2,
+            version: 1,
+            lease: 0,
+            value: Some(serde_bytes::ByteBuf::from(b"v".to_vec())),
+        };
+        let old = crate::codec::encode(&V1 {
+            revision: 2,
+            compact_revision: -1,
+            records: vec![(2, 0, rec)],
+        });
+        let body = SnapshotBody::decode(&old).unwrap();
+        assert!(body.leases.is_empty());
+        let view = body.into_view();
+        assert_eq!((view.revision, view.live_keys()), (2, 1));
+        let mut v2 = SnapshotBody::from_view(&view).encode();
+        assert_eq!(v2[0], FORMAT_V2);
+        v2[0] = 3;
+        assert!(matches!(
+            SnapshotBody::decode(&v2),
+            Err(CodecError::Version { found: 3 })
+        ));
+    }
+}

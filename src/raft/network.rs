@@ -33,9 +33,9 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{MemberInfo, TypeConfig};
+use crate::codec::{decode_wire, encode};
 use crate::pb::raftcdpb::peer_client::PeerClient;
 use crate::pb::raftcdpb::PeerRequest;
-use crate::codec::{decode_wire, encode};
 use crate::tls::TlsConfig;
 
 /// Largest peer message (a batch of entries or a snapshot chunk).

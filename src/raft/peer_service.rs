@@ -19,15 +19,14 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::network::{
-    MAX_PEER_MESSAGE, REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED,
-    REFUSED_WRONG_MEMBER,
+    MAX_PEER_MESSAGE, REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED, REFUSED_WRONG_MEMBER,
 };
 use super::TypeConfig;
 use crate::cluster::{JoinRequest, LeaderOp};
+use crate::codec::{decode_wire, encode};
 use crate::node::Node;
 use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
-use crate::codec::{decode_wire, encode};
 use crate::tls::ServerTls;
 
 /// The peer gRPC service of one member.

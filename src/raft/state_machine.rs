@@ -25,16 +25,14 @@ use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::mvcc::apply::{apply, Change};
+use crate::mvcc::lease::Lease;
 use crate::mvcc::record::{
     encode_view, lease_key, parse_lease_key, parse_record_key, record_key, LeaseRecord, Record,
     SnapshotBody,
 };
-use crate::mvcc::lease::Lease;
 use crate::mvcc::{Command, ReadView, Reply, View};
 use crate::pb::mvccpb::Event;
-use crate::storage::{
-    decode, encode, Space, Storage, StorageError, WriteBatch,
-};
+use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -509,11 +507,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_bytes();
-        let body = SnapshotBody::decode(&data)
-            .map_err(|e| sm_read_err(StorageError::Corrupt {
+        let body = SnapshotBody::decode(&data).map_err(|e| {
+            sm_read_err(StorageError::Corrupt {
                 space: Space::Snapshot,
                 reason: e.to_string(),
-            }))?;
+            })
+        })?;
         let mut batch = WriteBatch::new();
         for space in [Space::Kv, Space::Lease] {
             self.storage
@@ -623,7 +622,7 @@ mod tests {
         );
         assert!(!reopened.leases.contains_key(&6));
         assert_eq!(
-            reopened.leases[&5].record(),
+            LeaseRecord::of(&reopened.leases[&5]),
             LeaseRecord {
                 ttl: 30,
                 refreshed_ms: 111
@@ -775,38 +774,5 @@ mod tests {
             .get(Space::Snapshot, KEY_LEGACY_SNAPSHOT)
             .unwrap()
             .is_none());
-    }
-
-    #[test]
-    fn version_1_snapshot_bodies_still_load() {
-        #[derive(Serialize)]
-        struct V1 {
-            revision: i64,
-            compact_revision: i64,
-            records: Vec<(i64, u32, Record)>,
-        }
-        let rec = Record {
-            key: b"k".to_vec(),
-            create: 2,
-            version: 1,
-            lease: 0,
-            value: Some(serde_bytes::ByteBuf::from(b"v".to_vec())),
-        };
-        let old = encode(&V1 {
-            revision: 2,
-            compact_revision: -1,
-            records: vec![(2, 0, rec)],
-        });
-        let body = SnapshotBody::decode(&old).unwrap();
-        assert!(body.leases.is_empty());
-        let view = body.into_view();
-        assert_eq!((view.revision, view.live_keys()), (2, 1));
-        let mut v2 = SnapshotBody::from_view(&view).encode();
-        assert_eq!(v2[0], FORMAT_V2);
-        v2[0] = 3;
-        assert!(matches!(
-            SnapshotBody::decode(&v2),
-            Err(StorageError::Version { found: 3 })
-        ));
     }
 }

@@ -53,9 +53,9 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::mvcc::ReadView;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
 use crate::pb::mvccpb::Event;
-use crate::mvcc::ReadView;
 
 /// Responses a stream may have queued before its task waits for the client.
 pub const OUTPUT_QUEUE_LEN: usize = 128;
