@@ -90,45 +90,15 @@ pub fn file_names(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Parse a Go-style duration such as `43800h`, `90m`, `1h30m` or `3600s`.
+/// Parse a Go-style duration such as `43800h`, `90m`, `1h30m` or `3600s`
+/// for `--expiry`: more than zero.
 pub fn parse_duration(s: &str) -> Result<Duration, CertsError> {
-    let bad = |why: &str| CertsError::BadExpiry(format!("{s:?}: {why} (e.g. 43800h, 720h, 90m)"));
-    let mut total = 0u64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad("empty"));
+    let bad = |why: String| CertsError::BadExpiry(format!("{s:?}: {why} (e.g. 43800h, 720h, 90m)"));
+    let d = crate::duration::parse_go_duration(s.trim()).map_err(|e| bad(e.to_string()))?;
+    if d.is_zero() {
+        return Err(bad("must be more than 0".into()));
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad("expected a number"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| bad("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "h" => 3600,
-            "m" => 60,
-            "s" => 1,
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unknown unit (use h, m or s)")),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| bad("too large"))?;
-    }
-    if total == 0 {
-        return Err(bad("must be more than 0"));
-    }
-    Ok(Duration::from_secs(total))
+    Ok(d)
 }
 
 fn check_name(name: &str) -> Result<(), CertsError> {

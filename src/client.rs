@@ -4,9 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::api::kv;
 use crate::error::ApiError;
-use crate::node::Node;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
@@ -14,16 +12,17 @@ use crate::pb::etcdserverpb::{
     RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
+use crate::server::Server;
 
-/// A KV handle bound to a running [`Node`].
+/// A KV handle bound to a running member (see `Node::client`).
 #[derive(Clone)]
 pub struct Client {
-    node: Node,
+    server: Server,
 }
 
 impl Client {
-    pub(crate) fn new(node: Node) -> Self {
-        Self { node }
+    pub(crate) fn new(server: Server) -> Self {
+        Self { server }
     }
 
     /// Put `value` at `key`; returns the new revision.
@@ -32,15 +31,14 @@ impl Client {
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
     ) -> Result<i64, ApiError> {
-        let resp = kv::put(
-            &self.node,
-            PutRequest {
+        let resp = self
+            .server
+            .put(PutRequest {
                 key: key.into(),
                 value: value.into(),
                 ..Default::default()
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }
 
@@ -75,25 +73,24 @@ impl Client {
 
     /// Any Range request (set `serializable` for a local read).
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ApiError> {
-        kv::range(&self.node, req).await
+        self.server.range(req).await
     }
 
     /// Delete one key; returns how many keys were deleted (0 or 1).
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<i64, ApiError> {
-        let resp = kv::delete_range(
-            &self.node,
-            DeleteRangeRequest {
+        let resp = self
+            .server
+            .delete_range(DeleteRangeRequest {
                 key: key.into(),
                 ..Default::default()
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(resp.deleted)
     }
 
     /// Any Txn request.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ApiError> {
-        kv::txn(&self.node, req).await
+        self.server.txn(req).await
     }
 
     /// Put `value` only if `key`'s mod revision is `expected_mod_revision`
@@ -129,14 +126,12 @@ impl Client {
 
     /// Compact history up to `revision`.
     pub async fn compact(&self, revision: i64) -> Result<(), ApiError> {
-        kv::compact(
-            &self.node,
-            CompactionRequest {
+        self.server
+            .compact(CompactionRequest {
                 revision,
                 physical: true,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(())
     }
 }

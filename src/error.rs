@@ -45,4 +45,8 @@ pub enum ApiError {
     NotEnoughStartedMembers,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    /// A command its sender may not propose (a peer forwarding a kind only
+    /// the leader itself makes).
+    #[error("etcdserver: {0}")]
+    NotAllowed(String),
 }

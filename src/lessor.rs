@@ -34,11 +34,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::mvcc::command::LeaseRefresh;
 use crate::mvcc::lease::Lease;
-use crate::mvcc::{Command, MvccError, View};
-use crate::node::Node;
+use crate::mvcc::View;
 
 /// How often the leader looks for expired leases and persists refreshes.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -306,44 +304,6 @@ impl Lessor {
         TickWork {
             revoke: expired.into_iter().map(|(_, id)| id).collect(),
             checkpoint,
-        }
-    }
-}
-
-/// The leader's expiry ticker, spawned by [`Node::start`]: every [`TICK`],
-/// persist keep-alive refreshes and revoke expired leases through Raft.
-pub async fn run(node: Node) {
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        ticker.tick().await;
-        let view = node.view();
-        let lessor = &node.inner.lessor;
-        let work = lessor.tick(
-            &view,
-            node.leader_term(),
-            Clock::now(),
-            MAX_REVOKES_PER_TICK,
-        );
-        if !work.checkpoint.is_empty() {
-            let n = work.checkpoint.len();
-            let cmd = Command::LeaseCheckpoint {
-                refreshes: work.checkpoint,
-            };
-            if let Err(e) = node.write(cmd).await {
-                tracing::warn!(error = %e, leases = n, "lease checkpoint failed");
-            }
-        }
-        for id in work.revoke {
-            match node.write(Command::LeaseRevoke { id }).await {
-                Ok(_) => tracing::debug!(lease = format!("{id:016x}"), "lease expired and revoked"),
-                // Revoked by a client meanwhile.
-                Err(ApiError::Mvcc(MvccError::LeaseNotFound)) => {}
-                // Tried again next tick.
-                Err(e) => {
-                    tracing::warn!(lease = format!("{id:016x}"), error = %e, "revoking an expired lease failed")
-                }
-            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! etcd's flags and environment variables.
 
 use clap::Parser;
-use raftcd::config::{CertsCommand, Flags, SnapshotCommand, SubCommand};
+use raftcd::cli::{CertsCommand, Flags, SnapshotCommand, SubCommand};
 use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 

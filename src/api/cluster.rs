@@ -5,18 +5,19 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{LeaderOp, LeaderReply, MemberRow};
 use crate::error::ApiError;
-use crate::node::Node;
+use crate::mvcc::validate::Origin;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
+use crate::server::ops::{LeaderOp, LeaderReply};
+use crate::server::{MemberRow, Server};
 
 pub struct ClusterService {
-    node: Node,
+    node: Server,
 }
 
 fn member(r: MemberRow) -> Member {
@@ -30,7 +31,7 @@ fn member(r: MemberRow) -> Member {
 }
 
 impl ClusterService {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: Server) -> Self {
         Self { node }
     }
 
@@ -42,7 +43,7 @@ impl ClusterService {
     }
 
     async fn change(&self, op: LeaderOp) -> Result<(Option<Member>, Vec<Member>), ApiError> {
-        match self.node.leader_call(op).await? {
+        match self.node.leader_call(op, Origin::Client).await? {
             LeaderReply::Members { member: m, members } => {
                 Ok((m.map(member), members.into_iter().map(member).collect()))
             }

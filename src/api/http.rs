@@ -9,9 +9,9 @@ use axum::routing::get;
 use axum::Router;
 
 use super::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
-use crate::node::Node;
+use crate::server::Server;
 
-pub fn routes(node: Node) -> Router {
+pub fn routes(node: Server) -> Router {
     let scraped = node.clone();
     Router::new()
         .route(

@@ -2,31 +2,28 @@
 //! Snapshot, MoveLeader.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::ETCD_VERSION;
-use crate::error::ApiError;
-use crate::node::Node;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
+use crate::server::Server;
 
 /// Bytes per Snapshot stream message.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 pub struct MaintenanceService {
-    node: Node,
+    server: Server,
 }
 
 impl MaintenanceService {
-    pub fn new(node: Node) -> Self {
-        Self { node }
+    pub fn new(server: Server) -> Self {
+        Self { server }
     }
 }
 
@@ -47,47 +44,23 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let inner = &self.node.inner;
-        let view = self.node.view();
-        let size = inner.storage.size_on_disk() as i64;
-        let rs = &inner.raft_state;
-        let is_learner = self.node.is_learner();
-        Ok(Response::new(StatusResponse {
-            header: Some(self.node.header(view.revision)),
-            version: ETCD_VERSION.to_string(),
-            db_size: size,
-            leader: rs.leader.load(Ordering::Relaxed),
-            raft_index: rs.last_log_index.load(Ordering::Relaxed),
-            raft_term: rs.term.load(Ordering::Relaxed),
-            raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
-            errors: self.node.tls_warnings(),
-            db_size_in_use: size,
-            is_learner,
-        }))
+        Ok(Response::new(self.server.status()))
     }
 
     async fn defragment(
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        // The engine reclaims space on its own; make everything durable.
-        self.node
-            .inner
-            .storage
-            .flush()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let view = self.node.view();
+        let revision = self.server.defragment().await?;
         Ok(Response::new(DefragmentResponse {
-            header: Some(self.node.header(view.revision)),
+            header: Some(self.server.header(revision)),
         }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let view = self.node.view();
-        let (hash, _) = view.hash_kv(0).map_err(ApiError::from)?;
+        let (hash, revision, _) = self.server.hash_kv(0).await?;
         Ok(Response::new(HashResponse {
-            header: Some(self.node.header(view.revision)),
+            header: Some(self.server.header(revision)),
             hash,
         }))
     }
@@ -96,14 +69,12 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        let view = self.node.view();
-        let (hash, _) = view
-            .hash_kv(req.into_inner().revision)
-            .map_err(ApiError::from)?;
+        let (hash, revision, compact_revision) =
+            self.server.hash_kv(req.into_inner().revision).await?;
         Ok(Response::new(HashKvResponse {
-            header: Some(self.node.header(view.revision)),
+            header: Some(self.server.header(revision)),
             hash,
-            compact_revision: view.compact_revision,
+            compact_revision,
         }))
     }
 
@@ -113,11 +84,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        let view = self.node.view();
-        let header = self.node.header(view.revision);
-        let bytes = tokio::task::spawn_blocking(move || crate::backup::write_backup(&view))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (bytes, revision) = self.server.backup().await?;
+        let header = self.server.header(revision);
         let total = bytes.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = bytes
             .chunks(SNAPSHOT_CHUNK)
@@ -138,10 +106,9 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        self.node.move_leader(target).await?;
-        let view = self.node.view();
+        self.server.move_leader(target).await?;
         Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.node.header(view.revision)),
+            header: Some(self.server.header(self.server.view().revision)),
         }))
     }
 }

@@ -45,6 +45,7 @@ impl From<ApiError> for Status {
             ApiError::MemberNotFound => (Code::NotFound, e.to_string()),
             ApiError::MemberBadUrls => (Code::InvalidArgument, e.to_string()),
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
+            ApiError::NotAllowed(_) => (Code::PermissionDenied, e.to_string()),
         };
         Status::new(code, msg)
     }

@@ -1,5 +1,5 @@
 //! etcd's Watch service: one bidirectional stream per call, served by the
-//! node's [`WatchHub`](crate::watch::WatchHub).
+//! member's [`WatchHub`](crate::watch::WatchHub).
 
 use std::pin::Pin;
 
@@ -7,17 +7,17 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::Node;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::server::Server;
 
 pub struct WatchService {
-    node: Node,
+    server: Server,
 }
 
 impl WatchService {
-    pub fn new(node: Node) -> Self {
-        Self { node }
+    pub fn new(server: Server) -> Self {
+        Self { server }
     }
 }
 
@@ -31,7 +31,7 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let responses = self.node.inner.watch.open(req.into_inner());
+        let responses = self.server.watch_hub().open(req.into_inner());
         Ok(Response::new(Box::pin(
             ReceiverStream::new(responses).map(Ok),
         )))

@@ -38,9 +38,6 @@ use crate::pb::raftcdpb::peer_client::PeerClient;
 use crate::pb::raftcdpb::PeerRequest;
 use crate::tls::TlsConfig;
 
-/// Largest peer message (a batch of entries or a snapshot chunk).
-pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
-
 /// gRPC metadata key naming why a peer refused a request.
 pub const REFUSAL_KEY: &str = "raftcd-refusal";
 /// Refusal: the request came from another cluster.
@@ -145,6 +142,8 @@ struct TransportInner {
     cluster_id: u64,
     member_id: u64,
     tls: Option<TlsConfig>,
+    /// Largest message sent or accepted (see `Config::max_peer_message_bytes`).
+    max_message: usize,
     channels: Mutex<HashMap<String, Channel>>,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
@@ -155,14 +154,21 @@ struct TransportInner {
 
 impl PeerTransport {
     /// A transport for member `member_id` of cluster `cluster_id`, with
-    /// the peer TLS settings for `https://` peers.
-    pub fn new(cluster_id: u64, member_id: u64, tls: Option<TlsConfig>) -> Self {
+    /// the peer TLS settings for `https://` peers, sending and accepting
+    /// messages of at most `max_message` bytes.
+    pub fn new(
+        cluster_id: u64,
+        member_id: u64,
+        tls: Option<TlsConfig>,
+        max_message: usize,
+    ) -> Self {
         let (rejection, _) = watch::channel(None);
         Self {
             inner: Arc::new(TransportInner {
                 cluster_id,
                 member_id,
                 tls,
+                max_message,
                 channels: Mutex::new(HashMap::new()),
                 filter: RwLock::new(None),
                 rejection,
@@ -185,6 +191,11 @@ impl PeerTransport {
         if let Ok(mut channels) = self.inner.channels.lock() {
             channels.clear();
         }
+    }
+
+    /// The largest message sent to or accepted from a peer.
+    pub fn max_message(&self) -> usize {
+        self.inner.max_message
     }
 
     /// Whether member `to` is reachable now: it answered one of our
@@ -298,8 +309,8 @@ impl PeerTransport {
         };
         let channel = self.channel(url).map_err(unreachable)?;
         let mut client = PeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
+            .max_decoding_message_size(self.inner.max_message)
+            .max_encoding_message_size(self.inner.max_message);
         let (cluster_id, from) = match rpc {
             Rpc::Join => (0, 0),
             _ => (self.inner.cluster_id, self.inner.member_id),
@@ -405,6 +416,20 @@ impl PeerTransport {
     }
 }
 
+/// How many of `entries` (at least one) fit in a message of `max` bytes,
+/// leaving room for the request's other fields.
+fn fitting_prefix(entries: &[openraft::Entry<TypeConfig>], max: usize) -> usize {
+    let budget = max.saturating_sub(64 * 1024);
+    let mut used = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        used = used.saturating_add(encode(e).len());
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 /// The first peer URL of a member, the one its peers dial.
 pub fn peer_url(node: &MemberInfo) -> Option<&str> {
     node.peer_urls.first().map(String::as_str)
@@ -479,10 +504,29 @@ impl PeerConnection {
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        self.raft_call(Rpc::AppendEntries, &rpc, &option).await
+        // openraft bounds a batch by entry count only: send the longest
+        // prefix that fits the peer message limit and report how far it got
+        // (openraft sends the rest next). One entry always fits: a proposer
+        // batch is far below the limit (see `Config::max_peer_message_bytes`).
+        let all = rpc.entries.len();
+        let keep = fitting_prefix(&rpc.entries, self.transport.max_message());
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let resp = self.raft_call(Rpc::AppendEntries, &rpc, &option).await?;
+        Ok(match resp {
+            AppendEntriesResponse::Success if keep < all => {
+                tracing::debug!(
+                    sent = keep,
+                    all,
+                    "append-entries trimmed to the peer message limit"
+                );
+                AppendEntriesResponse::PartialSuccess(last)
+            }
+            other => other,
+        })
     }
 
     async fn install_snapshot(

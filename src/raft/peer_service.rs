@@ -5,11 +5,15 @@
 //! from this member's cluster (same cluster id) and be meant for this
 //! member. A request from another cluster is refused with
 //! `FAILED_PRECONDITION` and a warning naming both cluster ids; such a peer
-//! never joins. Raft's messages go straight to openraft; forwarded client
-//! writes, read-index requests and joins go to the node (see
-//! [`crate::cluster`]). The client side is [`super::network`].
+//! never joins. Messages are capped in size (from `--max-request-bytes`,
+//! see `Config::max_peer_message_bytes`) and decoded into non-recursive
+//! types only. Raft's messages go straight to openraft; forwarded leader
+//! requests, read-index requests and joins go to a [`PeerHandler`] (the
+//! member's core implements it). The client side is [`super::network`].
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
@@ -18,20 +22,65 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::network::{
-    MAX_PEER_MESSAGE, REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED, REFUSED_WRONG_MEMBER,
-};
-use super::TypeConfig;
-use crate::cluster::{JoinRequest, LeaderOp};
+use super::network::{REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED, REFUSED_WRONG_MEMBER};
+use super::state_machine::RemovedMembers;
+use super::{Raft, TypeConfig};
 use crate::codec::{decode_wire, encode};
-use crate::node::Node;
 use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 use crate::tls::ServerTls;
 
+/// What the peer port asks of the member beyond Raft's own messages:
+/// requests forwarded to the leader, read-index requests and joins. The
+/// payload types are the handler's; they are decoded (bounded, versioned)
+/// before the handler sees them.
+pub trait PeerHandler: Send + Sync + 'static {
+    type Forward: DeserializeOwned + Send;
+    type ForwardReply: Serialize + Send;
+    type ReadIndexReply: Serialize + Send;
+    type Join: DeserializeOwned + Send;
+    type JoinReply: Serialize + Send;
+
+    /// A request another member forwards to this one as the leader.
+    fn forward(&self, op: Self::Forward) -> impl Future<Output = Self::ForwardReply> + Send;
+    /// The leader's read index, for a follower's linearizable read.
+    fn read_index(&self) -> impl Future<Output = Self::ReadIndexReply> + Send;
+    /// A member started with `--initial-cluster-state existing` asks for
+    /// its ids.
+    fn join(&self, req: Self::Join) -> Self::JoinReply;
+}
+
+/// When a leader last sent this member entries or a snapshot.
+#[derive(Debug)]
+pub struct LeaderContact(Mutex<Instant>);
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self(Mutex::new(Instant::now()))
+    }
+}
+
+impl LeaderContact {
+    fn touch(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// How long since the last contact (or since start).
+    pub fn elapsed(&self) -> Duration {
+        self.0.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
 /// The peer gRPC service of one member.
-pub struct PeerService {
-    node: Node,
+pub struct PeerService<H> {
+    raft: Raft,
+    cluster_id: u64,
+    member_id: u64,
+    removed: RemovedMembers,
+    contact: Arc<LeaderContact>,
+    handler: H,
 }
 
 fn refuse(kind: &'static str, msg: String) -> Status {
@@ -49,47 +98,59 @@ fn reply<T: Serialize>(value: &T) -> Response<PeerReply> {
     })
 }
 
-impl PeerService {
-    pub fn new(node: Node) -> Self {
-        Self { node }
+impl<H: PeerHandler> PeerService<H> {
+    /// The service of member `member_id` of cluster `cluster_id`.
+    pub fn new(
+        raft: Raft,
+        cluster_id: u64,
+        member_id: u64,
+        removed: RemovedMembers,
+        contact: Arc<LeaderContact>,
+        handler: H,
+    ) -> Self {
+        Self {
+            raft,
+            cluster_id,
+            member_id,
+            removed,
+            contact,
+            handler,
+        }
     }
 
     /// Check a Raft or leader request's envelope, then decode its payload.
     fn open<T: DeserializeOwned>(&self, req: Request<PeerRequest>) -> Result<T, Status> {
         let req = req.into_inner();
-        let me = self.node.identity();
-        if req.cluster_id != me.cluster_id {
+        let me = (self.cluster_id, self.member_id);
+        if req.cluster_id != me.0 {
             tracing::warn!(
                 from = format!("{:x}", req.from),
                 their_cluster_id = format!("{:x}", req.cluster_id),
-                our_cluster_id = format!("{:x}", me.cluster_id),
+                our_cluster_id = format!("{:x}", me.0),
                 "refused a peer request from another cluster (check --initial-cluster-token and --initial-cluster)"
             );
             return Err(refuse(
                 REFUSED_CLUSTER,
                 format!(
                     "cluster id mismatch: member {:x} of cluster {:x} contacted member {:x} of cluster {:x}",
-                    req.from, req.cluster_id, me.member_id, me.cluster_id
+                    req.from, req.cluster_id, me.1, me.0
                 ),
             ));
         }
-        if req.to != 0 && req.to != me.member_id {
+        if req.to != 0 && req.to != me.1 {
             return Err(refuse(
                 REFUSED_WRONG_MEMBER,
-                format!("this is member {:x}, not {:x}", me.member_id, req.to),
+                format!("this is member {:x}, not {:x}", me.1, req.to),
             ));
         }
-        if self.node.is_removed(req.from) {
+        if req.from != 0 && self.removed.contains(req.from) {
             tracing::warn!(
                 from = format!("{:x}", req.from),
                 "refused a peer request from a removed member"
             );
             return Err(refuse(
                 REFUSED_REMOVED,
-                format!(
-                    "member {:x} was removed from cluster {:x}",
-                    req.from, me.cluster_id
-                ),
+                format!("member {:x} was removed from cluster {:x}", req.from, me.0),
             ));
         }
         decode_wire(&req.payload)
@@ -98,19 +159,19 @@ impl PeerService {
 }
 
 #[tonic::async_trait]
-impl Peer for PeerService {
+impl<H: PeerHandler> Peer for PeerService<H> {
     async fn append_entries(
         &self,
         req: Request<PeerRequest>,
     ) -> Result<Response<PeerReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
-        self.node.leader_contact();
-        Ok(reply(&self.node.inner.raft.append_entries(rpc).await))
+        self.contact.touch();
+        Ok(reply(&self.raft.append_entries(rpc).await))
     }
 
     async fn vote(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let rpc: VoteRequest<u64> = self.open(req)?;
-        Ok(reply(&self.node.inner.raft.vote(rpc).await))
+        Ok(reply(&self.raft.vote(rpc).await))
     }
 
     async fn install_snapshot(
@@ -118,52 +179,48 @@ impl Peer for PeerService {
         req: Request<PeerRequest>,
     ) -> Result<Response<PeerReply>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = self.open(req)?;
-        self.node.leader_contact();
-        Ok(reply(&self.node.inner.raft.install_snapshot(rpc).await))
+        self.contact.touch();
+        Ok(reply(&self.raft.install_snapshot(rpc).await))
     }
 
     async fn forward(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
-        let op: LeaderOp = self.open(req)?;
-        Ok(reply(&self.node.serve_leader_op(op).await))
+        let op: H::Forward = self.open(req)?;
+        Ok(reply(&self.handler.forward(op).await))
     }
 
     async fn read_index(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let () = self.open(req)?;
-        Ok(reply(&self.node.serve_read_index().await))
+        Ok(reply(&self.handler.read_index().await))
     }
 
     async fn timeout_now(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let () = self.open(req)?;
         tracing::info!("campaigning now: the leader transfers its leadership here");
-        let res: Result<(), String> = self
-            .node
-            .inner
-            .raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(|e| e.to_string());
+        let res: Result<(), String> = self.raft.trigger().elect().await.map_err(|e| e.to_string());
         Ok(reply(&res))
     }
 
     async fn join(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
-        let join: JoinRequest = decode_wire(&req.into_inner().payload)
+        let join: H::Join = decode_wire(&req.into_inner().payload)
             .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))?;
-        Ok(reply(&self.node.serve_join(join)))
+        Ok(reply(&self.handler.join(join)))
     }
 }
 
 /// Serve the peer service on `listener` until `shutdown` turns true, over
-/// TLS (`--peer-cert-file` and friends) for an `https://` peer URL.
-pub async fn serve(
-    node: Node,
+/// TLS (`--peer-cert-file` and friends) for an `https://` peer URL, with at
+/// most `max_message` bytes a message and `max_connections` connections.
+pub async fn serve<H: PeerHandler>(
+    service: PeerService<H>,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
     shutdown: watch::Receiver<bool>,
+    max_message: usize,
+    max_connections: usize,
 ) {
-    let svc = PeerServer::new(PeerService::new(node))
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE);
+    let svc = PeerServer::new(service)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let router = tonic::service::Routes::new(svc).into_axum_router();
-    crate::api::serve_router(router, listener, tls, shutdown).await
+    crate::net::serve_router(router, listener, tls, shutdown, max_connections).await
 }

@@ -1,0 +1,87 @@
+//! The Maintenance service's work: status, hashes, defragment, backups,
+//! and the figures `/metrics` reports. The walks over the whole store run
+//! on the blocking pool, never on a runtime worker.
+
+use std::sync::atomic::Ordering;
+
+use super::Server;
+use crate::config::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
+use crate::error::ApiError;
+use crate::pb::etcdserverpb::StatusResponse;
+
+impl Server {
+    /// What `endpoint status` shows.
+    pub fn status(&self) -> StatusResponse {
+        let view = self.view();
+        let size = self.inner.storage.size_on_disk() as i64;
+        let rs = &self.inner.raft_state;
+        StatusResponse {
+            header: Some(self.header(view.revision)),
+            version: ETCD_VERSION.to_string(),
+            db_size: size,
+            leader: rs.leader.load(Ordering::Relaxed),
+            raft_index: rs.last_log_index.load(Ordering::Relaxed),
+            raft_term: rs.term.load(Ordering::Relaxed),
+            raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
+            errors: self.tls_warnings(),
+            db_size_in_use: size,
+            is_learner: self.is_learner(),
+        }
+    }
+
+    /// Defragment: the engine reclaims space on its own; make everything
+    /// durable. Returns the revision for the response header.
+    pub async fn defragment(&self) -> Result<i64, ApiError> {
+        self.inner
+            .storage
+            .flush()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(self.view().revision)
+    }
+
+    /// The hash of the store's history up to `revision` (0: all of it) and
+    /// the current revision, computed off the runtime's workers.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), ApiError> {
+        let view = self.view();
+        let (current, compact) = (view.revision, view.compact_revision);
+        let hashed = tokio::task::spawn_blocking(move || view.hash_kv(revision))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        Ok((hashed.0, current, compact))
+    }
+
+    /// A backup of the current store (`etcdctl snapshot save`) and the
+    /// revision it holds, encoded off the runtime's workers.
+    pub async fn backup(&self) -> Result<(Vec<u8>, i64), ApiError> {
+        let view = self.view();
+        let revision = view.revision;
+        let bytes = tokio::task::spawn_blocking(move || crate::backup::write_backup(&view))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok((bytes, revision))
+    }
+
+    /// What `/metrics` reports about this member.
+    pub fn metrics_figures(&self) -> crate::metrics::NodeFigures {
+        let s = &self.inner.raft_state;
+        let leader = s.leader.load(Ordering::Relaxed);
+        let view = self.view();
+        crate::metrics::NodeFigures {
+            member_id: self.inner.identity.member_id,
+            has_leader: leader != 0,
+            is_leader: leader == self.inner.identity.member_id,
+            is_learner: s.is_learner.load(Ordering::Relaxed),
+            leader_changes: s.leader_changes.load(Ordering::Relaxed),
+            term: s.term.load(Ordering::Relaxed),
+            applied_index: s.applied_index.load(Ordering::Relaxed),
+            last_log_index: s.last_log_index.load(Ordering::Relaxed),
+            db_size: self.inner.storage.size_on_disk(),
+            keys: view.live_keys(),
+            revision: view.revision,
+            compact_revision: view.compact_revision,
+            server_version: ETCD_VERSION,
+            cluster_version: ETCD_CLUSTER_VERSION,
+        }
+    }
+}
