@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Side-by-side benchmark: raftcd against a real etcd 3.4 on the same machine.
 //!
 //! Run with `cargo bench --bench compare -- [--duration-secs N]

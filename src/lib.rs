@@ -2,31 +2,34 @@
 //! API, built on openraft and sled, that a program embeds or runs as one
 //! binary.
 //!
-//! Data flows one way:
+//! Data flows one way (see `docs/architecture.md` and the `layering` tests
+//! that keep it so):
 //!
 //! ```text
-//! api/ (gRPC + HTTP) ──write──▶ raft/ (openraft: log on storage) ──committed──▶ mvcc/ (state machine)
-//!        │   (a follower forwards the write to the leader over the peer service)
-//!        └──read: linearize via Raft (a follower asks the leader for the read
-//!           index), then read the published mvcc::View (lock-free)
+//! api/ (thin gRPC + HTTP adapters) ─▶ server/ (check, propose or linearized
+//!   read, header) ─▶ raft/ (group commit, openraft, log on storage) ─▶
+//!   mvcc/ (apply; publish the view) ─▶ watch/ (fan-out to watchers)
 //! ```
 //!
-//! * [`config`]: etcd-compatible flags into one [`Config`].
+//! * [`codec`], [`pb`], [`duration`]: encodings and parsers at the bottom.
 //! * [`storage`]: the single narrow interface to the storage engine (sled).
-//! * [`mvcc`]: revisions, key history, txn, compaction; deterministic.
-//! * [`raft`]: openraft glue: log store, state machine, the peer network
-//!   (client and server of `proto/raftcd/peer.proto`).
-//! * [`cluster`]: membership, forwarding to the leader, read index, joining.
-//! * [`watch`]: fan-out of applied events to watch streams, history replay.
+//! * [`config`]: the validated [`Config`]; [`net`]: listeners.
+//! * [`mvcc`]: revisions, key history, txn, compaction, leases; deterministic.
+//! * [`error`]: [`ApiError`], how a request ends, in etcd's words.
+//! * [`watch`], [`lessor`]: watch fan-out; the leader's lease deadlines.
+//! * [`raft`]: openraft glue: log store, state machine, proposer, the peer
+//!   network (client and server of `proto/raftcd/peer.proto`).
+//! * [`backup`]: the backup file format and `snapshot restore`.
+//! * [`server`]: a member's core: start, leader ops, membership, joining,
+//!   KV and lease services over Raft.
 //! * [`api`]: etcd's gRPC services and HTTP endpoints, one file each.
-//! * [`lessor`]: the leader's lease deadlines, keep-alives and expiry ticker.
-//! * [`node`]: wiring; [`Node::start`] is the one start function.
 //! * [`client`]: the in-process KV handle for embedding programs.
+//! * [`node`]: [`Node::start`], the one start function: the core wired to
+//!   its listeners.
+//! * [`cli`]: the binary's flags and subcommands.
 //! * [`tls`]: rustls server and client configurations (ring provider);
 //!   [`tls::client_channel`] connects to a TLS raftcd with a client
-//!   certificate.
-//! * [`certs`]: `raftcd certs`, a small CA making server, peer and client
-//!   certificates.
+//!   certificate. [`certs`]: `raftcd certs`, a small CA.
 //!
 //! Embedding a single node needs no ports:
 //!

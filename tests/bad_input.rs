@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Bad requests and bad flags.
 //!
 //! Every bad request gets etcd's gRPC code and message and changes nothing

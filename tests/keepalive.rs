@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Clients' HTTP/2 keepalive pings never get their connection closed, and
 //! idle connections stay open.
 //!

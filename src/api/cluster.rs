@@ -1,6 +1,6 @@
 //! etcd's Cluster service: member list, add (voter or learner), remove,
 //! update (peer URLs) and promote. Changes run on the leader (forwarded
-//! there by any member, see [`crate::cluster`]); the list is this member's
+//! there by any member, see `server::leader`); the list is this member's
 //! view of the membership, as in etcd 3.4.
 
 use tonic::{Request, Response, Status};

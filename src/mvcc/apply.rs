@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::command::{Command, LeaseRefresh, MvccError, Reply};
+use super::command::{Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
 use super::record::{LeaseRecord, Record};
 use super::view::{live_at, Rev, View};
@@ -40,9 +40,10 @@ pub enum Change {
     LeaseRemove { id: i64 },
 }
 
-/// The outcome of applying one command.
-pub struct Applied {
-    pub reply: Reply,
+/// The outcome of applying one command (`R` = [`Reply`]) or one Raft entry's
+/// [`Proposal`] (`R` = [`ProposalReply`]).
+pub struct Applied<R = Reply> {
+    pub reply: R,
     /// The new view to publish (unchanged on error).
     pub view: View,
     pub changes: Vec<Change>,
@@ -59,7 +60,6 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
         Command::Txn(req) => a.txn_top(req).map(Reply::Txn),
         Command::Compact(req) => a.compact(req).map(Reply::Compact),
-        Command::Batch(cmds) => return apply_batch(view, cmds),
         Command::LeaseGrant {
             id,
             ttl,
@@ -89,24 +89,38 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
     }
 }
 
-/// Apply each command of a batch in order, each on its own.
-fn apply_batch(view: &View, cmds: &[Command]) -> Applied {
-    let mut out = Applied {
-        reply: Reply::None,
-        view: view.clone(),
-        changes: Vec::new(),
-        events: Vec::new(),
-    };
-    let mut replies = Vec::with_capacity(cmds.len());
-    for c in cmds {
-        let a = apply(&out.view, c);
-        out.view = a.view;
-        out.changes.extend(a.changes);
-        out.events.extend(a.events);
-        replies.push(a.reply);
+/// Apply a Raft entry's proposal: each command in order, each on its own
+/// with its own revision, as if proposed separately.
+pub fn apply_proposal(view: &View, proposal: &Proposal) -> Applied<ProposalReply> {
+    match proposal {
+        Proposal::One(cmd) => {
+            let a = apply(view, cmd);
+            Applied {
+                reply: ProposalReply::One(a.reply),
+                view: a.view,
+                changes: a.changes,
+                events: a.events,
+            }
+        }
+        Proposal::Batch(cmds) => {
+            let mut view = view.clone();
+            let (mut changes, mut events) = (Vec::new(), Vec::new());
+            let mut replies = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                let a = apply(&view, c);
+                view = a.view;
+                changes.extend(a.changes);
+                events.extend(a.events);
+                replies.push(a.reply);
+            }
+            Applied {
+                reply: ProposalReply::Batch(replies),
+                view,
+                changes,
+                events,
+            }
+        }
     }
-    out.reply = Reply::Batch(replies);
-    out
 }
 
 struct Applier {
@@ -529,6 +543,39 @@ mod tests {
             },
             v.revision,
         )
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_on_its_own_in_order() {
+        let v = View::default();
+        let cmd = |k: &str| {
+            Command::Put(PutRequest {
+                key: k.to_string().into(),
+                value: "v".into(),
+                ..Default::default()
+            })
+        };
+        let bad = Command::Put(PutRequest::default());
+        let batch = Proposal::Batch(vec![cmd("a"), bad, cmd("b")]);
+        let a = apply_proposal(&v, &batch);
+        let ProposalReply::Batch(replies) = &a.reply else {
+            panic!("{:?}", a.reply)
+        };
+        let revs: Vec<_> = replies
+            .iter()
+            .map(|r| match r {
+                Reply::Put(p) => p.header.as_ref().map_or(0, |h| h.revision),
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(revs, [2, -1, 3]);
+        assert_eq!(
+            (a.view.revision, a.changes.len(), a.events.len()),
+            (3, 2, 2)
+        );
+        let one = apply_proposal(&v, &Proposal::One(cmd("a")));
+        assert!(matches!(one.reply, ProposalReply::One(Reply::Put(_))));
+        assert_eq!(one.view.revision, 2);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! deletes the same keys at the same revision.
 //!
 //! Attached keys are not persisted separately: a key belongs to the lease
-//! recorded in its latest live revision, so [`View::attach_lease_keys`]
+//! recorded in its latest live revision, so [`super::View::attach_lease_keys`]
 //! rebuilds the key sets from the key index after a restart or a snapshot.
 
 use bytes::Bytes;

@@ -1,5 +1,9 @@
 //! Request checks made before a write is proposed, as etcd's API layer makes
 //! them: they reject malformed requests without touching the log.
+//!
+//! [`check_command`] is the one check every command passes before it is
+//! proposed, whether a client sent it here, a peer forwarded it, or this
+//! member's lessor made it.
 
 use prost::Message;
 
@@ -95,9 +99,6 @@ pub fn check_command(cmd: &Command, origin: Origin, limits: &Limits) -> Result<(
             Err(Rejected::TooLarge)
         }
         Command::LeaseCheckpoint { .. } => Ok(()),
-        Command::Batch(_) => Err(Rejected::NotAllowed(
-            "batches are made by the leader's proposer only",
-        )),
     }
 }
 
@@ -283,5 +284,202 @@ mod tests {
         );
         let many: Vec<RequestOp> = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert_eq!(check_txn(&t(many, vec![]), 128), Err(MvccError::TooManyOps));
+    }
+
+    const LIMITS: Limits = Limits {
+        max_request_bytes: 1024,
+        max_txn_ops: 128,
+    };
+
+    fn check(cmd: &Command, origin: Origin) -> Result<(), Rejected> {
+        check_command(cmd, origin, &LIMITS)
+    }
+
+    fn put_cmd(key: &str, value_len: usize) -> Command {
+        Command::Put(PutRequest {
+            key: key.to_string().into(),
+            value: vec![b'v'; value_len].into(),
+            ..Default::default()
+        })
+    }
+
+    /// A txn nested `depth` txns deep, one put at the bottom.
+    fn nested_txn(depth: usize) -> TxnRequest {
+        let mut t = TxnRequest {
+            success: vec![put("k")],
+            ..Default::default()
+        };
+        for _ in 0..depth {
+            t = TxnRequest {
+                success: vec![RequestOp {
+                    request: Some(Request::RequestTxn(t)),
+                }],
+                ..Default::default()
+            };
+        }
+        t
+    }
+
+    #[test]
+    fn puts_deletes_and_txns_are_checked_and_bounded_in_size() {
+        for origin in [Origin::Client, Origin::Peer, Origin::Internal] {
+            assert_eq!(check(&put_cmd("k", 10), origin), Ok(()));
+            assert_eq!(
+                check(&put_cmd("", 10), origin),
+                Err(Rejected::Mvcc(MvccError::EmptyKey))
+            );
+            assert_eq!(check(&put_cmd("k", 2000), origin), Err(Rejected::TooLarge));
+        }
+        let del = |key: &str, end: &str| {
+            Command::DeleteRange(DeleteRangeRequest {
+                key: key.to_string().into(),
+                range_end: end.to_string().into(),
+                prev_kv: false,
+            })
+        };
+        assert_eq!(check(&del("a", "b"), Origin::Peer), Ok(()));
+        assert_eq!(
+            check(&del("", "b"), Origin::Peer),
+            Err(Rejected::Mvcc(MvccError::EmptyKey))
+        );
+        assert_eq!(
+            check(&del("a", &"z".repeat(2000)), Origin::Peer),
+            Err(Rejected::TooLarge)
+        );
+        let txn = |success: Vec<RequestOp>| {
+            Command::Txn(TxnRequest {
+                success,
+                ..Default::default()
+            })
+        };
+        assert_eq!(check(&txn(vec![put("a"), put("b")]), Origin::Peer), Ok(()));
+        assert_eq!(
+            check(&txn(vec![put("a"), put("a")]), Origin::Peer),
+            Err(Rejected::Mvcc(MvccError::DuplicateKey))
+        );
+        let many = (0..129).map(|i| put(&format!("{i}"))).collect();
+        let roomy = Limits {
+            max_request_bytes: 1 << 20,
+            ..LIMITS
+        };
+        assert_eq!(
+            check_command(&txn(many), Origin::Peer, &roomy),
+            Err(Rejected::Mvcc(MvccError::TooManyOps))
+        );
+        let big = (0..100).map(|i| put(&format!("key-{i:020}"))).collect();
+        assert_eq!(check(&txn(big), Origin::Peer), Err(Rejected::TooLarge));
+    }
+
+    #[test]
+    fn compaction_below_any_revision_is_compacted() {
+        let compact = |revision| {
+            Command::Compact(crate::pb::etcdserverpb::CompactionRequest {
+                revision,
+                physical: false,
+            })
+        };
+        assert_eq!(check(&compact(5), Origin::Client), Ok(()));
+        // As etcd: 0 is left to the store (accepted on a never-compacted one).
+        assert_eq!(check(&compact(0), Origin::Client), Ok(()));
+        for rev in [-1, i64::MIN] {
+            assert_eq!(
+                check(&compact(rev), Origin::Peer),
+                Err(Rejected::Mvcc(MvccError::Compacted))
+            );
+        }
+    }
+
+    #[test]
+    fn lease_grants_and_revokes_need_an_id_and_a_sane_ttl() {
+        let grant = |id, ttl| Command::LeaseGrant {
+            id,
+            ttl,
+            granted_ms: 1,
+        };
+        assert_eq!(check(&grant(7, 60), Origin::Client), Ok(()));
+        assert_eq!(check(&grant(-7, 1), Origin::Peer), Ok(()));
+        assert_eq!(check(&grant(7, MAX_LEASE_TTL), Origin::Peer), Ok(()));
+        assert_eq!(
+            check(&grant(0, 60), Origin::Client),
+            Err(Rejected::Mvcc(MvccError::LeaseNotFound))
+        );
+        for ttl in [0, -5, MAX_LEASE_TTL + 1, i64::MAX] {
+            assert_eq!(
+                check(&grant(7, ttl), Origin::Peer),
+                Err(Rejected::Mvcc(MvccError::LeaseTtlTooLarge)),
+                "ttl {ttl}"
+            );
+        }
+        assert_eq!(check(&Command::LeaseRevoke { id: 7 }, Origin::Peer), Ok(()));
+        assert_eq!(
+            check(&Command::LeaseRevoke { id: 0 }, Origin::Client),
+            Err(Rejected::Mvcc(MvccError::LeaseNotFound))
+        );
+    }
+
+    #[test]
+    fn only_this_leaders_lessor_makes_checkpoints_and_they_are_bounded() {
+        use super::super::command::LeaseRefresh;
+        let checkpoint = |n| Command::LeaseCheckpoint {
+            refreshes: vec![
+                LeaseRefresh {
+                    id: 1,
+                    refreshed_ms: 2,
+                };
+                n
+            ],
+        };
+        assert_eq!(check(&checkpoint(3), Origin::Internal), Ok(()));
+        for origin in [Origin::Client, Origin::Peer] {
+            let refused = check(&checkpoint(3), origin);
+            assert!(
+                matches!(refused, Err(Rejected::NotAllowed(_))),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            check(&checkpoint(MAX_CHECKPOINT_REFRESHES), Origin::Internal),
+            Ok(())
+        );
+        assert_eq!(
+            check(&checkpoint(MAX_CHECKPOINT_REFRESHES + 1), Origin::Internal),
+            Err(Rejected::TooLarge)
+        );
+        assert_eq!(
+            Rejected::NotAllowed("lease checkpoints are made by the leader's lessor only")
+                .to_string(),
+            "command not allowed: lease checkpoints are made by the leader's lessor only"
+        );
+    }
+
+    #[test]
+    fn nested_txns_deeper_than_prosts_limit_do_not_decode() {
+        // prost (without `no-recursion-limit`) allows 100 nested messages;
+        // each txn level is two (RequestOp, TxnRequest).
+        let shallow = nested_txn(40);
+        let back = TxnRequest::decode(shallow.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, shallow);
+        let deep = nested_txn(100).encode_to_vec();
+        let err = TxnRequest::decode(deep.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+        // Nor inside a Raft entry.
+        use super::super::command::Proposal;
+        use crate::storage::{decode, encode, Space};
+        let entry = encode(&Proposal::One(Command::Txn(nested_txn(100))));
+        assert!(decode::<Proposal>(Space::Log, &entry).is_err());
+        let entry = encode(&Proposal::One(Command::Txn(shallow)));
+        assert!(decode::<Proposal>(Space::Log, &entry).is_ok());
+    }
+
+    #[test]
+    fn checking_a_txn_nested_a_hundred_deep_does_not_overflow_the_stack() {
+        let ok = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| check_txn(&nested_txn(100), 128).is_ok())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(ok);
+        assert_eq!(check(&Command::Txn(nested_txn(100)), Origin::Peer), Ok(()));
     }
 }

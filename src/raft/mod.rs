@@ -14,7 +14,7 @@ pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mvcc::{Command, Reply};
+use crate::mvcc::command::{Proposal, ProposalReply};
 
 /// What the cluster knows about one member (the Raft `Node` type).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +32,8 @@ impl std::fmt::Display for MemberInfo {
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Command,
-        R = Reply,
+        D = Proposal,
+        R = ProposalReply,
         NodeId = u64,
         Node = MemberInfo,
         Entry = openraft::Entry<TypeConfig>,

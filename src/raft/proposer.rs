@@ -4,10 +4,13 @@
 //! append waits for a durable flush. Under concurrent load that would cost
 //! one flush per request. The proposer queues client commands and, whenever
 //! a proposal slot is free, proposes everything queued so far as one
-//! [`Command::Batch`] entry: while one batch is being flushed the next one
+//! [`Proposal::Batch`] entry: while one batch is being flushed the next one
 //! fills up, so the batch size follows the load by itself (1 when idle).
 //! Each command in a batch is still applied on its own with its own
 //! revision, and each caller gets its own reply.
+//!
+//! Every command is checked ([`check_command`]) before it is queued: this is
+//! the one place all writes pass, from clients, peers and the lessor alike.
 
 use std::sync::Arc;
 
@@ -15,6 +18,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Raft;
+use crate::mvcc::command::Proposal;
+use crate::mvcc::validate::{check_command, Limits, Origin, Rejected};
 use crate::mvcc::{Command, Reply};
 
 /// Most commands in one batch.
@@ -33,6 +38,8 @@ pub enum ProposeError {
     Stopped,
     /// Any other Raft error (e.g. a membership change in progress).
     Other(String),
+    /// The command failed its check; nothing was proposed.
+    Rejected(Rejected),
 }
 
 struct Pending {
@@ -44,18 +51,22 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
+    limits: Limits,
 }
 
 impl Proposer {
-    /// Start the proposer for `raft`; it stops when every handle is dropped.
-    pub fn start(raft: Raft) -> Self {
+    /// Start the proposer for `raft`, checking commands against `limits`; it
+    /// stops when every handle is dropped.
+    pub fn start(raft: Raft, limits: Limits) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, rx));
-        Self { tx }
+        Self { tx, limits }
     }
 
-    /// Propose `cmd` and wait for its reply from the state machine.
-    pub async fn propose(&self, cmd: Command) -> Result<Reply, ProposeError> {
+    /// Check `cmd` as coming from `origin`, propose it and wait for its reply
+    /// from the state machine.
+    pub async fn propose(&self, cmd: Command, origin: Origin) -> Result<Reply, ProposeError> {
+        check_command(&cmd, origin, &self.limits).map_err(ProposeError::Rejected)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { cmd, reply })
@@ -91,30 +102,25 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
 }
 
 async fn propose_batch(raft: &Raft, batch: Vec<Pending>) {
-    let (mut cmds, mut waiters): (Vec<Command>, Vec<_>) =
+    let (cmds, waiters): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    let single = cmds.len() == 1;
-    let cmd = match cmds.pop() {
-        Some(only) if single => only,
-        Some(last) => {
-            cmds.push(last);
-            Command::Batch(cmds)
-        }
-        None => return,
+    let proposal = match <[Command; 1]>::try_from(cmds) {
+        Ok([only]) => Proposal::One(only),
+        Err(cmds) if cmds.is_empty() => return,
+        Err(cmds) => Proposal::Batch(cmds),
     };
-    match raft.client_write(cmd).await {
-        Ok(resp) => match resp.data {
-            Reply::Batch(replies) if !single => {
-                for (w, r) in waiters.into_iter().zip(replies) {
-                    let _ = w.send(Ok(r));
-                }
+    match raft.client_write(proposal).await {
+        Ok(resp) => {
+            let replies = resp.data.into_replies();
+            let missing = waiters.len().saturating_sub(replies.len());
+            if missing > 0 {
+                // Cannot happen: the state machine answers every command.
+                tracing::error!(missing, "fewer replies than commands in a batch");
             }
-            reply => {
-                if let Some(w) = waiters.pop() {
-                    let _ = w.send(Ok(reply));
-                }
+            for (w, r) in waiters.into_iter().zip(replies) {
+                let _ = w.send(Ok(r));
             }
-        },
+        }
         Err(e) => {
             let err = match e {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {

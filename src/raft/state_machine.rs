@@ -24,13 +24,14 @@ use openraft::{
 use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
-use crate::mvcc::apply::{apply, Change};
+use crate::mvcc::apply::{apply_proposal, Change};
+use crate::mvcc::command::ProposalReply;
 use crate::mvcc::lease::Lease;
 use crate::mvcc::record::{
     encode_view, lease_key, parse_lease_key, parse_record_key, record_key, LeaseRecord, Record,
     SnapshotBody,
 };
-use crate::mvcc::{Command, ReadView, Reply, View};
+use crate::mvcc::{ReadView, View};
 use crate::pb::mvccpb::Event;
 use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
 
@@ -412,7 +413,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, RaftStorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalReply>, RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -428,19 +429,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => replies.push(Reply::None),
+                EntryPayload::Blank => replies.push(ProposalReply::default()),
                 EntryPayload::Membership(m) => {
                     self.set_membership(StoredMembership::new(Some(entry.log_id), m), &mut batch);
-                    replies.push(Reply::None);
+                    replies.push(ProposalReply::default());
                 }
                 EntryPayload::Normal(cmd) => {
                     if let Some(c) = &mut self.snapshots {
-                        c.since += match &cmd {
-                            Command::Batch(cmds) => cmds.len() as u64,
-                            _ => 1,
-                        };
+                        c.since += cmd.commands().len() as u64;
                     }
-                    let applied = apply(&view, &cmd);
+                    let applied = apply_proposal(&view, &cmd);
                     for change in applied.changes {
                         match change {
                             Change::Put { main, sub, record } => {
@@ -552,14 +550,15 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mvcc::Command;
+    use crate::mvcc::command::Proposal;
+    use crate::mvcc::{Command, Reply};
     use crate::pb::etcdserverpb::PutRequest;
     use crate::storage::Pair;
 
-    fn entry(index: u64, cmd: Command) -> Entry {
+    fn entry(index: u64, cmd: impl Into<Proposal>) -> Entry {
         Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(cmd),
+            payload: EntryPayload::Normal(cmd.into()),
         }
     }
 
@@ -605,7 +604,9 @@ mod tests {
         ];
         let replies = sm.apply(entries).await.unwrap();
         assert!(
-            replies.iter().all(|r| !matches!(r, Reply::Error(_))),
+            replies
+                .iter()
+                .all(|r| !matches!(r, ProposalReply::One(Reply::Error(_)))),
             "{replies:?}"
         );
         let view = sm.read_view().load();
@@ -712,7 +713,10 @@ mod tests {
             physical: false,
         });
         let replies = sm.apply(vec![entry(31, compact)]).await.unwrap();
-        assert!(matches!(replies[0], Reply::Compact(_)), "{replies:?}");
+        assert!(
+            matches!(replies[0], ProposalReply::One(Reply::Compact(_))),
+            "{replies:?}"
+        );
         let view = sm.read_view().load();
         // Per key, the newest revision at or below 28 and everything after.
         assert_eq!(view.index.values().map(|h| h.len()).sum::<usize>(), 6);
@@ -745,7 +749,7 @@ mod tests {
         let mut sm = StateMachine::open(Storage::open(dir.path()).unwrap()).unwrap();
         let mut due = sm.snapshot_every(3);
         // One entry carrying a batch of 4 requests: due at once.
-        let batch = Command::Batch((0..4).map(|i| put(&format!("b{i}"), 0)).collect());
+        let batch = Proposal::Batch((0..4).map(|i| put(&format!("b{i}"), 0)).collect());
         sm.apply(vec![entry(1, batch)]).await.unwrap();
         assert!(due.try_recv().is_ok());
         // Two single requests: not yet; the third makes it due again.

@@ -80,19 +80,28 @@ impl Server {
     /// whatever path it came by (a client here, a peer forwarding one, this
     /// member's lessor).
     pub(super) fn check_command(&self, cmd: &Command, origin: Origin) -> Result<(), ApiError> {
-        let config = &self.inner.config;
-        let limits = Limits {
-            max_request_bytes: config.max_request_bytes,
-            max_txn_ops: config.max_txn_ops,
-        };
-        validate::check_command(cmd, origin, &limits).map_err(|r| match r {
+        validate::check_command(cmd, origin, &self.limits()).map_err(|r| self.rejected(r, origin))
+    }
+
+    /// A refused command, in etcd's words.
+    pub(super) fn rejected(&self, r: Rejected, origin: Origin) -> ApiError {
+        match r {
             Rejected::Mvcc(e) => ApiError::Mvcc(e),
             Rejected::TooLarge => ApiError::RequestTooLarge,
             Rejected::NotAllowed(why) => {
                 tracing::warn!(?origin, why, "refused a command");
                 ApiError::NotAllowed(why.to_string())
             }
-        })
+        }
+    }
+
+    /// The request limits every command is checked against.
+    pub(super) fn limits(&self) -> Limits {
+        let config = &self.inner.config;
+        Limits {
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+        }
     }
 
     /// Propose `cmd` and wait for its reply: on the leader, or forwarded to

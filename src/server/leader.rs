@@ -128,17 +128,17 @@ impl Server {
         }
     }
 
-    /// Validate `cmd` as coming from `origin`, then propose it through the
-    /// group-commit proposer (forwarded writes join the leader's batches
-    /// like local ones) and wait for the state machine's reply.
+    /// Propose `cmd` through the group-commit proposer (forwarded writes
+    /// join the leader's batches like local ones), which checks it as coming
+    /// from `origin` first, and wait for the state machine's reply.
     async fn propose(&self, cmd: Command, origin: Origin) -> Result<Reply, Refusal> {
-        self.check_command(&cmd, origin)?;
-        match self.inner.proposer.propose(cmd).await {
+        match self.inner.proposer.propose(cmd, origin).await {
             Ok(Reply::Error(e)) => Err(Refusal::Api(ApiError::Mvcc(e))),
             Ok(reply) => Ok(reply),
             Err(ProposeError::NotLeader(hint)) => Err(Refusal::NotLeader(hint)),
             Err(ProposeError::Stopped) => Err(Refusal::Api(ApiError::Stopped)),
             Err(ProposeError::Other(e)) => Err(Refusal::Api(ApiError::Internal(e))),
+            Err(ProposeError::Rejected(r)) => Err(Refusal::Api(self.rejected(r, origin))),
         }
     }
 

@@ -25,7 +25,7 @@ pub mod maintenance;
 pub mod membership;
 pub mod open;
 pub mod ops;
-mod tasks;
+pub mod tasks;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -136,11 +136,15 @@ impl Server {
             },
         );
         let lessor = crate::lessor::Lessor::new(identity.member_id, &config);
+        let limits = crate::mvcc::validate::Limits {
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+        };
         let inner = Arc::new(Inner {
             config,
             identity,
             storage,
-            proposer: Proposer::start(raft.clone()),
+            proposer: Proposer::start(raft.clone(), limits),
             raft,
             view,
             raft_state,
