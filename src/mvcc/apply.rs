@@ -555,7 +555,8 @@ mod tests {
                 ..Default::default()
             })
         };
-        let bad = Command::Put(PutRequest::default());
+        // Rejected by the store: no such lease.
+        let bad = Command::LeaseRevoke { id: 99 };
         let batch = Proposal::Batch(vec![cmd("a"), bad, cmd("b")]);
         let a = apply_proposal(&v, &batch);
         let ProposalReply::Batch(replies) = &a.reply else {
