@@ -411,7 +411,19 @@ impl PeerTransport {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
-        let bytes = self.call(rpc, to, url, encode(req), timeout).await?;
+        self.call_encoded(rpc, to, url, encode(req), timeout).await
+    }
+
+    /// [`Self::call_typed`] with the request already encoded.
+    pub async fn call_encoded<Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let bytes = self.call(rpc, to, url, payload, timeout).await?;
         decode_wire(&bytes).map_err(|reason| PeerError::BadReply { to, reason })
     }
 }
@@ -471,14 +483,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 struct Message(String);
 
 impl PeerConnection {
-    async fn raft_call<Req, Resp, E>(
+    /// Send one Raft request, `payload` being its encoding.
+    async fn raft_call<Resp, E>(
         &self,
         rpc: Rpc,
-        req: &Req,
+        payload: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<u64, MemberInfo, RaftError<u64, E>>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -490,7 +502,7 @@ impl PeerConnection {
         }
         let reply: Result<Result<Resp, RaftError<u64, E>>, PeerError> = self
             .transport
-            .call_typed(rpc, self.target, &self.url, req, option.hard_ttl())
+            .call_encoded(rpc, self.target, &self.url, payload, option.hard_ttl())
             .await;
         match reply {
             Ok(Ok(resp)) => Ok(resp),
@@ -507,15 +519,23 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        // openraft bounds a batch by entry count only: send the longest
-        // prefix that fits the peer message limit and report how far it got
-        // (openraft sends the rest next). One entry always fits: a proposer
-        // batch is far below the limit (see `Config::max_peer_message_bytes`).
+        // openraft bounds a batch by entry count only: a request above the
+        // peer message limit is cut to the longest prefix that fits, and the
+        // reply says how far it got (openraft sends the rest next). One
+        // entry always fits: a proposer batch is far below the limit (see
+        // `Config::max_peer_message_bytes`). The request is encoded once;
+        // only an oversized one is sized entry by entry and encoded again.
         let all = rpc.entries.len();
-        let keep = fitting_prefix(&rpc.entries, self.transport.max_message());
-        rpc.entries.truncate(keep);
+        let max = self.transport.max_message();
+        let mut payload = encode(&rpc);
+        let mut keep = all;
+        if payload.len() > max {
+            keep = fitting_prefix(&rpc.entries, max);
+            rpc.entries.truncate(keep);
+            payload = encode(&rpc);
+        }
         let last = rpc.entries.last().map(|e| e.log_id);
-        let resp = self.raft_call(Rpc::AppendEntries, &rpc, &option).await?;
+        let resp = self.raft_call(Rpc::AppendEntries, payload, &option).await?;
         Ok(match resp {
             AppendEntriesResponse::Success if keep < all => {
                 tracing::debug!(
@@ -537,7 +557,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<u64>,
         RPCError<u64, MemberInfo, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.raft_call(Rpc::InstallSnapshot, &rpc, &option).await
+        self.raft_call(Rpc::InstallSnapshot, encode(&rpc), &option)
+            .await
     }
 
     async fn vote(
@@ -545,7 +566,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        self.raft_call(Rpc::Vote, &rpc, &option).await
+        self.raft_call(Rpc::Vote, encode(&rpc), &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
