@@ -6,11 +6,8 @@
 //! dir makes the binary exit non-zero at once with one clear error line that
 //! names the bad value, and never a panic.
 //!
-//! `RAFTCD_TEST_ORACLE=etcd cargo test --test bad_input requests` checks the
+//! `RAFTCD_TEST_ORACLE=etcd cargo test --test it bad_input::requests` checks the
 //! request expectations against the real etcd 3.4.
-
-mod common;
-mod target;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,8 +19,10 @@ use raftcd::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnio
 use raftcd::pb::etcdserverpb::kv_client::KvClient;
 use raftcd::pb::etcdserverpb::request_op::Request as Op;
 use raftcd::pb::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
-use target::Target;
 use tonic::Code;
+
+use crate::target::Target;
+use crate::{common, target};
 
 const TOO_LARGE: &str = "etcdserver: request is too large";
 
@@ -380,6 +379,7 @@ fn start_member(args: &[String], client: u16) -> std::process::Child {
 
 #[test]
 fn flags_data_dir_of_another_cluster_is_refused() {
+    let _machine = common::machine_share();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let (client, peer) = (common::free_port(), common::free_port());

@@ -2,15 +2,14 @@
 //! A member down while 100,000 writes (with compactions) land on the rest
 //! of a 3-member cluster rejoins by snapshot, converges to the same
 //! `hashkv`, and the data dirs stay bounded (the log is purged behind
-//! snapshots). Its own test binary: it loads the machine for about two
-//! minutes and must not slow the timing-sensitive failover tests.
+//! snapshots). It loads the machine for about two minutes and must not
+//! slow the timing-sensitive failover tests: it takes the machine alone
+//! (`common::machine_alone`), so no other test runs a server meanwhile.
 //! `CATCHUP_WRITES=20000` for a quicker run.
-
-mod common;
 
 use std::time::Duration;
 
-use common::cluster::{compact_now, converged, Cluster};
+use crate::common::cluster::{compact_now, converged, Cluster};
 
 /// Bytes under `dir`, recursively.
 fn dir_size(dir: &std::path::Path) -> u64 {
@@ -27,6 +26,7 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn member_down_for_100k_writes_rejoins_by_snapshot_with_a_bounded_log() {
+    let _alone = crate::common::machine_alone();
     let writes: usize = std::env::var("CATCHUP_WRITES")
         .ok()
         .and_then(|v| v.parse().ok())

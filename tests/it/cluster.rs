@@ -5,14 +5,13 @@
 //! cluster, membership changes, quorum loss, catch-up by snapshot, client
 //! and peer certificate auth with a set made by `raftcd certs`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::cluster::{
+use crate::common;
+use crate::common::cluster::{
     compact_now, converged, eventually, ClientTls, Cluster, Member, ELECTION_MS,
 };
-use common::free_port;
+use crate::common::free_port;
 
 fn ok(out: &common::Out) -> &str {
     assert_eq!(out.code, 0, "etcdctl failed: {out:?}");

@@ -3,13 +3,12 @@
 //! restart never re-applies an entry, and the data dir opens after being
 //! killed in the middle of writes, again and again.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{free_port, Server};
 use etcd_client::{Client, GetOptions};
+
+use crate::common::{free_port, Server};
 
 async fn connect(server: &Server) -> Client {
     Client::connect([server.endpoint()], None)

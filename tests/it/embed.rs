@@ -42,6 +42,7 @@ fn put_op(k: &str, v: &str) -> RequestOp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_kv_survives_shutdown_and_restart() {
+    let _machine = crate::common::machine_share();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("embedded.raftcd");
     let node = Node::start(Config::embedded(&dir)).await.expect("start");
@@ -157,6 +158,7 @@ async fn embedded_kv_survives_shutdown_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_compare_and_swap_has_one_winner() {
+    let _machine = crate::common::machine_share();
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(Config::embedded(tmp.path().join("race")))
         .await

@@ -4,18 +4,16 @@
 //! revision 1, every changing request adds one, a txn adds one however many
 //! writes it makes).
 //!
-//! `RAFTCD_TEST_ORACLE=etcd cargo test --test etcd_client` runs the same
+//! `RAFTCD_TEST_ORACLE=etcd cargo test --test it etcd_client::` runs the same
 //! assertions against the real etcd 3.4.
-
-mod common;
-mod target;
 
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, Error, GetOptions, GetResponse,
     KeyValue, PutOptions, ResponseHeader, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use target::Target;
 use tonic::Code;
+
+use crate::target::Target;
 
 async fn client(t: &Target) -> Client {
     Client::connect([t.endpoint()], None)

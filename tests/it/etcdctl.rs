@@ -11,9 +11,7 @@
 //! starts a fresh server (revision 1, first write gets 2) and states the
 //! revisions etcd would report.
 
-mod common;
-
-use common::{Out, Server};
+use crate::common::{Out, Server};
 
 // ---------------------------------------------------------------------------
 // Harness: a server, etcdctl runs, masking and comparison helpers.

@@ -2,12 +2,11 @@
 //! Group commit: concurrent writes share Raft entries (and so disk
 //! flushes), yet each gets its own revision and its own reply.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::Server;
 use etcd_client::Client;
+
+use crate::common::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_are_batched_but_keep_their_own_revisions() {

@@ -8,8 +8,6 @@
 //! After ~6 s idle both still answer on their first and only connection, and
 //! the pinging one has received the server's ping acks meanwhile.
 
-mod common;
-
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,13 +16,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Server;
 use hyper_util::rt::TokioIo;
 use raftcd::pb::etcdserverpb::kv_client::KvClient;
 use raftcd::pb::etcdserverpb::RangeRequest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::common::Server;
 
 /// Connections opened and bytes received through one connector.
 #[derive(Clone, Default)]

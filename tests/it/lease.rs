@@ -3,12 +3,12 @@
 //! lease commands, expiry deleting keys, keep-alive, restart, and the gRPC
 //! answers the etcd-client crate sees.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{free_port, Out, Server};
 use etcd_client::{Client, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+
+use crate::common;
+use crate::common::{free_port, Out, Server};
 
 fn ok(o: &Out) -> &str {
     assert_eq!(o.code, 0, "etcdctl failed: {o:?}");

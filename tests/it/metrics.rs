@@ -5,9 +5,7 @@
 //! from there (it fails with "Could not find: process_resident_memory_bytes"
 //! without it).
 
-mod common;
-
-use common::{http_get, Server};
+use crate::common::{http_get, Server};
 
 /// The value of the unlabeled sample `name` (or `name{labels}` exactly).
 fn sample(body: &str, name: &str) -> Option<f64> {

@@ -4,8 +4,6 @@
 //! keeps writing, the isolated old leader refuses linearizable reads instead
 //! of answering stale data, and after the partition heals it catches up.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +11,8 @@ use std::time::{Duration, Instant};
 use raftcd::raft::network::{Fault, FaultFilter, Rpc};
 use raftcd::{Config, Node};
 use url::Url;
+
+use crate::common;
 
 /// Cuts one member (by id) off from the others, both ways.
 struct Partition {
@@ -60,6 +60,7 @@ async fn serializable(node: &Node, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_leader_refuses_stale_reads_and_catches_up() {
+    let _machine = common::machine_share();
     let tmp = tempfile::tempdir().expect("tempdir");
     let cluster: Vec<(String, Vec<Url>)> = (1..=3)
         .map(|i| {

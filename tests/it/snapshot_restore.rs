@@ -3,11 +3,10 @@
 //! into a new data dir: the new member serves the same keys, revisions and
 //! history hash.
 
-mod common;
-
 use std::process::Command;
 
-use common::{free_port, Server};
+use crate::common;
+use crate::common::{free_port, Server};
 
 #[test]
 fn save_with_etcdctl_and_restore_with_raftcd() {

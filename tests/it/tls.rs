@@ -8,16 +8,15 @@
 //! certificates reload on SIGHUP and on file change; an embedding program
 //! serves TLS and connects with `raftcd::tls::client_channel`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl, free_port, raftcd_bin, Out};
 use x509_parser::prelude::*;
+
+use crate::common::{etcdctl, free_port, machine_share, raftcd_bin, Machine, Out};
 
 /// Run `raftcd certs ARGS` (in `dir` via `--dir`), expecting success.
 fn certs(dir: &Path, args: &[&str]) {
@@ -55,6 +54,7 @@ struct TlsServer {
     child: Option<Child>,
     port: u16,
     _data: tempfile::TempDir,
+    _machine: Machine,
 }
 
 impl TlsServer {
@@ -66,6 +66,7 @@ impl TlsServer {
     }
 
     fn start_with(certs: &Path, extra: &[&str], env: &[(&str, String)]) -> TlsServer {
+        let _machine = machine_share();
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = server_command(data.path(), port);
@@ -81,6 +82,7 @@ impl TlsServer {
             child: Some(child),
             port,
             _data: data,
+            _machine,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -744,6 +746,7 @@ async fn an_embedded_node_serves_tls_and_client_channel_connects() {
     use raftcd::pb::etcdserverpb::{PutRequest, RangeRequest};
     use raftcd::tls::TlsConfig;
 
+    let _machine = machine_share();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("certs");
     let other = tmp.path().join("other");

@@ -5,15 +5,13 @@
 //! `etcdctl watch` runs as a child process whose stdout is read line by line;
 //! every wait has a timeout and the child is killed at the end.
 
-mod common;
-mod target;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use target::Target;
+use crate::target::Target;
+use crate::{common, target};
 
 /// A running `etcdctl watch`.
 struct Watch {

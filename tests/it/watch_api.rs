@@ -6,9 +6,6 @@
 //! notifications, fragmentation and compacted start revisions.
 //! `RAFTCD_TEST_ORACLE=etcd` runs the same assertions against real etcd.
 
-mod common;
-mod target;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +17,12 @@ use raftcd::pb::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, WatchCancelRequest,
     WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
-use target::Target;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
+
+use crate::target::Target;
 
 struct Stream {
     tx: mpsc::Sender<WatchRequest>,

@@ -3,14 +3,12 @@
 //! crate against the real raftcd binary): exact delivery per watcher, and
 //! history replay from revision 1.
 
-mod common;
-mod watch_util;
-
 use std::time::Instant;
 
-use common::Server;
 use etcd_client::WatchOptions;
-use watch_util::*;
+
+use crate::common::Server;
+use crate::watch_util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_watchers_see_exactly_their_events() {

@@ -5,14 +5,12 @@
 //! watcher later catches up from history, or is canceled with the
 //! compaction revision if that history was compacted.
 
-mod common;
-mod watch_util;
-
 use std::time::Instant;
 
-use common::Server;
 use etcd_client::{DeleteOptions, WatchOptions};
-use watch_util::*;
+
+use crate::common::Server;
+use crate::watch_util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_watcher_does_not_block_or_bloat_the_server() {

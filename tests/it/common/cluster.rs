@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{etcdctl, free_port, http_get, raftcd_bin, Out};
+use super::{etcdctl, free_port, http_get, machine_share, raftcd_bin, Machine, Out};
 
 /// Raft timing used by cluster tests (etcd's flag names).
 pub const HEARTBEAT_MS: u64 = 50;
@@ -21,15 +21,6 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// etcdctl's flags for these files.
-    pub fn etcdctl_args(&self) -> Vec<String> {
-        vec![
-            format!("--cacert={}", self.ca),
-            format!("--cert={}", self.cert),
-            format!("--key={}", self.key),
-        ]
-    }
-
     /// `curl --cacert --cert --key url`: (exit code, body).
     pub fn curl(&self, url: &str) -> (i32, String) {
         let out = Command::new("curl")
@@ -221,6 +212,7 @@ pub struct Cluster {
     pub members: Vec<Member>,
     pub token: String,
     pub tmp: tempfile::TempDir,
+    _machine: Machine,
 }
 
 impl Cluster {
@@ -252,6 +244,7 @@ impl Cluster {
         client_tls: Option<ClientTls>,
         tmp: tempfile::TempDir,
     ) -> Cluster {
+        let _machine = machine_share();
         let token = "test-cluster".to_string();
         let mut members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -284,6 +277,7 @@ impl Cluster {
             members,
             token,
             tmp,
+            _machine,
         }
     }
 
@@ -320,8 +314,6 @@ impl Cluster {
         Some(Status {
             member_id: s["header"]["member_id"].as_u64()?,
             leader: s["leader"].as_u64()?,
-            raft_term: s["raftTerm"].as_u64()?,
-            raft_index: s["raftIndex"].as_u64().unwrap_or(0),
             is_learner: s["isLearner"].as_bool().unwrap_or(false),
         })
     }
@@ -365,8 +357,6 @@ impl Cluster {
 pub struct Status {
     pub member_id: u64,
     pub leader: u64,
-    pub raft_term: u64,
-    pub raft_index: u64,
     pub is_learner: bool,
 }
 

@@ -1,13 +1,15 @@
 //! Shared test harness: runs the real `raftcd` binary on free loopback ports
 //! with a temporary data dir, and runs the real `etcdctl` against it.
-#![allow(dead_code)]
 
 pub mod cluster;
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1.
@@ -18,6 +20,85 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
+/// The machine the tests share. They all run in one process, side by side on
+/// the harness's threads; a test that loads the whole machine for minutes
+/// (`catchup`, which had a test binary of its own for this) would slow the
+/// timing-sensitive ones (elections, lease expiry) into failing. So it takes
+/// the machine alone, and every server, cluster or embedded node a test
+/// starts holds a share of it: the two never run at the same time.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+enum Hold {
+    Shared {
+        _guard: RwLockReadGuard<'static, ()>,
+    },
+    Alone {
+        _guard: RwLockWriteGuard<'static, ()>,
+    },
+}
+
+thread_local! {
+    /// This thread's hold on [`MACHINE`] and how many [`Machine`]s use it: a
+    /// test that starts several servers takes the lock once (taking a read
+    /// lock twice on one thread can deadlock behind a waiting writer).
+    static HOLD: RefCell<(usize, Option<Hold>)> = const { RefCell::new((0, None)) };
+}
+
+/// A hold on the machine, released when the last one of its thread drops.
+/// Not `Send`: it belongs to the test thread that took it.
+pub struct Machine(PhantomData<*const ()>);
+
+impl Machine {
+    fn take(alone: bool) -> Machine {
+        HOLD.with(|h| {
+            let mut h = h.borrow_mut();
+            match (&h.1, alone) {
+                (None, false) => {
+                    let _guard = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
+                    h.1 = Some(Hold::Shared { _guard });
+                }
+                (None, true) => {
+                    let _guard = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+                    h.1 = Some(Hold::Alone { _guard });
+                }
+                (Some(Hold::Shared { .. }), true) => {
+                    panic!("take the machine alone before starting any server")
+                }
+                (Some(_), _) => {}
+            }
+            h.0 += 1;
+        });
+        Machine(PhantomData)
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let released = HOLD.with(|h| {
+            let mut h = h.borrow_mut();
+            h.0 -= 1;
+            if h.0 == 0 {
+                h.1.take()
+            } else {
+                None
+            }
+        });
+        drop(released);
+    }
+}
+
+/// A share of the machine, for a test that runs raftcd (a process or an
+/// embedded node) other than through [`Server`] or `Cluster`, which take it.
+pub fn machine_share() -> Machine {
+    Machine::take(false)
+}
+
+/// The machine alone: waits until no other test holds a share, and keeps
+/// every other test from starting a server until dropped.
+pub fn machine_alone() -> Machine {
+    Machine::take(true)
+}
+
 /// A raftcd process.
 pub struct Server {
     pub child: Option<Child>,
@@ -25,6 +106,7 @@ pub struct Server {
     pub dir: PathBuf,
     pub name: String,
     _tmp: Option<tempfile::TempDir>,
+    _machine: Machine,
 }
 
 pub fn raftcd_bin() -> &'static str {
@@ -44,6 +126,7 @@ impl Server {
     /// Start a server on `dir` and `port` with extra flags, and wait until
     /// it answers `/health`.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        let _machine = machine_share();
         let child = spawn(dir, port, extra);
         let mut s = Server {
             child: Some(child),
@@ -51,6 +134,7 @@ impl Server {
             dir: dir.to_path_buf(),
             name: "default".into(),
             _tmp: None,
+            _machine,
         };
         s.wait_ready(Duration::from_secs(30));
         s
@@ -219,16 +303,4 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Out {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code().unwrap_or(-1),
     }
-}
-
-/// Replace the numbers etcd and raftcd legitimately differ in (ids, terms,
-/// timings) with placeholders, for comparing outputs.
-pub fn mask(s: &str, ids: &[u64]) -> String {
-    let mut out = s.to_string();
-    for id in ids {
-        out = out
-            .replace(&id.to_string(), "<ID>")
-            .replace(&format!("{id:x}"), "<HEXID>");
-    }
-    out
 }

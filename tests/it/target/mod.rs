@@ -2,13 +2,12 @@
 //! `RAFTCD_TEST_ORACLE=etcd`, a fresh real etcd 3.4 (`/usr/bin/etcd`), so
 //! the same assertions can be checked against etcd itself: every expected
 //! value in these tests is etcd's behaviour, not raftcd's.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, http_get, member_args, Server};
+use crate::common::{free_port, http_get, machine_share, member_args, Machine, Server};
 
 pub enum Target {
     Raftcd {
@@ -19,6 +18,7 @@ pub enum Target {
         child: Child,
         port: u16,
         _tmp: tempfile::TempDir,
+        _machine: Machine,
     },
 }
 
@@ -33,11 +33,13 @@ impl Target {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
         if oracle_is_etcd() {
+            let _machine = machine_share();
             let (child, port) = spawn_etcd(&dir, extra);
             return Target::Etcd {
                 child,
                 port,
                 _tmp: tmp,
+                _machine,
             };
         }
         let server = Server::start_in(&dir, free_port(), extra);

@@ -1,7 +1,6 @@
 //! Helpers shared by the watch load tests (`watch_many`, `watch_slow`):
 //! a write load that records the events of every acknowledged write, and
 //! readers of watch streams.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

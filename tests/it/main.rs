@@ -1,0 +1,32 @@
+//! The integration tests, in one test binary (one link, one copy of the
+//! shared harness) instead of one binary per file: each former
+//! `tests/NAME.rs` is the module `NAME` here, so its tests are named
+//! `NAME::test_name` (`cargo test --test it NAME::` runs one of them).
+//!
+//! The modules run side by side in one process, on the harness's threads:
+//! a test that loads the whole machine takes [`common::machine_alone`],
+//! every process or node a test starts holds a share of the machine, so the
+//! two never overlap.
+
+mod common;
+mod target;
+mod watch_util;
+
+mod bad_input;
+mod catchup;
+mod cluster;
+mod durability;
+mod embed;
+mod etcd_client;
+mod etcdctl;
+mod group_commit;
+mod keepalive;
+mod lease;
+mod metrics;
+mod partition;
+mod snapshot_restore;
+mod tls;
+mod watch;
+mod watch_api;
+mod watch_many;
+mod watch_slow;
