@@ -14,30 +14,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etcd_client::{Client, DeleteOptions, Error, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use raftcd::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftcd::pb::etcdserverpb::kv_client::KvClient;
 use raftcd::pb::etcdserverpb::request_op::Request as Op;
 use raftcd::pb::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
 use tonic::Code;
 
+use crate::common::grpc;
 use crate::target::Target;
 use crate::{common, target};
 
 const TOO_LARGE: &str = "etcdserver: request is too large";
-
-async fn client(t: &Target) -> Client {
-    Client::connect([t.endpoint()], None)
-        .await
-        .expect("connect")
-}
-
-fn grpc(r: Result<impl std::fmt::Debug, Error>) -> (Code, String) {
-    match r {
-        Err(Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC error status, got {other:?}"),
-    }
-}
 
 fn err(code: Code, msg: &str) -> (Code, String) {
     (code, msg.to_string())
@@ -69,8 +57,7 @@ fn raw_put(key: &str, value: &str) -> RequestOp {
 
 #[tokio::test]
 async fn requests_oversized_are_rejected() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     c.put("keep", "me", None).await.unwrap();
     let before = state(&mut c).await;
     assert_eq!(before.0, 2);
@@ -107,8 +94,7 @@ async fn requests_oversized_are_rejected() {
 
 #[tokio::test]
 async fn requests_max_request_bytes_flag() {
-    let t = Target::start(&["--max-request-bytes", "1024"]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&["--max-request-bytes", "1024"]).await;
     let before = state(&mut c).await;
     assert_eq!(
         grpc(c.put("k", vec![b'x'; 2048], None).await),
@@ -121,8 +107,7 @@ async fn requests_max_request_bytes_flag() {
 
 #[tokio::test]
 async fn requests_malformed_change_nothing() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     c.put("a", "1", None).await.unwrap();
     c.put("b", "2", None).await.unwrap();
     let before = state(&mut c).await;
@@ -187,8 +172,7 @@ async fn requests_malformed_change_nothing() {
 /// refuses it with `InvalidArgument` and changes nothing.
 #[tokio::test]
 async fn requests_unknown_compare_target_and_result() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (t, mut c) = Target::with_client(&[]).await;
     c.put("a", "1", None).await.unwrap();
     let before = state(&mut c).await;
     let mut raw = KvClient::connect(t.url()).await.expect("raw connect");
@@ -234,8 +218,7 @@ async fn requests_unknown_compare_target_and_result() {
 
 #[tokio::test]
 async fn requests_max_txn_ops_flag() {
-    let t = Target::start(&["--max-txn-ops", "4"]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&["--max-txn-ops", "4"]).await;
     let ops = |n: usize| -> Vec<TxnOp> {
         (0..n)
             .map(|i| TxnOp::put(format!("op{i}"), "v", None))

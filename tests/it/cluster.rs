@@ -11,7 +11,7 @@ use crate::common;
 use crate::common::cluster::{
     compact_now, converged, eventually, ClientTls, Cluster, Member, ELECTION_MS,
 };
-use crate::common::free_port;
+use crate::common::{certs, free_port};
 
 fn ok(out: &common::Out) -> &str {
     assert_eq!(out.code, 0, "etcdctl failed: {out:?}");
@@ -185,17 +185,12 @@ fn three_members_replicate_fail_over_and_catch_up() {
         };
         bad.initial_cluster = format!("{},intruder={}", c.initial_cluster(), bad.peer_url());
         bad.spawn();
-        let code = bad.wait_exit(Duration::from_secs(15));
-        let log = bad.log();
-        assert!(
-            matches!(code, Some(c) if c != 0),
-            "{state}: intruder still running or exited 0: {code:?}\n{log}"
-        );
         let expected = match state {
             "existing" => "has another --initial-cluster-token",
             _ => "cluster id mismatch",
         };
-        assert!(log.contains(expected), "{state}: {log}");
+        let what = format!("{state}: intruder still running or exited 0");
+        bad.assert_exits(Duration::from_secs(15), &what, expected);
     }
     let refusals: usize = c
         .members
@@ -355,15 +350,10 @@ fn learner_joins_is_promoted_and_removed() {
         ok(&out).starts_with(&format!("Member {id:>16} removed from cluster ")),
         "{out:?}"
     );
-    let code = c.members[3].wait_exit(Duration::from_secs(10));
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "removed member still running"
-    );
-    assert!(
-        c.members[3].log().contains("was removed from cluster"),
-        "{}",
-        c.members[3].log()
+    c.members[3].assert_exits(
+        Duration::from_secs(10),
+        "removed member still running",
+        "was removed from cluster",
     );
     let list = ok(&c.etcdctl(&["member", "list"])).to_string();
     assert_eq!(list.lines().count(), 3, "{list}");
@@ -372,12 +362,10 @@ fn learner_joins_is_promoted_and_removed() {
 
     // Its data dir cannot rejoin either.
     c.members[3].spawn();
-    let code = c.members[3].wait_exit(Duration::from_secs(15));
-    assert!(matches!(code, Some(c) if c != 0), "removed member rejoined");
-    assert!(
-        c.members[3].log().contains("was removed from cluster"),
-        "{}",
-        c.members[3].log()
+    c.members[3].assert_exits(
+        Duration::from_secs(15),
+        "removed member rejoined",
+        "was removed from cluster",
     );
 }
 
@@ -404,13 +392,11 @@ fn a_learner_removed_while_down_stops_when_it_restarts() {
         "{out:?}"
     );
     m4.spawn();
-    let code = m4.wait_exit(Duration::from_secs(20));
-    let log = m4.log();
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "removed learner still running: {code:?}\n{log}"
+    m4.assert_exits(
+        Duration::from_secs(20),
+        "removed learner still running",
+        "was removed from cluster",
     );
-    assert!(log.contains("was removed from cluster"), "{log}");
     let list = ok(&c.etcdctl(&["member", "list"])).to_string();
     assert_eq!(list.lines().count(), 3, "{list}");
 }
@@ -518,19 +504,13 @@ fn lagging_member_catches_up_by_snapshot() {
 #[test]
 fn members_talk_over_mutual_tls() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let certs = tmp.path().join("certs");
-    let certs_cmd = |args: &[&str]| {
-        let out = std::process::Command::new(common::raftcd_bin())
-            .arg("certs")
-            .args(args)
-            .args(["--dir", &certs.display().to_string()])
-            .output()
-            .expect("raftcd certs");
-        assert!(out.status.success(), "{out:?}");
-    };
-    certs_cmd(&["init"]);
-    certs_cmd(&["peer", "--name", "member", "--hosts", "127.0.0.1"]);
-    let file = |f: &str| certs.join(f).display().to_string();
+    let certs_dir = tmp.path().join("certs");
+    certs(&certs_dir, &["init"]);
+    certs(
+        &certs_dir,
+        &["peer", "--name", "member", "--hosts", "127.0.0.1"],
+    );
+    let file = |f: &str| certs_dir.join(f).display().to_string();
     let (cert, key, ca) = (file("member.pem"), file("member-key.pem"), file("ca.pem"));
     let flags = [
         "--peer-cert-file",
@@ -560,18 +540,11 @@ fn members_talk_over_mutual_tls() {
     // A would-be member whose certificate comes from another CA is refused
     // in the handshake: it cannot even ask to join.
     let other = c.tmp.path().join("other-ca");
-    for args in [
-        &["init"][..],
+    certs(&other, &["init"]);
+    certs(
+        &other,
         &["peer", "--name", "member", "--hosts", "127.0.0.1"],
-    ] {
-        let out = std::process::Command::new(common::raftcd_bin())
-            .arg("certs")
-            .args(args)
-            .args(["--dir", &other.display().to_string()])
-            .output()
-            .expect("raftcd certs");
-        assert!(out.status.success(), "{out:?}");
-    }
+    );
     let other_file = |f: &str| other.join(f).display().to_string();
     let mut stranger = Member {
         name: "stranger".into(),
@@ -596,13 +569,7 @@ fn members_talk_over_mutual_tls() {
     };
     stranger.initial_cluster = format!("{},stranger={}", c.initial_cluster(), stranger.peer_url());
     stranger.spawn();
-    let code = stranger.wait_exit(Duration::from_secs(20));
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "stranger: {code:?}\n{}",
-        stranger.log()
-    );
-    assert!(stranger.log().contains("cannot join"), "{}", stranger.log());
+    stranger.assert_exits(Duration::from_secs(20), "stranger", "cannot join");
     assert_eq!(member_list(&mut c).len(), 3);
 }
 
@@ -680,17 +647,6 @@ fn peer_certificates_rotate_to_a_new_ca_while_the_cluster_runs() {
         (out.stdout.trim_end() == "after\nrotation").then_some(())
     });
     converged(&c, &[0, 1, 2]);
-}
-
-/// `raftcd certs ARGS --dir DIR`, which must succeed.
-fn certs(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new(common::raftcd_bin())
-        .arg("certs")
-        .args(args)
-        .args(["--dir", &dir.display().to_string()])
-        .output()
-        .expect("raftcd certs");
-    assert!(out.status.success(), "raftcd certs {args:?}: {out:?}");
 }
 
 /// A 3-member cluster with client AND peer certificate auth, from a set
@@ -843,13 +799,11 @@ fn a_peer_with_a_client_only_certificate_cannot_join() {
         child: None,
     };
     intruder.spawn();
-    let code = intruder.wait_exit(Duration::from_secs(20));
-    let log = intruder.log();
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "intruder still running or exited 0: {code:?}\n{log}"
+    intruder.assert_exits(
+        Duration::from_secs(20),
+        "intruder still running or exited 0",
+        "cannot join",
     );
-    assert!(log.contains("cannot join"), "{log}");
     let refused = c
         .members
         .iter()

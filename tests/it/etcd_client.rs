@@ -8,29 +8,26 @@
 //! assertions against the real etcd 3.4.
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, Error, GetOptions, GetResponse,
+    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, GetResponse,
     KeyValue, PutOptions, ResponseHeader, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use tonic::Code;
 
+use crate::common::grpc;
 use crate::target::Target;
 
-async fn client(t: &Target) -> Client {
-    Client::connect([t.endpoint()], None)
-        .await
-        .expect("connect")
+/// The `$variant` response in a txn's op responses, or a panic.
+macro_rules! op {
+    ($resp:expr, $variant:ident) => {
+        match $resp {
+            TxnOpResponse::$variant(r) => r,
+            other => panic!("expected {}, got {other:?}", stringify!($variant)),
+        }
+    };
 }
 
 fn rev(h: Option<&ResponseHeader>) -> i64 {
     h.expect("response header").revision()
-}
-
-/// The gRPC code and message of a failed request.
-fn grpc(r: Result<impl std::fmt::Debug, Error>) -> (Code, String) {
-    match r {
-        Err(Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC error status, got {other:?}"),
-    }
 }
 
 fn s(b: &[u8]) -> String {
@@ -38,7 +35,9 @@ fn s(b: &[u8]) -> String {
 }
 
 /// (key, value, create_revision, mod_revision, version, lease)
-fn kv(k: &KeyValue) -> (String, String, i64, i64, i64, i64) {
+type Kv = (String, String, i64, i64, i64, i64);
+
+fn kv(k: &KeyValue) -> Kv {
     (
         s(k.key()),
         s(k.value()),
@@ -46,6 +45,28 @@ fn kv(k: &KeyValue) -> (String, String, i64, i64, i64, i64) {
         k.mod_revision(),
         k.version(),
         k.lease(),
+    )
+}
+
+/// `kv` of the first key `get(key, opts)` returns.
+async fn first_kv(c: &mut Client, key: &str, opts: Option<GetOptions>) -> Kv {
+    kv(&c.get(key, opts).await.unwrap().kvs()[0])
+}
+
+/// `kv` of every key under `prefix`.
+async fn prefix_kvs(c: &mut Client, prefix: &str) -> Vec<Kv> {
+    let r = c
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    r.kvs().iter().map(kv).collect()
+}
+
+/// etcd's answer to a read or compaction at a revision not yet written.
+fn future() -> (Code, String) {
+    (
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision is a future revision".into(),
     )
 }
 
@@ -63,8 +84,7 @@ async fn current_rev(c: &mut Client) -> i64 {
 
 #[tokio::test]
 async fn put_get_delete_with_prev_kv_and_history() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
 
     let r = c.get("foo", None).await.unwrap();
     let h = r.header().unwrap();
@@ -147,7 +167,7 @@ async fn put_get_delete_with_prev_kv_and_history() {
     );
     assert_eq!(kv(&r.kvs()[0]), ("foo".into(), "bar".into(), 2, 2, 1, 0));
     assert_eq!(
-        kv(&c.get("foo", at(5)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "foo", at(5)).await,
         ("foo".into(), "baz".into(), 2, 3, 2, 0)
     );
     assert!(
@@ -155,23 +175,16 @@ async fn put_get_delete_with_prev_kv_and_history() {
         "deleted at 6"
     );
     assert_eq!(
-        kv(&c.get("other", at(6)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "other", at(6)).await,
         ("other".into(), "y".into(), 4, 5, 2, 0)
     );
-    assert_eq!(
-        grpc(c.get("foo", at(9)).await),
-        (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision".into()
-        )
-    );
+    assert_eq!(grpc(c.get("foo", at(9)).await), future());
     assert_eq!(current_rev(&mut c).await, 8);
 }
 
 #[tokio::test]
 async fn binary_keys_and_values() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     let every_byte: Vec<u8> = (0..=255u8).collect();
     let reversed: Vec<u8> = every_byte.iter().rev().copied().collect();
     let keys_in_order: Vec<Vec<u8>> = vec![
@@ -246,8 +259,7 @@ async fn binary_keys_and_values() {
 
 #[tokio::test]
 async fn range_forms_limit_count_keys_only() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     for (i, k) in ["a", "b", "c", "c/1", "c/2", "d"].iter().enumerate() {
         let p = c.put(*k, format!("v-{k}"), None).await.unwrap();
         assert_eq!(rev(p.header()), 2 + i as i64);
@@ -354,18 +366,12 @@ async fn sort_fixture(c: &mut Client) {
 
 #[tokio::test]
 async fn sort_filters_and_history() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     sort_fixture(&mut c).await;
     // k1: create 3, version 4, mod 11, "d"   k2: create 5, version 1, mod 5, "b"
     // k3: create 2, version 3, mod 10, "c"   k4: create 4, version 2, mod 9, "a"
-    let r = c
-        .get("k", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let got: Vec<_> = r.kvs().iter().map(kv).collect();
     assert_eq!(
-        got,
+        prefix_kvs(&mut c, "k").await,
         vec![
             ("k1".into(), "d".into(), 3, 11, 4, 0),
             ("k2".into(), "b".into(), 5, 5, 1, 0),
@@ -530,18 +536,14 @@ async fn sort_filters_and_history() {
     );
     assert_eq!(
         grpc(c.get("k1", Some(GetOptions::new().with_revision(12))).await),
-        (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision".into()
-        )
+        future()
     );
     assert_eq!(current_rev(&mut c).await, 11);
 }
 
 #[tokio::test]
 async fn put_ignore_value_and_ignore_lease() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     let not_found = (
         Code::InvalidArgument,
         "etcdserver: key not found".to_string(),
@@ -629,8 +631,7 @@ async fn put_ignore_value_and_ignore_lease() {
 
 #[tokio::test]
 async fn txn_compares_on_every_target() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     c.put("a", "1", None).await.unwrap(); // 2
     c.put("b", "2", None).await.unwrap(); // 3
     c.put("b", "22", None).await.unwrap(); // 4: b create 3, mod 4, version 2
@@ -725,9 +726,7 @@ async fn txn_compares_on_every_target() {
         assert_eq!(rev(r.header()), 6, "a read-only txn changes nothing");
         let ops = r.op_responses();
         assert_eq!(ops.len(), 1);
-        let TxnOpResponse::Get(g) = &ops[0] else {
-            panic!("expected a range response")
-        };
+        let g = op!(&ops[0], Get);
         assert_eq!(keys(g), [if want { "a" } else { "b" }]);
         assert_eq!(rev(g.header()), 6);
     }
@@ -736,8 +735,7 @@ async fn txn_compares_on_every_target() {
 
 #[tokio::test]
 async fn txn_writes_nested_txn_and_put_if_absent() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     c.put("a", "1", None).await.unwrap(); // 2
     c.put("b", "2", None).await.unwrap(); // 3
 
@@ -760,31 +758,21 @@ async fn txn_writes_nested_txn_and_put_if_absent() {
     assert_eq!(rev(r.header()), 4);
     let ops = r.op_responses();
     assert_eq!(ops.len(), 5);
-    let TxnOpResponse::Put(p) = &ops[0] else {
-        panic!("put")
-    };
+    let p = op!(&ops[0], Put);
     assert_eq!(rev(p.header()), 4);
     assert_eq!(
         kv(p.prev_key().unwrap()),
         ("a".into(), "1".into(), 2, 2, 1, 0)
     );
-    let TxnOpResponse::Put(p) = &ops[1] else {
-        panic!("put")
-    };
+    let p = op!(&ops[1], Put);
     assert_eq!((rev(p.header()), p.prev_key().is_none()), (4, true));
-    let TxnOpResponse::Delete(d) = &ops[2] else {
-        panic!("delete")
-    };
+    let d = op!(&ops[2], Delete);
     assert_eq!((rev(d.header()), d.deleted()), (4, 1));
     assert_eq!(kv(&d.prev_kvs()[0]), ("b".into(), "2".into(), 3, 3, 1, 0));
-    let TxnOpResponse::Get(g) = &ops[3] else {
-        panic!("get")
-    };
+    let g = op!(&ops[3], Get);
     assert_eq!(rev(g.header()), 4);
     assert_eq!(kv(&g.kvs()[0]), ("a".into(), "10".into(), 2, 4, 2, 0));
-    let TxnOpResponse::Get(g) = &ops[4] else {
-        panic!("get")
-    };
+    let g = op!(&ops[4], Get);
     assert_eq!(g.count(), 0, "deleted earlier in the txn");
     let r = c.get("c", None).await.unwrap();
     assert_eq!(kv(&r.kvs()[0]), ("c".into(), "3".into(), 4, 4, 1, 0));
@@ -801,9 +789,8 @@ async fn txn_writes_nested_txn_and_put_if_absent() {
         .unwrap();
     assert!(!r.succeeded());
     assert_eq!(rev(r.header()), 5);
-    let TxnOpResponse::Get(g) = &r.op_responses()[1] else {
-        panic!("get")
-    };
+    let ops = r.op_responses();
+    let g = op!(&ops[1], Get);
     assert_eq!(kv(&g.kvs()[0]), ("d".into(), "4".into(), 5, 5, 1, 0));
     assert_eq!(s(c.get("a", None).await.unwrap().kvs()[0].value()), "10");
 
@@ -867,9 +854,7 @@ async fn txn_writes_nested_txn_and_put_if_absent() {
     assert_eq!(rev(r.header()), 7);
     let ops = r.op_responses();
     assert_eq!(ops.len(), 3);
-    let TxnOpResponse::Txn(t1) = &ops[1] else {
-        panic!("nested txn")
-    };
+    let t1 = op!(&ops[1], Txn);
     assert!(!t1.succeeded());
     assert_eq!(
         rev(t1.header()),
@@ -878,26 +863,15 @@ async fn txn_writes_nested_txn_and_put_if_absent() {
     );
     let inner = t1.op_responses();
     assert_eq!(inner.len(), 2);
-    let TxnOpResponse::Put(p) = &inner[0] else {
-        panic!("put")
-    };
+    let p = op!(&inner[0], Put);
     assert_eq!(rev(p.header()), 7);
-    let TxnOpResponse::Get(g) = &inner[1] else {
-        panic!("get")
-    };
+    let g = op!(&inner[1], Get);
     assert_eq!(kv(&g.kvs()[0]), ("n2".into(), "failure".into(), 7, 7, 1, 0));
-    let TxnOpResponse::Txn(t2) = &ops[2] else {
-        panic!("nested txn")
-    };
+    let t2 = op!(&ops[2], Txn);
     assert!(t2.succeeded());
     assert_eq!(t2.op_responses().len(), 1);
-    let all = c
-        .get("n", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let got: Vec<_> = all.kvs().iter().map(kv).collect();
     assert_eq!(
-        got,
+        prefix_kvs(&mut c, "n").await,
         vec![
             ("n1".into(), "v".into(), 7, 7, 1, 0),
             ("n2".into(), "failure".into(), 7, 7, 1, 0),
@@ -918,17 +892,15 @@ async fn txn_writes_nested_txn_and_put_if_absent() {
     let r = c.txn(put_if_absent("you")).await.unwrap();
     assert!(!r.succeeded());
     assert_eq!(rev(r.header()), 8, "the losing txn changes nothing");
-    let TxnOpResponse::Get(g) = &r.op_responses()[0] else {
-        panic!("get")
-    };
+    let ops = r.op_responses();
+    let g = op!(&ops[0], Get);
     assert_eq!(kv(&g.kvs()[0]), ("lock".into(), "me".into(), 8, 8, 1, 0));
     assert_eq!(current_rev(&mut c).await, 8);
 }
 
 #[tokio::test]
 async fn compaction_and_revision_errors() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (_t, mut c) = Target::with_client(&[]).await;
     for i in 1..=5 {
         c.put("k", format!("v{i}"), None).await.unwrap(); // revisions 2..=6
     }
@@ -940,10 +912,7 @@ async fn compaction_and_revision_errors() {
         Code::OutOfRange,
         "etcdserver: mvcc: required revision has been compacted".to_string(),
     );
-    let future = (
-        Code::OutOfRange,
-        "etcdserver: mvcc: required revision is a future revision".to_string(),
-    );
+    let future = future();
 
     let r = c
         .compact(4, Some(CompactionOptions::new().with_physical()))
@@ -958,19 +927,19 @@ async fn compaction_and_revision_errors() {
     assert_eq!(grpc(c.get("k", at(3)).await), compacted);
     assert_eq!(grpc(c.get("k", at(1)).await), compacted);
     assert_eq!(
-        kv(&c.get("k", at(4)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "k", at(4)).await,
         ("k".into(), "v3".into(), 2, 4, 3, 0)
     );
     assert_eq!(
-        kv(&c.get("k", at(6)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "k", at(6)).await,
         ("k".into(), "v5".into(), 2, 6, 5, 0)
     );
     assert_eq!(
-        kv(&c.get("k", None).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "k", None).await,
         ("k".into(), "v5".into(), 2, 6, 5, 0)
     );
     assert_eq!(
-        kv(&c.get("gone", at(7)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "gone", at(7)).await,
         ("gone".into(), "x".into(), 7, 7, 1, 0)
     );
     assert_eq!(grpc(c.get("k", at(9)).await), future);
@@ -991,7 +960,7 @@ async fn compaction_and_revision_errors() {
     let r = c.compact(8, None).await.unwrap();
     assert_eq!(rev(r.header()), 8);
     assert_eq!(
-        kv(&c.get("k", at(8)).await.unwrap().kvs()[0]),
+        first_kv(&mut c, "k", at(8)).await,
         ("k".into(), "v5".into(), 2, 6, 5, 0)
     );
     assert!(c.get("gone", at(8)).await.unwrap().kvs().is_empty());
@@ -1001,8 +970,7 @@ async fn compaction_and_revision_errors() {
 
 #[tokio::test]
 async fn maintenance_status_hash_kv_member_list() {
-    let t = Target::start(&[]);
-    let mut c = client(&t).await;
+    let (t, mut c) = Target::with_client(&[]).await;
     let st = c.status().await.unwrap();
     let h = st.header().unwrap();
     assert!(st.version().starts_with("3.4."), "version {}", st.version());
@@ -1031,13 +999,7 @@ async fn maintenance_status_hash_kv_member_list() {
         "hash at an older revision"
     );
     assert_eq!(c.hash_kv(2).await.unwrap().hash(), h2.hash());
-    assert_eq!(
-        grpc(c.hash_kv(3).await),
-        (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision".into()
-        )
-    );
+    assert_eq!(grpc(c.hash_kv(3).await), future());
     let st2 = c.status().await.unwrap();
     assert!(
         st2.raft_index() > st.raft_index(),

@@ -399,7 +399,7 @@ fn get_ranges_sorting_and_limits() {
     s.expect(&["put", "b", "1"], &["OK"]); // rev 8
 
     // State at revision 8: key -> (create, mod, version, value).
-    let state = |k: &str| -> (i64, i64, i64, &str) {
+    let state = |k: &str| -> (i64, i64, i64, &'static str) {
         match k {
             "a/0" => (6, 6, 1, "b"),
             "a/1" => (2, 5, 2, "w"),
@@ -410,19 +410,7 @@ fn get_ranges_sorting_and_limits() {
         }
     };
     let pairs = |keys: &[&'static str]| -> Vec<&'static str> {
-        keys.iter()
-            .flat_map(|k| {
-                let v: &'static str = match *k {
-                    "a/0" => "b",
-                    "a/1" => "w",
-                    "a/2" => "c",
-                    "a/3" => "y",
-                    "b" => "1",
-                    _ => unreachable!(),
-                };
-                [*k, v]
-            })
-            .collect()
+        keys.iter().flat_map(|k| [*k, state(k).3]).collect()
     };
     let kvs = |keys: &[&str]| -> Vec<String> {
         keys.iter()

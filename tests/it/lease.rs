@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 
-use crate::common;
-use crate::common::{free_port, Out, Server};
+use crate::common::{free_port, grpc, snapshot_restore, Out, Server};
 
 fn ok(o: &Out) -> &str {
     assert_eq!(o.code, 0, "etcdctl failed: {o:?}");
@@ -141,35 +140,31 @@ fn etcdctl_lease_commands_print_what_etcd_prints() {
     grant(&s, "1", 2);
 
     // Errors, as etcdctl reports them against etcd.
-    let out = s.etcdctl(&["put", "k", "v", "--lease=1234abcd"]);
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .ends_with("Error: etcdserver: requested lease not found\n"),
-        "{out:?}"
-    );
+    let errors: [(&[&str], &str); 4] = [
+        (
+            &["put", "k", "v", "--lease=1234abcd"],
+            "Error: etcdserver: requested lease not found\n",
+        ),
+        (
+            &["lease", "revoke", "1234abcd"],
+            "Error: failed to revoke lease (etcdserver: requested lease not found)\n",
+        ),
+        (
+            &["lease", "keep-alive", "--once", "1234abcd"],
+            "Error: etcdserver: requested lease not found\n",
+        ),
+        (
+            &["lease", "grant", "9000000001"],
+            "Error: failed to grant lease (etcdserver: too large lease TTL)\n",
+        ),
+    ];
+    for (args, error) in errors {
+        let out = s.etcdctl(args);
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.ends_with(error), "{out:?}");
+    }
+    // The failed put wrote nothing.
     assert_eq!(ok(&s.etcdctl(&["get", "k"])), "");
-    let out = s.etcdctl(&["lease", "revoke", "1234abcd"]);
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .ends_with("Error: failed to revoke lease (etcdserver: requested lease not found)\n"),
-        "{out:?}"
-    );
-    let out = s.etcdctl(&["lease", "keep-alive", "--once", "1234abcd"]);
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .ends_with("Error: etcdserver: requested lease not found\n"),
-        "{out:?}"
-    );
-    let out = s.etcdctl(&["lease", "grant", "9000000001"]);
-    assert_ne!(out.code, 0);
-    assert!(
-        out.stderr
-            .ends_with("Error: failed to grant lease (etcdserver: too large lease TTL)\n"),
-        "{out:?}"
-    );
 }
 
 #[test]
@@ -318,11 +313,7 @@ fn leases_travel_in_a_snapshot_and_restart_their_ttl_on_restore() {
     let file = tmp.path().join("snap.db").display().to_string();
     ok(&s.etcdctl(&["snapshot", "save", &file]));
     let dir = tmp.path().join("restored");
-    let out = std::process::Command::new(common::raftcd_bin())
-        .args(["snapshot", "restore", &file, "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = snapshot_restore(&file, &dir);
     assert!(
         out.status.success(),
         "{}",
@@ -347,27 +338,22 @@ async fn grpc_lease_service_answers_as_etcd() {
         .await
         .unwrap();
     assert_eq!((g.id(), g.ttl(), g.error()), (0x1234, 10, ""));
-    let e = c
-        .lease_grant(10, Some(LeaseGrantOptions::new().with_id(0x1234)))
-        .await
-        .unwrap_err();
-    let etcd_client::Error::GRpcStatus(st) = e else {
-        panic!("{e:?}")
-    };
     assert_eq!(
-        (st.code(), st.message()),
+        grpc(
+            c.lease_grant(10, Some(LeaseGrantOptions::new().with_id(0x1234)))
+                .await
+        ),
         (
             tonic::Code::FailedPrecondition,
-            "etcdserver: lease already exists"
+            "etcdserver: lease already exists".into()
         )
     );
-    let e = c.lease_grant(9_000_000_001, None).await.unwrap_err();
-    let etcd_client::Error::GRpcStatus(st) = e else {
-        panic!("{e:?}")
-    };
     assert_eq!(
-        (st.code(), st.message()),
-        (tonic::Code::OutOfRange, "etcdserver: too large lease TTL")
+        grpc(c.lease_grant(9_000_000_001, None).await),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: too large lease TTL".into()
+        )
     );
     // Server-chosen ids are distinct and positive; small TTLs are raised.
     let a = c.lease_grant(0, None).await.unwrap();
@@ -433,29 +419,16 @@ async fn grpc_lease_service_answers_as_etcd() {
     let r = c.lease_revoke(0x1234).await.unwrap();
     assert!(r.header().unwrap().revision() > 0);
     assert!(c.get("gk", None).await.unwrap().kvs().is_empty());
-    let e = c.lease_revoke(0x1234).await.unwrap_err();
-    let etcd_client::Error::GRpcStatus(st) = e else {
-        panic!("{e:?}")
-    };
-    assert_eq!(
-        (st.code(), st.message()),
-        (
-            tonic::Code::NotFound,
-            "etcdserver: requested lease not found"
-        )
+    let not_found = (
+        tonic::Code::NotFound,
+        "etcdserver: requested lease not found".to_string(),
     );
-    let e = c
-        .put("x", "v", Some(PutOptions::new().with_lease(0x1234)))
-        .await
-        .unwrap_err();
-    let etcd_client::Error::GRpcStatus(st) = e else {
-        panic!("{e:?}")
-    };
+    assert_eq!(grpc(c.lease_revoke(0x1234).await), not_found);
     assert_eq!(
-        (st.code(), st.message()),
-        (
-            tonic::Code::NotFound,
-            "etcdserver: requested lease not found"
-        )
+        grpc(
+            c.put("x", "v", Some(PutOptions::new().with_lease(0x1234)))
+                .await
+        ),
+        not_found
     );
 }

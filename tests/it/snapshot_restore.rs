@@ -3,10 +3,7 @@
 //! into a new data dir: the new member serves the same keys, revisions and
 //! history hash.
 
-use std::process::Command;
-
-use crate::common;
-use crate::common::{free_port, Server};
+use crate::common::{free_port, snapshot_restore as restore, Server};
 
 #[test]
 fn save_with_etcdctl_and_restore_with_raftcd() {
@@ -33,16 +30,7 @@ fn save_with_etcdctl_and_restore_with_raftcd() {
     let hash_before = server.etcdctl(&["endpoint", "hashkv", "-w", "json"]);
 
     let dir = tmp.path().join("restored");
-    let out = Command::new(common::raftcd_bin())
-        .args([
-            "snapshot",
-            "restore",
-            &file_s,
-            "--data-dir",
-            &dir.display().to_string(),
-        ])
-        .output()
-        .expect("run restore");
+    let out = restore(&file, &dir);
     assert!(
         out.status.success(),
         "{}",
@@ -54,16 +42,7 @@ fn save_with_etcdctl_and_restore_with_raftcd() {
     );
 
     // Restoring into a data dir that holds data is refused.
-    let again = Command::new(common::raftcd_bin())
-        .args([
-            "snapshot",
-            "restore",
-            &file_s,
-            "--data-dir",
-            &dir.display().to_string(),
-        ])
-        .output()
-        .expect("run restore");
+    let again = restore(&file, &dir);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
 
@@ -91,11 +70,7 @@ fn save_with_etcdctl_and_restore_with_raftcd() {
     let mut bytes = std::fs::read(&file).expect("read");
     bytes[100] ^= 0xff;
     std::fs::write(&file, bytes).expect("write");
-    let out = Command::new(common::raftcd_bin())
-        .args(["snapshot", "restore", &file_s, "--data-dir"])
-        .arg(tmp.path().join("other"))
-        .output()
-        .expect("run restore");
+    let out = restore(&file, tmp.path().join("other"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
 }

@@ -11,31 +11,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use x509_parser::prelude::*;
 
-use crate::common::{etcdctl, free_port, machine_share, raftcd_bin, Machine, Out};
-
-/// Run `raftcd certs ARGS` (in `dir` via `--dir`), expecting success.
-fn certs(dir: &Path, args: &[&str]) {
-    let out = certs_out(dir, args);
-    assert!(
-        out.status.success(),
-        "raftcd certs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn certs_out(dir: &Path, args: &[&str]) -> Output {
-    Command::new(raftcd_bin())
-        .arg("certs")
-        .args(args)
-        .args(["--dir", &dir.display().to_string()])
-        .output()
-        .expect("run raftcd certs")
-}
+use crate::common::{
+    certs, certs_out, etcdctl, free_port, machine_share, peer_args, raftcd_bin, Machine, Out,
+};
 
 /// A CA with a server certificate and a client certificate in `dir`.
 fn full_set(dir: &Path) {
@@ -123,9 +106,7 @@ fn server_command(data: &Path, port: u16) -> Command {
     cmd.args(["--data-dir", &data.join("d").display().to_string()])
         .args(["--listen-client-urls", &url])
         .args(["--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer])
-        .args(["--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(peer_args(&peer))
         .env("ETCD_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -181,6 +162,17 @@ fn ctl(url: &str, dir: &Path, client: Option<(&Path, &str)>, args: &[&str]) -> O
     all.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     etcdctl(url, &refs, None)
+}
+
+/// etcdctl succeeded and printed exactly `stdout`.
+#[track_caller]
+fn assert_prints(out: &Out, stdout: &str) {
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, stdout),
+        "{}",
+        out.stderr
+    );
 }
 
 fn parse_pem(path: &Path) -> Vec<u8> {
@@ -349,19 +341,13 @@ fn mutual_tls_with_curl_and_etcdctl() {
     assert!(body.contains(r#""etcdserver":"3.4.23""#), "{body}");
 
     let me = Some((dir, "client"));
-    let out = ctl(&s.url(), dir, me, &["put", "greeting", "hello"]);
-    assert_eq!(
-        (out.code, out.stdout.as_str()),
-        (0, "OK\n"),
-        "{}",
-        out.stderr
+    assert_prints(
+        &ctl(&s.url(), dir, me, &["put", "greeting", "hello"]),
+        "OK\n",
     );
-    let out = ctl(&s.url(), dir, me, &["get", "greeting"]);
-    assert_eq!(
-        (out.code, out.stdout.as_str()),
-        (0, "greeting\nhello\n"),
-        "{}",
-        out.stderr
+    assert_prints(
+        &ctl(&s.url(), dir, me, &["get", "greeting"]),
+        "greeting\nhello\n",
     );
     let out = ctl(&s.url(), dir, me, &["endpoint", "health"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -380,16 +366,23 @@ fn server_tls_without_client_certificates() {
     let s = TlsServer::start(dir, &[]);
     let (code, body, err) = curl_trusting(dir, None, &format!("{}/health", s.url()));
     assert_eq!((code, body.as_str()), (0, r#"{"health":"true"}"#), "{err}");
-    let out = ctl(&s.url(), dir, None, &["put", "k", "v"]);
-    assert_eq!(
-        (out.code, out.stdout.as_str()),
-        (0, "OK\n"),
-        "{}",
-        out.stderr
-    );
+    assert_prints(&ctl(&s.url(), dir, None, &["put", "k", "v"]), "OK\n");
     // A client that does not trust the server's CA refuses it.
     let (code, _, err) = curl(&[&format!("{}/health", s.url())]);
     assert_eq!(code, 60, "curl: server certificate not trusted: {err}");
+}
+
+/// curl and etcdctl trusting `ca_dir`'s CA and presenting `client` are
+/// both refused by `s`: curl at the handshake with a TLS `alert`.
+#[track_caller]
+fn assert_refused(s: &TlsServer, ca_dir: &Path, client: Option<(&Path, &str)>, alert: &str) {
+    let (code, body, err) = curl_trusting(ca_dir, client, &format!("{}/health", s.url()));
+    assert_ne!(code, 0);
+    assert_eq!(body, "");
+    assert!(err.contains(alert), "{err}");
+    let out = ctl(&s.url(), ca_dir, client, &["get", "k"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("Error:"), "{}", out.stderr);
 }
 
 /// A server with `--client-cert-auth` and one with only
@@ -410,13 +403,7 @@ fn a_client_without_a_certificate_is_refused() {
     full_set(dir);
     for ca_only in [false, true] {
         let s = auth_server(dir, ca_only);
-        let (code, body, err) = curl_trusting(dir, None, &format!("{}/health", s.url()));
-        assert_ne!(code, 0);
-        assert_eq!(body, "");
-        assert!(err.contains("alert certificate required"), "{err}");
-        let out = ctl(&s.url(), dir, None, &["get", "k"]);
-        assert_ne!(out.code, 0);
-        assert!(out.stderr.contains("Error:"), "{}", out.stderr);
+        assert_refused(&s, dir, None, "alert certificate required");
     }
 }
 
@@ -428,17 +415,7 @@ fn a_client_certificate_from_another_ca_is_refused() {
     full_set(&dir);
     full_set(&other);
     let s = auth_server(&dir, false);
-    let (code, body, err) = curl_trusting(
-        &dir,
-        Some((&other, "client")),
-        &format!("{}/health", s.url()),
-    );
-    assert_ne!(code, 0);
-    assert_eq!(body, "");
-    assert!(err.contains("alert unknown ca"), "{err}");
-    let out = ctl(&s.url(), &dir, Some((&other, "client")), &["get", "k"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("Error:"), "{}", out.stderr);
+    assert_refused(&s, &dir, Some((&other, "client")), "alert unknown ca");
     // A server certificate of our own CA is no client certificate either.
     let (code, _, err) =
         curl_trusting(&dir, Some((&dir, "server")), &format!("{}/health", s.url()));
@@ -467,14 +444,7 @@ fn an_expired_client_certificate_is_refused() {
     std::fs::write(dir.join("expired-key.pem"), key.serialize_pem()).unwrap();
 
     let s = auth_server(dir, false);
-    let (code, body, err) =
-        curl_trusting(dir, Some((dir, "expired")), &format!("{}/health", s.url()));
-    assert_ne!(code, 0);
-    assert_eq!(body, "");
-    assert!(err.contains("alert certificate expired"), "{err}");
-    let out = ctl(&s.url(), dir, Some((dir, "expired")), &["get", "k"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("Error:"), "{}", out.stderr);
+    assert_refused(&s, dir, Some((dir, "expired")), "alert certificate expired");
 }
 
 #[test]
@@ -550,115 +520,76 @@ fn bad_certificate_files_are_startup_errors_naming_the_file() {
         p(dir, "ca.pem"),
     );
     let missing = p(dir, "missing.pem");
-
-    let err = start_fails(&["--cert-file", &missing, "--key-file", &key]);
-    assert!(
-        err.contains(&format!("cannot read certificate file {missing}")),
-        "{err}"
-    );
-    let err = start_fails(&["--cert-file", &cert, "--key-file", &missing]);
-    assert!(
-        err.contains(&format!("cannot read key file {missing}")),
-        "{err}"
-    );
-    let err = start_fails(&[
-        "--cert-file",
-        &cert,
-        "--key-file",
-        &key,
-        "--trusted-ca-file",
-        &missing,
-    ]);
-    assert!(
-        err.contains(&format!("cannot read CA file {missing}")),
-        "{err}"
-    );
-
     // A key that is not the certificate's.
     let other_key = p(dir, "client-key.pem");
-    let err = start_fails(&["--cert-file", &cert, "--key-file", &other_key]);
-    assert!(
-        err.contains(&format!(
-            "the private key in {other_key} does not match the certificate in {cert}"
-        )),
-        "{err}"
-    );
     // Files that are not PEM, or the wrong kind of PEM.
     let junk = dir.join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
     let junk = junk.display().to_string();
-    let err = start_fails(&["--cert-file", &junk, "--key-file", &key]);
-    assert!(
-        err.contains(&format!("certificate file {junk} is not usable")),
-        "{err}"
-    );
-    let err = start_fails(&["--cert-file", &cert, "--key-file", &cert]);
-    assert!(
-        err.contains(&format!("key file {cert} is not usable")),
-        "{err}"
-    );
     // An unreadable file (a directory).
     let d = dir.display().to_string();
-    let err = start_fails(&["--cert-file", &d, "--key-file", &key]);
-    assert!(
-        err.contains(&format!("cannot read certificate file {d}")),
-        "{err}"
-    );
 
-    // Flags that do not go together, with etcd's message for a missing pair.
-    let err = start_fails(&[]);
-    assert!(
-        err.contains("TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:"),
-        "{err}"
-    );
-    let err = start_fails(&["--cert-file", &cert]);
-    assert!(
-        err.contains("--cert-file is given without --key-file"),
-        "{err}"
-    );
-    let err = start_fails(&[
-        "--cert-file",
-        &cert,
-        "--key-file",
-        &key,
-        "--client-cert-auth",
-    ]);
-    assert!(
-        err.contains("--client-cert-auth needs --trusted-ca-file"),
-        "{err}"
-    );
-    let err = start_fails(&[
-        "--cert-file",
-        &cert,
-        "--key-file",
-        &key,
-        "--client-cert-auth=maybe",
-    ]);
-    assert!(err.contains("not a boolean"), "{err}");
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["--cert-file", &missing, "--key-file", &key],
+            format!("cannot read certificate file {missing}"),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &missing],
+            format!("cannot read key file {missing}"),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &key, "--trusted-ca-file", &missing],
+            format!("cannot read CA file {missing}"),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &other_key],
+            format!("the private key in {other_key} does not match the certificate in {cert}"),
+        ),
+        (
+            &["--cert-file", &junk, "--key-file", &key],
+            format!("certificate file {junk} is not usable"),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &cert],
+            format!("key file {cert} is not usable"),
+        ),
+        (
+            &["--cert-file", &d, "--key-file", &key],
+            format!("cannot read certificate file {d}"),
+        ),
+        // Flags that do not go together, with etcd's message for a missing pair.
+        (
+            &[],
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:".into(),
+        ),
+        (
+            &["--cert-file", &cert],
+            "--cert-file is given without --key-file".into(),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &key, "--client-cert-auth"],
+            "--client-cert-auth needs --trusted-ca-file".into(),
+        ),
+        (
+            &["--cert-file", &cert, "--key-file", &key, "--client-cert-auth=maybe"],
+            "not a boolean".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let err = start_fails(args);
+        assert!(err.contains(want.as_str()), "{err}");
+    }
 
     // The peer side's files are checked at start too.
     let peer = format!("https://127.0.0.1:{}", free_port());
-    let peer_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "--cert-file",
-            &cert,
-            "--key-file",
-            &key,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("default={peer}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
     let run = |extra: &[&str]| {
-        let a = peer_args(extra);
+        let mut a: Vec<String> = ["--cert-file", &cert, "--key-file", &key]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(peer_args(&peer));
+        a.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
         start_fails(&refs)
     };
@@ -770,15 +701,20 @@ async fn an_embedded_node_serves_tls_and_client_channel_connects() {
         );
     let node = raftcd::Node::start(config).await.expect("start");
     let url = format!("https://127.0.0.1:{}", node.client_addrs()[0].port());
+    // A channel trusting `ca_dir`'s CA, presenting `client_dir`'s client.pem
+    // with the key `key` there.
+    let channel = |ca_dir: &Path, client_dir: &Path, key: &str| {
+        raftcd::tls::client_channel(
+            &url,
+            f(ca_dir, "ca.pem"),
+            f(client_dir, "client.pem"),
+            f(client_dir, key),
+        )
+    };
 
-    let ch = raftcd::tls::client_channel(
-        &url,
-        f(&dir, "ca.pem"),
-        f(&dir, "client.pem"),
-        f(&dir, "client-key.pem"),
-    )
-    .await
-    .expect("connect");
+    let ch = channel(&dir, &dir, "client-key.pem")
+        .await
+        .expect("connect");
     let mut kv = KvClient::new(ch);
     let put = kv
         .put(PutRequest {
@@ -800,14 +736,7 @@ async fn an_embedded_node_serves_tls_and_client_channel_connects() {
     assert_eq!(&got.kvs[0].value[..], b"v");
 
     // Another CA's client certificate: no request goes through.
-    let refused = match raftcd::tls::client_channel(
-        &url,
-        f(&dir, "ca.pem"),
-        f(&other, "client.pem"),
-        f(&other, "client-key.pem"),
-    )
-    .await
-    {
+    let refused = match channel(&dir, &other, "client-key.pem").await {
         Err(_) => true,
         Ok(ch) => KvClient::new(ch)
             .range(RangeRequest {
@@ -819,24 +748,14 @@ async fn an_embedded_node_serves_tls_and_client_channel_connects() {
     };
     assert!(refused, "another CA's client certificate was accepted");
     // A server from another CA is not trusted by the client.
-    let err = raftcd::tls::client_channel(
-        &url,
-        f(&other, "ca.pem"),
-        f(&other, "client.pem"),
-        f(&other, "client-key.pem"),
-    )
-    .await
-    .expect_err("untrusted server");
+    let err = channel(&other, &other, "client-key.pem")
+        .await
+        .expect_err("untrusted server");
     assert!(err.to_string().contains("cannot connect"), "{err}");
     // A bad client file is named.
-    let err = raftcd::tls::client_channel(
-        &url,
-        f(&dir, "ca.pem"),
-        f(&dir, "client.pem"),
-        f(&dir, "nope-key.pem"),
-    )
-    .await
-    .expect_err("missing key");
+    let err = channel(&dir, &dir, "nope-key.pem")
+        .await
+        .expect_err("missing key");
     assert!(err.to_string().contains("nope-key.pem"), "{err}");
     drop(kv);
     node.shutdown().await.unwrap();

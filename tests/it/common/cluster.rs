@@ -165,6 +165,16 @@ impl Member {
         }
     }
 
+    /// Wait up to `timeout` for the process to exit: it must exit non-zero
+    /// with `why` in its log (`what` names it in a failure).
+    #[track_caller]
+    pub fn assert_exits(&mut self, timeout: Duration, what: &str, why: &str) {
+        let code = self.wait_exit(timeout);
+        let log = self.log();
+        assert!(matches!(code, Some(c) if c != 0), "{what}: {code:?}\n{log}");
+        assert!(log.contains(why), "{what}: {log}");
+    }
+
     /// Wait for the process to exit on its own; its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;

@@ -221,18 +221,28 @@ fn peer_port(dir: &Path) -> u16 {
 /// oracle in tests/target): data dir, client URL, peer URL.
 pub fn member_args(dir: &Path, port: u16, peer_port: u16) -> Vec<String> {
     let url = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    [
+    let mut args: Vec<String> = [
         "--data-dir",
         &dir.display().to_string(),
         "--listen-client-urls",
         &url,
         "--advertise-client-urls",
         &url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(peer_args(&format!("http://127.0.0.1:{peer_port}")));
+    args
+}
+
+/// The peer flags of a single-member cluster (member `default`) on `peer`.
+pub fn peer_args(peer: &str) -> Vec<String> {
+    [
         "--listen-peer-urls",
-        &peer,
+        peer,
         "--initial-advertise-peer-urls",
-        &peer,
+        peer,
         "--initial-cluster",
         &format!("default={peer}"),
     ]
@@ -302,5 +312,44 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Run `raftcd certs ARGS` (in `dir` via `--dir`), expecting success.
+pub fn certs(dir: &Path, args: &[&str]) {
+    let out = certs_out(dir, args);
+    assert!(
+        out.status.success(),
+        "raftcd certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `raftcd certs ARGS` (in `dir` via `--dir`).
+pub fn certs_out(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(raftcd_bin())
+        .arg("certs")
+        .args(args)
+        .args(["--dir", &dir.display().to_string()])
+        .output()
+        .expect("run raftcd certs")
+}
+
+/// `raftcd snapshot restore FILE --data-dir DIR`.
+pub fn snapshot_restore(file: impl AsRef<Path>, dir: impl AsRef<Path>) -> std::process::Output {
+    Command::new(raftcd_bin())
+        .args(["snapshot", "restore"])
+        .arg(file.as_ref())
+        .arg("--data-dir")
+        .arg(dir.as_ref())
+        .output()
+        .expect("run raftcd snapshot restore")
+}
+
+/// The gRPC code and message of a failed etcd-client request.
+pub fn grpc(r: Result<impl std::fmt::Debug, etcd_client::Error>) -> (tonic::Code, String) {
+    match r {
+        Err(etcd_client::Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
+        other => panic!("expected a gRPC error status, got {other:?}"),
     }
 }

@@ -58,6 +58,15 @@ impl Target {
         format!("127.0.0.1:{}", self.port())
     }
 
+    /// [`Target::start`] and an etcd-client connected to it.
+    pub async fn with_client(extra: &[&str]) -> (Target, etcd_client::Client) {
+        let t = Target::start(extra);
+        let c = etcd_client::Client::connect([t.endpoint()], None)
+            .await
+            .expect("connect");
+        (t, c)
+    }
+
     /// `http://127.0.0.1:PORT`, the advertised client URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port())
