@@ -1043,7 +1043,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(o: Opts) -> std::process::ExitCode {
-    let raftcd_bin = env!("CARGO_BIN_EXE_raftcd");
+    // `$BENCH_RAFTCD_BIN` measures another raftcd build (say, the commit
+    // before a change) with the same workload; the default is this build's.
+    let raftcd_bin = std::env::var("BENCH_RAFTCD_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_raftcd").to_string());
+    let raftcd_bin = raftcd_bin.as_str();
     let load_before = load_average();
     let started = Instant::now();
     if cfg!(debug_assertions) {
@@ -1084,6 +1088,7 @@ async fn run(o: Opts) -> std::process::ExitCode {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let _ = writeln!(out, "- raftcd binary: `{raftcd_bin}`");
     let _ = writeln!(
         out,
         "- machine: {} CPUs, load average {} before / {} after; {} s total",

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Bad requests and bad flags.
 //!
 //! Every bad request gets etcd's gRPC code and message and changes nothing

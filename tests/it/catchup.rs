@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! A member down while 100,000 writes (with compactions) land on the rest
 //! of a 3-member cluster rejoins by snapshot, converges to the same
 //! `hashkv`, and the data dirs stay bounded (the log is purged behind

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Multi-member clusters of real `raftcd` processes on loopback, driven
 //! with the real etcdctl: static bootstrap, writes and linearizable reads on
 //! any member, leader failure and catch-up, refusing a member of another

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Durability with real processes: an acknowledged write survives SIGKILL,
 //! restart never re-applies an entry, and the data dir opens after being
 //! killed in the middle of writes, again and again.

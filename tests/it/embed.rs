@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The embedding API, in-process and without ports: `Node::start` with
 //! `Config::embedded`, the `Client` handle's KV operations, a clean
 //! `shutdown`, a restart on the same data dir finding every key at the same

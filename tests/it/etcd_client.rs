@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The KV and Maintenance APIs through the Rust `etcd-client` crate, against
 //! a fresh raftcd each: revisions are asserted exactly (a fresh store is at
 //! revision 1, every changing request adds one, a txn adds one however many

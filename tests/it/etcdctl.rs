@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! etcdctl 3.4 conformance: the real `etcdctl` against a real `raftcd`, with
 //! every output compared exactly to what etcd 3.4.23 prints for the same
 //! commands (`shared/reference/etcdctl-3.4.23-transcript.txt`, and etcd

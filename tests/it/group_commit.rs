@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Group commit: concurrent writes share Raft entries (and so disk
 //! flushes), yet each gets its own revision and its own reply.
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Clients' HTTP/2 keepalive pings never get their connection closed, and
 //! idle connections stay open.
 //!

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Leases against the real raftcd binary: etcdctl 3.4's exact output for the
 //! lease commands, expiry deleting keys, keep-alive, restart, and the gRPC
 //! answers the etcd-client crate sees.

@@ -8,6 +8,8 @@
 //! every process or node a test starts holds a share of the machine, so the
 //! two never overlap.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod target;
 mod watch_util;
@@ -21,9 +23,11 @@ mod etcd_client;
 mod etcdctl;
 mod group_commit;
 mod keepalive;
+mod layering;
 mod lease;
 mod metrics;
 mod partition;
+mod peer_port;
 mod snapshot_restore;
 mod tls;
 mod watch;

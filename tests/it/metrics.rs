@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! `GET /metrics` on the client port: etcd's metric names in Prometheus text
 //! format, values that follow what the member does, and the real
 //! `etcdctl check datascale`, which reads `process_resident_memory_bytes`

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! A three-member cluster embedded in one process, with the peer network's
 //! fault filter cutting the leader off: the majority elects a new leader and
 //! keeps writing, the isolated old leader refuses linearizable reads instead

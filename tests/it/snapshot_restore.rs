@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! `etcdctl snapshot save` against raftcd, then `raftcd snapshot restore`
 //! into a new data dir: the new member serves the same keys, revisions and
 //! history hash.

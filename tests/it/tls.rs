@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! TLS: `raftcd certs` makes a full set of certificates with the
 //! walkthrough's usages; a real raftcd serves its client port over mutual
 //! TLS to the real curl and the real etcdctl; clients without a certificate,

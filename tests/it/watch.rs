@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! `etcdctl watch` against the real raftcd binary: what etcdctl 3.4 prints
 //! must be what it prints against etcd 3.4.23 (see the reference transcript;
 //! `RAFTCD_TEST_ORACLE=etcd` runs the same assertions against real etcd).

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The Watch service's wire behaviour over real gRPC against the real
 //! raftcd binary, checked against what etcd 3.4.23 answers to the same
 //! requests: watch ids, duplicate ids, empty ranges, cancel, progress

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Many watchers under heavy write load over real gRPC (the `etcd-client`
 //! crate against the real raftcd binary): exact delivery per watcher, and
 //! history replay from revision 1.

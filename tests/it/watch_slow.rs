@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! A stalled watch client (creates a watch, never reads) while ~20,000
 //! writes of 1 KiB land, over real gRPC against the real raftcd binary: the
 //! server keeps serving others, its memory stays bounded, and the stalled

@@ -7,8 +7,6 @@
 //! request from another cluster is refused with `FAILED_PRECONDITION`.
 //! After each refusal the member keeps serving.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 
 use raftcd::codec::{decode_wire, encode};
@@ -105,6 +103,7 @@ async fn still_serves(node: &Node, client: &mut PeerClient<Channel>, tag: &str) 
 async fn a_deeply_nested_peer_message_is_refused_and_the_member_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, port) = config(tmp.path());
+    let _machine = crate::common::machine_share();
     let node = Node::start(cfg).await.expect("start");
     let mut client = peer_client(port).await;
 
@@ -139,6 +138,7 @@ async fn an_oversized_peer_message_is_refused_and_the_member_keeps_serving() {
     let (mut cfg, port) = config(tmp.path());
     cfg.max_request_bytes = 1024;
     let limit = cfg.max_peer_message_bytes();
+    let _machine = crate::common::machine_share();
     let node = Node::start(cfg).await.expect("start");
     let mut client = peer_client(port).await;
 
@@ -162,6 +162,7 @@ async fn an_oversized_peer_message_is_refused_and_the_member_keeps_serving() {
 async fn a_client_only_command_from_a_peer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, port) = config(tmp.path());
+    let _machine = crate::common::machine_share();
     let node = Node::start(cfg).await.expect("start");
     let mut client = peer_client(port).await;
 
@@ -198,6 +199,7 @@ async fn a_client_only_command_from_a_peer_is_refused() {
 async fn a_request_from_another_cluster_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, port) = config(tmp.path());
+    let _machine = crate::common::machine_share();
     let node = Node::start(cfg).await.expect("start");
     let mut client = peer_client(port).await;
 
