@@ -84,7 +84,8 @@ pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<i64
             l.refreshed_ms = now_ms;
         }
     }
-    let storage = crate::storage::Storage::open(data_dir)?;
+    let storage =
+        crate::storage::Storage::open(data_dir, std::sync::Arc::new(crate::storage::OsSync))?;
     crate::raft::state_machine::StateMachine::seed(&storage, &view)?;
     Ok(view.revision)
 }

@@ -362,6 +362,7 @@ impl Flags {
             peer_tls,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
+            syncer: None,
         };
         config.validate()?;
         Ok(config)

@@ -77,6 +77,9 @@ pub struct Config {
     pub max_client_connections: usize,
     /// Most peer connections open at once, per peer listener.
     pub max_peer_connections: usize,
+    /// How the data dir's files are made durable; `None`: the operating
+    /// system's `fdatasync`/`fsync`. Tests wrap it to inject failures.
+    pub syncer: Option<std::sync::Arc<dyn crate::storage::Syncer>>,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             peer_tls: None,
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
+            syncer: None,
         }
     }
 

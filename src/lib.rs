@@ -1,6 +1,6 @@
 //! raftcd: a replicated, strongly consistent key-value store with etcd's v3
-//! API, built on openraft and sled, that a program embeds or runs as one
-//! binary.
+//! API, built on openraft over its own checksummed log, that a program
+//! embeds or runs as one binary.
 //!
 //! Data flows one way (see `docs/architecture.md` and the `layering` tests
 //! that keep it so):
@@ -12,7 +12,8 @@
 //! ```
 //!
 //! * [`codec`], [`pb`], [`duration`]: encodings and parsers at the bottom.
-//! * [`storage`]: the single narrow interface to the storage engine (sled).
+//! * [`storage`]: the data dir: the Raft log (segments, group-commit
+//!   fdatasync, recovery) and the files written whole (member, raft, state).
 //! * [`config`]: the validated [`Config`]; [`net`]: listeners.
 //! * [`mvcc`]: revisions, key history, txn, compaction, leases; deterministic.
 //! * [`error`]: [`ApiError`], how a request ends, in etcd's words.

@@ -4,9 +4,10 @@
 //! `process_resident_memory_bytes` from there).
 //!
 //! Two kinds of source: latency histograms recorded where the work happens
-//! ([`WAL_FSYNC`]: the Raft log's append + flush, etcd's
+//! ([`WAL_FSYNC`]: each `fdatasync` of the Raft log, etcd's
 //! `etcd_disk_wal_fsync_duration_seconds`; [`BACKEND_COMMIT`]: the state
-//! machine's batch write, etcd's `etcd_disk_backend_commit_duration_seconds`)
+//! machine's commit of an applied batch (in memory; the state file is
+//! written at snapshots), etcd's `etcd_disk_backend_commit_duration_seconds`)
 //! and gauges read when scraped (Raft state, store size, process figures
 //! from `/proc/self`). The histograms are per process: members embedded in
 //! one process share them.
@@ -72,7 +73,7 @@ impl Histogram {
 
 /// Raft log append + durable flush (etcd: WAL fsync).
 pub static WAL_FSYNC: Histogram = Histogram::new();
-/// State machine batch write (etcd: backend commit).
+/// State machine commit of an applied batch (etcd: backend commit).
 pub static BACKEND_COMMIT: Histogram = Histogram::new();
 
 /// What the node reports at scrape time.

@@ -121,6 +121,12 @@ impl Node {
         self.server.reload_tls()
     }
 
+    /// Why this member's log stopped accepting writes (a failed fsync or
+    /// write), if it did: it acknowledges nothing more until restarted.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.server.storage_failure()
+    }
+
     /// Certificates (served or trusted) that expired or expire within 7
     /// days.
     pub fn tls_warnings(&self) -> Vec<String> {

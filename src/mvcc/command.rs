@@ -265,7 +265,7 @@ pub(crate) mod pbcodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{decode, encode, Space, FORMAT_V1};
+    use crate::codec::{decode, encode, FORMAT_V1};
 
     /// The recursive command enum as it was before [`Proposal`], to prove
     /// the log format did not change.
@@ -365,26 +365,26 @@ mod tests {
             assert_eq!(bytes[1], wire_index(n), "{n:?}");
             assert_eq!(encode(&Proposal::One(n.clone())), bytes, "{n:?}");
             // Old bytes decode as the new type, and re-encode identically.
-            let back: Proposal = decode(Space::Log, &bytes).unwrap();
+            let back: Proposal = decode(&bytes).unwrap();
             assert!(matches!(back, Proposal::One(_)));
             assert_eq!(encode(&back), bytes);
             // And what is written now still reads as the old type.
-            let _: OldCommand = decode(Space::Log, &encode(&back)).unwrap();
+            let _: OldCommand = decode(&encode(&back)).unwrap();
         }
         let old_batch = encode(&OldCommand::Batch(old));
         let new_batch = Proposal::Batch(new);
         assert_eq!(encode(&new_batch), old_batch);
-        let back: Proposal = decode(Space::Log, &old_batch).unwrap();
+        let back: Proposal = decode(&old_batch).unwrap();
         let Proposal::Batch(cmds) = &back else {
             panic!("not a batch: {back:?}")
         };
         assert_eq!(cmds.len(), 7);
         assert_eq!(encode(&back), old_batch);
-        let OldCommand::Batch(cmds) = decode(Space::Log, &old_batch).unwrap() else {
+        let OldCommand::Batch(cmds) = decode(&old_batch).unwrap() else {
             panic!("not an old batch")
         };
         assert_eq!(cmds.len(), 7);
-        let empty: Proposal = decode(Space::Log, &encode(&OldCommand::Batch(vec![]))).unwrap();
+        let empty: Proposal = decode(&encode(&OldCommand::Batch(vec![]))).unwrap();
         assert!(matches!(empty, Proposal::Batch(v) if v.is_empty()));
     }
 
@@ -392,9 +392,9 @@ mod tests {
     fn a_batch_inside_a_batch_does_not_decode() {
         let (old, _): (Vec<_>, Vec<_>) = samples().into_iter().unzip();
         let nested = OldCommand::Batch(vec![old[0].clone(), OldCommand::Batch(old)]);
-        assert!(decode::<Proposal>(Space::Log, &encode(&nested)).is_err());
+        assert!(decode::<Proposal>(&encode(&nested)).is_err());
         // Nor does a bare variant 7 decode as a command.
-        assert!(decode::<Command>(Space::Log, &[FORMAT_V1, 7, 0]).is_err());
+        assert!(decode::<Command>(&[FORMAT_V1, 7, 0]).is_err());
     }
 
     #[test]
@@ -409,7 +409,7 @@ mod tests {
         // On a small stack, so any recursion per level would overflow it.
         let decoded = std::thread::Builder::new()
             .stack_size(64 * 1024)
-            .spawn(move || decode::<Proposal>(Space::Log, &bytes).is_err())
+            .spawn(move || decode::<Proposal>(&bytes).is_err())
             .unwrap()
             .join()
             .unwrap();
@@ -437,8 +437,8 @@ mod tests {
             prev_kv: true,
             ..Default::default()
         });
-        let bytes = crate::storage::encode(&cmd);
-        let back: Command = crate::storage::decode(crate::storage::Space::Log, &bytes).unwrap();
+        let bytes = crate::codec::encode(&cmd);
+        let back: Command = crate::codec::decode(&bytes).unwrap();
         match back {
             Command::Put(p) => {
                 assert_eq!(&p.key[..], b"a/b+c");

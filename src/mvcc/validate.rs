@@ -464,11 +464,11 @@ mod tests {
         assert!(err.to_string().contains("recursion limit"), "{err}");
         // Nor inside a Raft entry.
         use super::super::command::Proposal;
-        use crate::storage::{decode, encode, Space};
+        use crate::codec::{decode, encode};
         let entry = encode(&Proposal::One(Command::Txn(nested_txn(100))));
-        assert!(decode::<Proposal>(Space::Log, &entry).is_err());
+        assert!(decode::<Proposal>(&entry).is_err());
         let entry = encode(&Proposal::One(Command::Txn(shallow)));
-        assert!(decode::<Proposal>(Space::Log, &entry).is_ok());
+        assert!(decode::<Proposal>(&entry).is_ok());
     }
 
     #[test]

@@ -1,22 +1,29 @@
-//! The Raft log and hard state (vote, committed, last purged) on [`Storage`].
+//! The Raft log on the data dir's [`Wal`], and Raft's hard state in the
+//! `raft` file ([`Blob::Raft`]).
 //!
-//! An append is acknowledged to openraft only after a durable flush; openraft
-//! hands over entries in batches, so one flush commits a whole group.
+//! `append` writes the entries and returns; the log's flusher makes them
+//! durable with one `fdatasync` for everything appended so far and only
+//! then tells openraft (`LogFlushed`), in order, so an entry is never
+//! acknowledged before it is on disk and concurrent clients share syncs.
+//! The vote and the purge point are written (and synced) before their calls
+//! return. The committed log id is written with them and at most once a
+//! second as it advances, never past what the log has made durable: at a
+//! restart openraft re-applies up to it, and a log that ends before it was
+//! cut short (refused, see [`Wal::open`]).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
 
 use super::{LogId, RaftStorageError, TypeConfig};
-use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::codec::{decode, encode};
+use crate::storage::{Blob, Recovered, Storage, StorageError, Wal};
 
 type Entry = openraft::Entry<TypeConfig>;
-
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_PURGED: &[u8] = b"last_purged";
 
 fn read_err(e: StorageError) -> RaftStorageError {
     StorageIOError::read_logs(AnyError::new(&e)).into()
@@ -26,27 +33,149 @@ fn write_err(e: StorageError) -> RaftStorageError {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
 
-/// The log store. Clones share the same storage.
+/// Raft's hard state, as the `raft` file holds it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct HardState {
+    vote: Option<Vote<u64>>,
+    purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+/// How often an advancing committed index is written at most.
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The hard state in memory.
+#[derive(Debug, Default)]
+struct Hard {
+    /// As last written to the `raft` file.
+    disk: HardState,
+    /// The committed log id openraft last saved (may be ahead of the disk).
+    committed: Option<LogId>,
+    /// The newest committed log id that was durable in the log when
+    /// openraft saved it: what may be written.
+    safe: Option<LogId>,
+    /// When the `raft` file was last written.
+    written: Option<std::time::Instant>,
+}
+
+/// The log store. Clones share the same log.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
+    wal: Wal,
+    hard: Arc<Mutex<Hard>>,
+    /// One writer of the `raft` file at a time.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn decode_entry(storage: &Storage, bytes: &[u8]) -> Result<Entry, StorageError> {
+    decode(bytes).map_err(|e| StorageError::Decode {
+        file: storage.path().join(crate::storage::WAL_DIR),
+        reason: format!("a log entry: {e}"),
+    })
 }
 
 impl LogStore {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    /// Open the log of `storage`: read the hard state and recover the log,
+    /// which must reach the committed index (the state file may be ahead of
+    /// the log: a snapshot installed just before a crash, which openraft
+    /// cleans up); a torn last record is cut off.
+    pub fn open(storage: Storage) -> Result<(Self, Recovered), StorageError> {
+        let hard: HardState = match storage.read(Blob::Raft)? {
+            Some(bytes) => decode(&bytes).map_err(|e| StorageError::Decode {
+                file: storage.file(Blob::Raft),
+                reason: e.to_string(),
+            })?,
+            None => HardState::default(),
+        };
+        let keep_from = hard.purged.map_or(0, |p| p.index + 1);
+        let reach = hard.committed.map_or(0, |c| c.index);
+        let observer: crate::storage::SyncObserver =
+            Arc::new(|took| crate::metrics::WAL_FSYNC.observe(took));
+        let (wal, recovered) = storage.open_wal(keep_from, reach, Some(observer))?;
+        // Behind a purge point the log must start at or before it (a new
+        // log's first index is openraft's to choose).
+        if let (Some(first), Some(_)) = (recovered.first, hard.purged) {
+            if first > keep_from {
+                return Err(StorageError::Damaged {
+                    file: storage.path().join(crate::storage::WAL_DIR),
+                    offset: 0,
+                    reason: format!(
+                        "the log starts at index {first} but must hold every entry from {keep_from}: entries are missing"
+                    ),
+                });
+            }
+        }
+        let store = Self {
+            storage,
+            wal,
+            hard: Arc::new(Mutex::new(Hard {
+                committed: hard.committed,
+                safe: hard.committed,
+                disk: hard,
+                written: None,
+            })),
+            writer: Arc::default(),
+        };
+        Ok((store, recovered))
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        self.storage
-            .get(Space::RaftMeta, key)?
-            .map(|v| decode(Space::RaftMeta, &v))
-            .transpose()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hard> {
+        self.hard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hard(&self) -> HardState {
+        self.lock().disk.clone()
+    }
+
+    /// Update the hard state and write it durably, with the committed log
+    /// id as far as the log is durable.
+    async fn save(&self, change: impl FnOnce(&mut HardState)) -> Result<(), StorageError> {
+        let _writer = self.writer.lock().await;
+        let bytes = {
+            let mut h = self.lock();
+            change(&mut h.disk);
+            h.disk.committed = std::cmp::max(h.disk.committed, h.safe);
+            h.written = Some(std::time::Instant::now());
+            encode(&h.disk)
+        };
+        self.storage.write_async(Blob::Raft, bytes).await
     }
 
     /// The vote persisted on disk (used at start-up to tell a fresh data dir).
-    pub fn stored_vote(&self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.meta(KEY_VOTE)
+    pub fn stored_vote(&self) -> Option<Vote<u64>> {
+        self.hard().vote
+    }
+
+    /// The index of the last entry the log holds or was purged to (0: none).
+    pub fn last_index(&self) -> u64 {
+        let purged = self.hard().purged.map_or(0, |p| p.index);
+        self.wal.bounds().1.unwrap_or(0).max(purged)
+    }
+
+    /// The log itself (a clone shares it).
+    pub fn wal(&self) -> Wal {
+        self.wal.clone()
+    }
+
+    /// Why the log stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
+    /// How many file syncs the log has made since it was opened.
+    pub fn sync_count(&self) -> u64 {
+        self.wal.sync_count()
+    }
+
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
+        self.wal
+            .read(from, to)?
+            .iter()
+            .map(|b| decode_entry(&self.storage, b))
+            .collect()
     }
 }
 
@@ -57,25 +186,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, RaftStorageError> {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i + 1,
+            Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&i) => Some(i.saturating_add(1)),
-            Bound::Excluded(&i) => Some(i),
-            Bound::Unbounded => None,
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => self.wal.bounds().1.map_or(0, |l| l + 1),
         };
-        let end_key = end.map(|e| e.to_be_bytes());
-        let mut out = Vec::new();
-        for item in self.storage.scan(
-            Space::Log,
-            &start.to_be_bytes(),
-            end_key.as_ref().map(|k| &k[..]),
-        ) {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(decode::<Entry>(Space::Log, &v).map_err(read_err)?);
-        }
-        Ok(out)
+        let keep_from = self.hard().purged.map_or(0, |p| p.index + 1);
+        self.entries(start.max(keep_from), end).map_err(read_err)
     }
 }
 
@@ -83,17 +203,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
-        let last_purged: Option<LogId> = self.meta(KEY_PURGED).map_err(read_err)?;
-        let last = match self.storage.last(Space::Log).map_err(read_err)? {
-            Some((_, v)) => Some(decode::<Entry>(Space::Log, &v).map_err(read_err)?.log_id),
-            None => None,
+        let purged = self.hard().purged;
+        let last = match self.wal.bounds().1 {
+            Some(i) if purged.is_none_or(|p| i > p.index) => self
+                .entries(i, i + 1)
+                .map_err(read_err)?
+                .pop()
+                .map(|e| e.log_id),
+            _ => None,
         };
-        // Entries at or below the purge point may still be on disk (their
-        // deletion runs in the background); they never count as the last.
-        let last = std::cmp::max(last, last_purged);
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: purged,
+            last_log_id: std::cmp::max(last, purged),
         })
     }
 
@@ -102,28 +223,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        b.put(Space::RaftMeta, KEY_VOTE, encode(vote));
-        self.storage.write(b).map_err(write_err)?;
-        self.storage.flush().await.map_err(write_err)?;
-        Ok(())
+        let vote = *vote;
+        self.save(|h| h.vote = Some(vote)).await.map_err(write_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, RaftStorageError> {
-        self.meta(KEY_VOTE).map_err(read_err)
+        Ok(self.hard().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        b.put(Space::RaftMeta, KEY_COMMITTED, encode(&committed));
-        self.storage.write(b).map_err(write_err)
+        let durable = self.wal.durable();
+        let due = {
+            let mut h = self.lock();
+            h.committed = committed;
+            if committed.is_some_and(|c| durable.is_some_and(|d| c.index <= d)) {
+                h.safe = committed;
+            }
+            h.written.is_none_or(|w| w.elapsed() >= COMMITTED_EVERY) && h.disk.committed < committed
+        };
+        if due {
+            // In the background: never holds the apply of what was committed.
+            let me = self.clone();
+            self.lock().written = Some(std::time::Instant::now());
+            tokio::spawn(async move {
+                if let Err(e) = me.save(|_| {}).await {
+                    tracing::error!(error = %e, "cannot write the Raft hard state");
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        Ok(self
-            .meta::<Option<LogId>>(KEY_COMMITTED)
-            .map_err(read_err)?
-            .flatten())
+        Ok(self.hard().committed)
     }
 
     async fn append<I>(
@@ -136,45 +268,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let started = std::time::Instant::now();
-        let mut b = WriteBatch::new();
         let mut n = 0;
-        for e in entries {
-            b.put(Space::Log, &e.log_id.index.to_be_bytes(), encode(&e));
-            n += 1;
-        }
-        self.storage.write(b).map_err(write_err)?;
-        let flushed = self.storage.flush().await;
-        crate::metrics::WAL_FSYNC.observe(started.elapsed());
-        super::warn_if_slow("raft log append and flush", started, n);
-        callback.log_io_completed(flushed.map_err(std::io::Error::other));
+        self.wal
+            .append(entries.into_iter().map(|e| {
+                n += 1;
+                (e.log_id.index, encode(&e))
+            }))
+            .map_err(write_err)?;
+        self.wal.sync(Box::new(move |r| {
+            super::warn_if_slow("raft log append and sync", started, n);
+            callback.log_io_completed(r.map_err(std::io::Error::other));
+        }));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        self.storage
-            .delete_range_into(&mut b, Space::Log, &log_id.index.to_be_bytes(), None)
-            .map_err(write_err)?;
-        self.storage.write(b).map_err(write_err)?;
-        self.storage.flush().await.map_err(write_err)
+        self.wal.truncate(log_id.index).map_err(write_err)
     }
 
-    /// Purging is logical at once (the purge point is written; openraft
-    /// never reads below it) and physical in the background, a few hundred
-    /// entries per batch: deleting ten thousand entries in one batch held
-    /// the next appends up for 150 ms. Entries a crash leaves behind below
-    /// the purge point are deleted by the next purge, which starts from the
-    /// beginning of the log.
+    /// The purge point is written (synced) first, then the segments wholly
+    /// behind it are deleted: a crash between leaves files the next purge
+    /// deletes.
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        b.put(Space::RaftMeta, KEY_PURGED, encode(&log_id));
-        self.storage.write(b).map_err(write_err)?;
-        self.storage.delete_below_in_background(
-            Space::Log,
-            log_id.index.saturating_add(1).to_be_bytes().to_vec(),
-            "purged Raft log",
+        self.save(|h| h.purged = Some(log_id))
+            .await
+            .map_err(write_err)?;
+        let files = self.wal.purge(log_id.index).map_err(write_err)?;
+        tracing::info!(
+            upto = log_id.index,
+            files,
+            "purged the Raft log behind a snapshot"
         );
-        tracing::info!(upto = log_id.index, "purged the Raft log behind a snapshot");
         Ok(())
     }
 }
@@ -182,55 +306,114 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsSync;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn log_id(index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 1), index)
     }
 
-    #[tokio::test]
-    async fn purge_is_logical_at_once_and_physical_in_the_background() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let mut b = WriteBatch::new();
-        for i in 1..=2000u64 {
-            let e = Entry {
-                log_id: log_id(i),
-                payload: EntryPayload::Blank,
-            };
-            b.put(Space::Log, &i.to_be_bytes(), encode(&e));
-        }
-        storage.write(b).unwrap();
-        let mut log = LogStore::new(storage.clone());
+    fn blank(i: u64) -> (u64, Vec<u8>) {
+        let e = Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Blank,
+        };
+        (i, encode(&e))
+    }
 
+    #[tokio::test]
+    async fn hard_state_and_entries_come_back_and_purge_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Arc::new(OsSync)).unwrap();
+        let (mut log, _) = LogStore::open(storage.clone()).unwrap();
+        log.wal.append((1..=2000).map(blank)).unwrap();
+        log.wal.sync_now().await.unwrap();
+        let vote = Vote::new(3, 7);
+        log.save_vote(&vote).await.unwrap();
+        log.save_committed(Some(log_id(1800))).await.unwrap();
         log.purge(log_id(1500)).await.unwrap();
         let st = log.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(log_id(1500)));
         assert_eq!(st.last_log_id, Some(log_id(2000)));
-        let entries = log.try_get_log_entries(1501..=2000).await.unwrap();
-        assert_eq!(entries.len(), 500);
+        assert_eq!(
+            log.try_get_log_entries(1501..=2000).await.unwrap().len(),
+            500
+        );
+        // Nothing below the purge point is handed out.
+        assert_eq!(
+            log.try_get_log_entries(..1600).await.unwrap()[0].log_id,
+            log_id(1501)
+        );
+        drop(log);
 
-        // The purged entries go, in the background; the rest stay.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let (first, _) = storage.first(Space::Log).unwrap().expect("entries left");
-            if first == 1501u64.to_be_bytes() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "purged entries not deleted"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(log.try_get_log_entries(1501..).await.unwrap().len(), 500);
+        let (mut log, _) = LogStore::open(storage.clone()).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1800)));
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(log_id(1500)), Some(log_id(2000)))
+        );
 
-        // Entries a crash left below the purge point never count as the
-        // last log id.
-        let mut b = WriteBatch::new();
-        b.put(Space::RaftMeta, KEY_PURGED, encode(&log_id(2500)));
-        storage.write(b).unwrap();
+        // Purged past the end (a snapshot from the leader): the log is
+        // empty and its last id is the purge point.
+        log.purge(log_id(2500)).await.unwrap();
         let st = log.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id, Some(log_id(2500)));
+        assert!(log.try_get_log_entries(2000..).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_log_cut_short_below_the_committed_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Arc::new(OsSync)).unwrap();
+        let (mut log, _) = LogStore::open(storage.clone()).unwrap();
+        log.wal.append((1..=100).map(blank)).unwrap();
+        log.wal.sync_now().await.unwrap();
+        log.save_committed(Some(log_id(90))).await.unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        log.wal.truncate(50).unwrap();
+        drop(log);
+        let files = |d: &std::path::Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(d.join("wal"))
+                .unwrap()
+                .map(|i| {
+                    let p = i.unwrap().path();
+                    let b = std::fs::read(&p).unwrap();
+                    (p, b)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files(dir.path());
+        let err = LogStore::open(storage.clone())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("ends at index 49 but entries up to 90"),
+            "{err}"
+        );
+        assert!(err.contains("wal"), "{err}");
+        assert_eq!(files(dir.path()), before, "a refused open changed the log");
+    }
+
+    #[tokio::test]
+    async fn a_committed_index_past_the_durable_log_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Arc::new(OsSync)).unwrap();
+        let (mut log, _) = LogStore::open(storage.clone()).unwrap();
+        log.wal.append((1..=10).map(blank)).unwrap();
+        log.wal.sync_now().await.unwrap();
+        log.save_committed(Some(log_id(8))).await.unwrap();
+        // Appended, not yet synced: a follower may learn such entries are
+        // committed before its own copy is durable.
+        log.wal.append((11..=20).map(blank)).unwrap();
+        log.save_committed(Some(log_id(15))).await.unwrap();
+        log.save_vote(&Vote::new(2, 1)).await.unwrap();
+        drop(log);
+        let (mut log, _) = LogStore::open(storage).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(8)));
     }
 }

@@ -1,10 +1,11 @@
-//! The Raft glue: openraft's type configuration, the sled-backed log store
-//! and state machine, and the peer network. Only this module knows openraft.
+//! The Raft glue: openraft's type configuration, the log store (on
+//! [`crate::storage::Wal`]) and state machine, and the peer network. Only
+//! this module knows openraft.
 //!
 //! Committed entries reach [`state_machine::StateMachine`] in order and in
-//! batches; it applies each batch to the MVCC store in one atomic storage
-//! write together with the last applied log id, then publishes the new view
-//! to readers.
+//! batches; it applies each batch to a working copy of the MVCC store and
+//! publishes the new view to readers whole; the state reaches disk at
+//! snapshots (the log holds everything since).
 
 pub mod log_store;
 pub mod network;

@@ -1,13 +1,14 @@
 //! The Raft state machine: applies committed entries to the MVCC store.
 //!
-//! A batch of entries is applied to a working copy of the store's [`View`],
-//! the resulting records and the last applied log id are written in one
-//! atomic storage batch, and only then is the new view published to readers.
-//! A crash therefore never half-applies a batch, and since the last applied
-//! log id is stored with the data, restart never applies an entry twice.
+//! A batch of entries is applied to a working copy of the store's [`View`]
+//! and the new view is published to readers whole, so a reader never sees
+//! half a batch. Applies write nothing to disk: the entries are durable in
+//! the Raft log, and the state is written whole to the `state` file at each
+//! snapshot ([`StateImage`]), before openraft purges the log behind it. A
+//! restart loads that image and openraft applies the log after it again,
+//! so nothing is applied twice or lost.
 //!
-//! The lease table is part of the state: lease records live in their own
-//! keyspace, written in the same batch, and travel in snapshots (format
+//! The lease table is part of the state and travels in snapshots (format
 //! version 2 of [`SnapshotBody`]; version-1 snapshots, from before leases,
 //! still load, with no leases).
 
@@ -21,29 +22,18 @@ use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageIOError,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
-use crate::mvcc::apply::{apply_proposal, Change};
+use crate::mvcc::apply::apply_proposal;
 use crate::mvcc::command::ProposalReply;
-use crate::mvcc::lease::Lease;
-use crate::mvcc::record::{
-    encode_view, lease_key, parse_lease_key, parse_record_key, record_key, LeaseRecord, Record,
-    SnapshotBody,
-};
+use crate::mvcc::record::{encode_view, SnapshotBody};
 use crate::mvcc::{ReadView, View};
 use crate::pb::mvccpb::Event;
-use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::storage::{Blob, Storage, StorageError};
 
 type Entry = openraft::Entry<TypeConfig>;
-
-const KEY_APPLIED: &[u8] = b"applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_REVISION: &[u8] = b"revision";
-const KEY_COMPACT: &[u8] = b"compact";
-/// Where a whole snapshot copy was stored by earlier builds (see `open`).
-const KEY_LEGACY_SNAPSHOT: &[u8] = b"current";
-const KEY_REMOVED: &[u8] = b"removed";
 
 fn sm_read_err(e: StorageError) -> RaftStorageError {
     StorageIOError::read_state_machine(AnyError::new(&e)).into()
@@ -153,6 +143,66 @@ impl RemovedMembers {
     }
 }
 
+/// What the `state` file holds besides the store itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StateHead {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    removed: BTreeSet<u64>,
+}
+
+/// The state machine written whole: the length of the encoded
+/// [`StateHead`] (u32le), the head, then the store as a snapshot body
+/// ([`encode_view`], the bytes a follower receives).
+pub struct StateImage;
+
+impl StateImage {
+    fn encode(head: &StateHead, view: &View) -> Vec<u8> {
+        let head = crate::codec::encode(head);
+        let body = encode_view(view);
+        let mut out = Vec::with_capacity(4 + head.len() + body.len());
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(storage: &Storage, bytes: &[u8]) -> Result<(StateHead, View), StorageError> {
+        let bad = |reason: String| StorageError::Decode {
+            file: storage.file(Blob::State),
+            reason,
+        };
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("no state header".into()))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(bad("state header longer than the file".into()));
+        }
+        let head: StateHead =
+            crate::codec::decode(&rest[..len]).map_err(|e| bad(format!("state header: {e}")))?;
+        let body = SnapshotBody::decode(&rest[len..]).map_err(|e| bad(format!("store: {e}")))?;
+        Ok((head, body.into_view()))
+    }
+
+    /// Write `view` with `head` durably to the `state` file.
+    async fn write(
+        storage: &Storage,
+        head: StateHead,
+        view: Arc<View>,
+    ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || {
+            storage.write(Blob::State, &Self::encode(&head, &view))
+        })
+        .await
+        .map_err(|e| StorageError::Failed(format!("state write task failed: {e}")))??;
+        super::warn_if_slow("state file write", started, 0);
+        Ok(())
+    }
+}
+
 /// The state machine.
 pub struct StateMachine {
     storage: Storage,
@@ -174,90 +224,28 @@ struct SnapshotCounter {
 }
 
 impl StateMachine {
-    /// Load the state machine from storage, rebuilding the in-memory index.
+    /// Load the state machine from the `state` file (empty if there is
+    /// none); openraft applies the log after it.
     pub fn open(storage: Storage) -> Result<Self, StorageError> {
-        let get = |key: &[u8]| storage.get(Space::SmMeta, key);
-        let applied: Option<LogId> = get(KEY_APPLIED)?
-            .map(|v| decode(Space::SmMeta, &v))
-            .transpose()?
-            .flatten();
-        let membership: StoredMembership = get(KEY_MEMBERSHIP)?
-            .map(|v| decode(Space::SmMeta, &v))
-            .transpose()?
-            .unwrap_or_default();
-        let mut view = View::default();
-        if let Some(v) = get(KEY_REVISION)? {
-            view.revision = decode(Space::SmMeta, &v)?;
-        }
-        if let Some(v) = get(KEY_COMPACT)? {
-            view.compact_revision = decode(Space::SmMeta, &v)?;
-        }
-        for item in storage.scan(Space::Kv, &[], None) {
-            let (k, v) = item?;
-            let (main, sub) = parse_record_key(&k).ok_or_else(|| StorageError::Corrupt {
-                space: Space::Kv,
-                reason: format!("bad record key of {} bytes", k.len()),
-            })?;
-            let rec: Record = decode(Space::Kv, &v)?;
-            let (key, rev) = rec.into_rev(main, sub);
-            view.index.entry(key).or_default().push_back(rev);
-        }
-        for item in storage.scan(Space::Lease, &[], None) {
-            let (k, v) = item?;
-            let id = parse_lease_key(&k).ok_or_else(|| StorageError::Corrupt {
-                space: Space::Lease,
-                reason: format!("bad lease key of {} bytes", k.len()),
-            })?;
-            let r: LeaseRecord = decode(Space::Lease, &v)?;
-            view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
-        }
-        // Compaction deletes dropped history in the background, after the
-        // compact revision is stored: whatever a crash kept on disk is
-        // dropped again here (compaction at the same revision drops exactly
-        // the leftovers) and deleted now.
-        if view.compact_revision > 0 {
-            let leftovers = view.compact_index(view.compact_revision);
-            if !leftovers.is_empty() {
-                let mut b = WriteBatch::new();
-                for (main, sub) in &leftovers {
-                    b.delete(Space::Kv, &record_key(*main, *sub));
-                }
-                storage.write(b)?;
-                tracing::info!(
-                    records = leftovers.len(),
-                    compact_revision = view.compact_revision,
-                    "deleted compacted history left on disk by an interrupted compaction"
-                );
-            }
-        }
-        let orphans = view.attach_lease_keys();
-        if orphans > 0 {
-            tracing::warn!(
-                orphans,
-                "live keys name leases missing from the lease table"
-            );
-        }
-        let removed: BTreeSet<u64> = get(KEY_REMOVED)?
-            .map(|v| decode(Space::SmMeta, &v))
-            .transpose()?
-            .unwrap_or_default();
-        // Before snapshots were derived from the state itself, each one was
-        // also stored whole; drop such a leftover copy.
-        if storage.get(Space::Snapshot, KEY_LEGACY_SNAPSHOT)?.is_some() {
-            let mut b = WriteBatch::new();
-            b.delete(Space::Snapshot, KEY_LEGACY_SNAPSHOT);
-            storage.write(b)?;
-        }
+        let (head, view) = match storage.read(Blob::State)? {
+            Some(bytes) => StateImage::decode(&storage, &bytes)?,
+            None => (StateHead::default(), View::default()),
+        };
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             storage,
             view: ReadView::new(view),
-            applied,
-            membership,
-            removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(removed))),
+            applied: head.applied,
+            membership: head.membership,
+            removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(head.removed))),
             events,
             snapshots: None,
         })
+    }
+
+    /// The index of the last entry in the loaded state (0: none).
+    pub fn applied_index(&self) -> u64 {
+        self.applied.map_or(0, |a| a.index)
     }
 
     /// Ask for a snapshot every `every` applied requests: the receiver gets
@@ -282,7 +270,7 @@ impl StateMachine {
     }
 
     /// Switch to membership `next`, remembering who left.
-    fn set_membership(&mut self, next: StoredMembership, b: &mut WriteBatch) {
+    fn set_membership(&mut self, next: StoredMembership) {
         let stays: BTreeSet<u64> = next.membership().nodes().map(|(id, _)| *id).collect();
         let left: Vec<u64> = self
             .membership
@@ -296,7 +284,6 @@ impl StateMachine {
             removed.extend(left);
             // A member added again (same id) is welcome back.
             removed.retain(|id| !stays.contains(id));
-            b.put(Space::SmMeta, KEY_REMOVED, encode(&removed));
             self.removed.0.store(Arc::new(removed));
         }
         self.membership = next;
@@ -313,35 +300,30 @@ impl StateMachine {
         self.events.clone()
     }
 
-    fn write_meta(&self, b: &mut WriteBatch, view: &View) {
-        b.put(Space::SmMeta, KEY_APPLIED, encode(&self.applied));
-        b.put(Space::SmMeta, KEY_MEMBERSHIP, encode(&self.membership));
-        b.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
-        b.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
+    fn head(&self) -> StateHead {
+        StateHead {
+            applied: self.applied,
+            membership: self.membership.clone(),
+            removed: (**self.removed.0.load()).clone(),
+        }
     }
 
     /// Seed an empty data dir with `view` (for `raftcd snapshot restore`):
     /// the store's keys and revisions, no Raft log, no membership. The next
     /// start bootstraps a new cluster on top of it.
     pub fn seed(storage: &Storage, view: &View) -> Result<(), StorageError> {
-        if storage.first(Space::Kv)?.is_some() || storage.first(Space::SmMeta)?.is_some() {
-            return Err(StorageError::Corrupt {
-                space: Space::Kv,
-                reason: "refusing to restore into a data dir that already holds data".into(),
-            });
+        let wal = storage.path().join(crate::storage::WAL_DIR);
+        let wal_used = std::fs::read_dir(&wal).is_ok_and(|mut d| d.next().is_some());
+        if Blob::ALL.iter().any(|b| storage.file(*b).exists()) || wal_used {
+            return Err(StorageError::Refused(format!(
+                "refusing to restore into {}: the data dir already holds data",
+                storage.path().display()
+            )));
         }
-        let mut batch = WriteBatch::new();
-        let body = SnapshotBody::from_view(view);
-        for (main, sub, rec) in &body.records {
-            batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
-        }
-        for (id, rec) in &body.leases {
-            batch.put(Space::Lease, &lease_key(*id), encode(rec));
-        }
-        batch.put(Space::SmMeta, KEY_REVISION, encode(&view.revision));
-        batch.put(Space::SmMeta, KEY_COMPACT, encode(&view.compact_revision));
-        storage.write(batch)?;
-        storage.flush_blocking()
+        storage.write(
+            Blob::State,
+            &StateImage::encode(&StateHead::default(), view),
+        )
     }
 
     /// The snapshot of the current state: what [`SnapshotMeta`] to send
@@ -371,29 +353,26 @@ fn snapshot_meta(
     }
 }
 
-/// "Builds" a snapshot: the state machine's own storage already holds the
-/// whole state at its last applied log id, so a snapshot is that state made
-/// durable, not a copy of it. Building one flushes storage (the log is
-/// purged behind the snapshot, so the state must be on disk first); the
-/// bytes a lagging follower needs are encoded from the in-memory view only
-/// when it needs them ([`SnapshotData`]).
+/// Builds a snapshot: writes the state at its last applied log id to the
+/// `state` file, durably (openraft purges the log behind the snapshot once
+/// this returns). The bytes a lagging follower needs are encoded from the
+/// in-memory view only when it needs them ([`SnapshotData`]).
 pub struct SnapshotBuilder {
     storage: Storage,
     view: Arc<View>,
-    applied: Option<LogId>,
-    membership: StoredMembership,
+    head: StateHead,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let started = std::time::Instant::now();
-        self.storage.flush().await.map_err(sm_write_err)?;
-        super::warn_if_slow("snapshot (storage flush)", started, 0);
-        let meta = match self.applied {
-            Some(applied) => snapshot_meta(applied, &self.membership, &self.view),
+        StateImage::write(&self.storage, self.head.clone(), self.view.clone())
+            .await
+            .map_err(sm_write_err)?;
+        let meta = match self.head.applied {
+            Some(applied) => snapshot_meta(applied, &self.head.membership, &self.view),
             None => SnapshotMeta {
                 last_log_id: None,
-                last_membership: self.membership.clone(),
+                last_membership: self.head.membership.clone(),
                 snapshot_id: format!("0-0-{}", self.view.revision),
             },
         };
@@ -420,18 +399,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = std::time::Instant::now();
         let mut view: View = (*self.view.load()).clone();
-        let mut batch = WriteBatch::new();
         let mut replies = Vec::new();
         let mut events = Vec::new();
-        // Records dropped by compaction: deleted after the batch, in the
-        // background (see `open` for what a crash leaves).
-        let mut dropped: Vec<Vec<u8>> = Vec::new();
+        let mut n = 0;
         for entry in entries {
+            n += 1;
             self.applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => replies.push(ProposalReply::default()),
                 EntryPayload::Membership(m) => {
-                    self.set_membership(StoredMembership::new(Some(entry.log_id), m), &mut batch);
+                    self.set_membership(StoredMembership::new(Some(entry.log_id), m));
                     replies.push(ProposalReply::default());
                 }
                 EntryPayload::Normal(cmd) => {
@@ -439,38 +416,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         c.since += cmd.commands().len() as u64;
                     }
                     let applied = apply_proposal(&view, &cmd);
-                    for change in applied.changes {
-                        match change {
-                            Change::Put { main, sub, record } => {
-                                batch.put(Space::Kv, &record_key(main, sub), encode(&record))
-                            }
-                            Change::Remove { main, sub } => {
-                                dropped.push(record_key(main, sub).to_vec())
-                            }
-                            Change::LeasePut { id, record } => {
-                                batch.put(Space::Lease, &lease_key(id), encode(&record))
-                            }
-                            Change::LeaseRemove { id } => {
-                                batch.delete(Space::Lease, &lease_key(id))
-                            }
-                        }
-                    }
                     view = applied.view;
                     events.extend(applied.events);
                     replies.push(applied.reply);
                 }
             }
         }
-        self.write_meta(&mut batch, &view);
-        let n = batch.len();
-        let write_started = std::time::Instant::now();
-        self.storage.write(batch).map_err(sm_write_err)?;
-        crate::metrics::BACKEND_COMMIT.observe(write_started.elapsed());
+        crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
         super::warn_if_slow("apply", started, n);
-        if !dropped.is_empty() {
-            self.storage
-                .delete_in_background(Space::Kv, dropped, "compacted history");
-        }
         if let Some(c) = &mut self.snapshots {
             if c.since >= c.every {
                 c.since = 0;
@@ -490,8 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             storage: self.storage.clone(),
             view: self.view.load(),
-            applied: self.applied,
-            membership: self.membership.clone(),
+            head: self.head(),
         }
     }
 
@@ -499,6 +451,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(SnapshotData::receiving()))
     }
 
+    /// The received state replaces this member's, durably, before openraft
+    /// purges the log behind it.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, MemberInfo>,
@@ -506,35 +460,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_bytes();
         let body = SnapshotBody::decode(&data).map_err(|e| {
-            sm_read_err(StorageError::Corrupt {
-                space: Space::Snapshot,
-                reason: e.to_string(),
-            })
+            sm_read_err(StorageError::Refused(format!(
+                "a snapshot from the leader cannot be read: {e}"
+            )))
         })?;
-        let mut batch = WriteBatch::new();
-        for space in [Space::Kv, Space::Lease] {
-            self.storage
-                .delete_range_into(&mut batch, space, &[], None)
-                .map_err(sm_write_err)?;
-        }
-        for (main, sub, rec) in &body.records {
-            batch.put(Space::Kv, &record_key(*main, *sub), encode(rec));
-        }
-        for (id, rec) in &body.leases {
-            batch.put(Space::Lease, &lease_key(*id), encode(rec));
-        }
         let view = body.into_view();
         self.applied = meta.last_log_id;
-        self.set_membership(meta.last_membership.clone(), &mut batch);
-        self.write_meta(&mut batch, &view);
-        self.storage.write(batch).map_err(sm_write_err)?;
-        self.storage.flush().await.map_err(sm_write_err)?;
+        self.set_membership(meta.last_membership.clone());
+        let view = Arc::new(view);
+        StateImage::write(&self.storage, self.head(), view.clone())
+            .await
+            .map_err(sm_write_err)?;
         tracing::info!(
             snapshot = %meta.snapshot_id,
             revision = view.revision,
             "installed a snapshot from the leader"
         );
-        self.view.store(Arc::new(view));
+        self.view.store(view);
         Ok(())
     }
 
@@ -551,9 +493,14 @@ mod tests {
 
     use super::*;
     use crate::mvcc::command::Proposal;
+    use crate::mvcc::record::LeaseRecord;
     use crate::mvcc::{Command, Reply};
     use crate::pb::etcdserverpb::PutRequest;
-    use crate::storage::Pair;
+    use crate::storage::OsSync;
+
+    fn open_storage(dir: &std::path::Path) -> Storage {
+        Storage::open(dir, Arc::new(OsSync)).unwrap()
+    }
 
     fn entry(index: u64, cmd: impl Into<Proposal>) -> Entry {
         Entry {
@@ -578,7 +525,7 @@ mod tests {
     #[tokio::test]
     async fn leases_persist_across_reopen_and_travel_in_snapshots() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = open_storage(dir.path());
         let mut sm = StateMachine::open(storage.clone()).unwrap();
         let entries = vec![
             entry(
@@ -611,10 +558,18 @@ mod tests {
         );
         let view = sm.read_view().load();
         assert_eq!(view.revision, 5);
+        // Applies write nothing; a snapshot writes the state file.
+        assert!(storage.read(Blob::State).unwrap().is_none());
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         drop(sm);
 
-        // Reopen: the lease table and its keys come back from storage.
+        // Reopen: the lease table and its keys come back from the file.
         let mut sm = StateMachine::open(storage.clone()).unwrap();
+        assert_eq!(sm.applied_index(), 6);
         let reopened = sm.read_view().load();
         assert_eq!(reopened.leases, view.leases);
         assert_eq!(
@@ -638,7 +593,7 @@ mod tests {
             .await
             .unwrap();
         let dir2 = tempfile::tempdir().unwrap();
-        let storage2 = Storage::open(dir2.path()).unwrap();
+        let storage2 = open_storage(dir2.path());
         let mut sm2 = StateMachine::open(storage2.clone()).unwrap();
         sm2.install_snapshot(&snap.meta, snap.snapshot)
             .await
@@ -654,7 +609,7 @@ mod tests {
     #[tokio::test]
     async fn streamed_encoding_matches_the_body_and_current_snapshot_is_the_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(Storage::open(dir.path()).unwrap()).unwrap();
+        let mut sm = StateMachine::open(open_storage(dir.path())).unwrap();
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
         let mut entries = vec![entry(
             1,
@@ -693,60 +648,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn compacted_history_is_deleted_in_the_background_and_again_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let mut sm = StateMachine::open(storage.clone()).unwrap();
-        let mut entries = Vec::new();
-        for i in 0..30u64 {
-            entries.push(entry(1 + i, put(&format!("k{}", i % 3), 0)));
-        }
-        sm.apply(entries).await.unwrap();
-        let records = |s: &Storage| -> Vec<Pair> {
-            s.scan(Space::Kv, &[], None).map(|r| r.unwrap()).collect()
-        };
-        let before = records(&storage);
-        assert_eq!(before.len(), 30);
-
-        let compact = Command::Compact(crate::pb::etcdserverpb::CompactionRequest {
-            revision: 28,
-            physical: false,
-        });
-        let replies = sm.apply(vec![entry(31, compact)]).await.unwrap();
-        assert!(
-            matches!(replies[0], ProposalReply::One(Reply::Compact(_))),
-            "{replies:?}"
-        );
-        let view = sm.read_view().load();
-        // Per key, the newest revision at or below 28 and everything after.
-        assert_eq!(view.index.values().map(|h| h.len()).sum::<usize>(), 6);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while records(&storage).len() != 6 {
-            assert!(std::time::Instant::now() < deadline, "not deleted");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        drop(sm);
-
-        // A crash before the background deletion finished: the dropped
-        // records are back on disk. Opening drops and deletes them again.
-        let mut b = WriteBatch::new();
-        for (k, v) in &before {
-            b.put(Space::Kv, k, v.clone());
-        }
-        storage.write(b).unwrap();
-        let reopened = StateMachine::open(storage.clone())
-            .unwrap()
-            .read_view()
-            .load();
-        assert_eq!(reopened.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
-        assert_eq!(reopened.index, view.index);
-        assert_eq!(records(&storage).len(), 6);
-    }
-
-    #[tokio::test]
     async fn snapshots_are_due_every_n_requests_not_every_n_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(Storage::open(dir.path()).unwrap()).unwrap();
+        let mut sm = StateMachine::open(open_storage(dir.path())).unwrap();
         let mut due = sm.snapshot_every(3);
         // One entry carrying a batch of 4 requests: due at once.
         let batch = Proposal::Batch((0..4).map(|i| put(&format!("b{i}"), 0)).collect());
@@ -762,21 +666,43 @@ mod tests {
         assert!(due.try_recv().is_err());
     }
 
-    #[test]
-    fn an_old_stored_snapshot_copy_is_dropped_on_open() {
+    #[tokio::test]
+    async fn a_restored_dir_is_seeded_once_and_a_damaged_state_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let mut b = WriteBatch::new();
-        b.put(
-            Space::Snapshot,
-            KEY_LEGACY_SNAPSHOT,
-            encode(&vec![7u8; 4096]),
+        let s = open_storage(dir.path());
+        let mut sm = StateMachine::open(s.clone()).unwrap();
+        sm.apply((1..=20u64).map(|i| entry(i, put(&format!("k{i}"), 0))))
+            .await
+            .unwrap();
+        let view = sm.read_view().load();
+        let dir2 = tempfile::tempdir().unwrap();
+        let s2 = open_storage(dir2.path());
+        StateMachine::seed(&s2, &view).unwrap();
+        let seeded = StateMachine::open(s2.clone()).unwrap();
+        assert_eq!(seeded.applied_index(), 0);
+        assert_eq!(
+            seeded.read_view().load().hash_kv(0).unwrap(),
+            view.hash_kv(0).unwrap()
         );
-        storage.write(b).unwrap();
-        StateMachine::open(storage.clone()).unwrap();
-        assert!(storage
-            .get(Space::Snapshot, KEY_LEGACY_SNAPSHOT)
-            .unwrap()
-            .is_none());
+        let again = StateMachine::seed(&s2, &view).unwrap_err().to_string();
+        assert!(again.contains("already holds data"), "{again}");
+        drop(seeded);
+        // A flipped bit anywhere in the state file: refused, naming it.
+        let path = s2.file(Blob::State);
+        let good = std::fs::read(&path).unwrap();
+        for at in [3, 12, good.len() / 2, good.len() - 2] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            std::fs::write(&path, &bad).unwrap();
+            let err = StateMachine::open(s2.clone())
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                err.contains("state") && err.contains("damaged"),
+                "{at}: {err}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bad);
+        }
     }
 }

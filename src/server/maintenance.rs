@@ -29,14 +29,34 @@ impl Server {
         }
     }
 
-    /// Defragment: the engine reclaims space on its own; make everything
-    /// durable. Returns the revision for the response header.
+    /// Defragment: write the state file now (a snapshot) and purge the log
+    /// behind it, so compacted history and old log segments leave the
+    /// disk. Returns the revision for the response header.
     pub async fn defragment(&self) -> Result<i64, ApiError> {
-        self.inner
-            .storage
-            .flush()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let raft = &self.inner.raft;
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        let deadline = super::deadline();
+        let mut metrics = raft.metrics();
+        loop {
+            let snapshot = metrics.borrow().snapshot.map_or(0, |l| l.index);
+            if snapshot >= applied {
+                break;
+            }
+            // Ignored while a snapshot is being built; asked again once
+            // that one is done, if it did not reach `applied`.
+            raft.trigger()
+                .snapshot()
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return Err(ApiError::Internal("raft stopped".into()));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Err(ApiError::Timeout),
+            }
+        }
         Ok(self.view().revision)
     }
 

@@ -115,6 +115,8 @@ struct Inner {
     config: Config,
     identity: Identity,
     storage: Storage,
+    /// The Raft log, for why it stopped if it did.
+    wal: crate::storage::Wal,
     raft: Raft,
     proposer: Proposer,
     view: ReadView,
@@ -265,7 +267,14 @@ impl Server {
         self.inner.shutdown_tx.subscribe()
     }
 
-    /// Stop every task, stop Raft and flush storage. Once every handle is
+    /// Why this member's log stopped accepting writes (a failed fsync or
+    /// write), if it did: it acknowledges nothing more until restarted.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.wal.failure()
+    }
+
+    /// Stop every task and stop Raft (every acknowledged write is already
+    /// durable in the log). Once every handle is
     /// dropped, the data dir can be reopened.
     pub async fn shutdown(&self) -> Result<(), StartError> {
         let _ = self.inner.shutdown_tx.send(true);
@@ -277,13 +286,9 @@ impl Server {
             t.abort();
             let _ = t.await;
         }
-        self.inner
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        self.inner.storage.stop_background();
-        self.inner.storage.flush().await?;
+        // Raft may have stopped on its own (a failed fsync): still wait for
+        // its handles below.
+        let stopped = self.inner.raft.shutdown().await;
         // Raft's log and state machine workers drop their storage handles
         // shortly after Raft stops; wait for that, so that the data dir is
         // free to reopen once the caller drops its last handle.
@@ -291,7 +296,7 @@ impl Server {
         while self.inner.storage.handle_count() > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(())
+        stopped.map_err(|e| StartError::Raft(e.to_string()))
     }
 }
 

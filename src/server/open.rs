@@ -12,6 +12,7 @@ use super::identity::{member_id, token_hash, Identity};
 use super::join::join;
 use super::ops::LeaderOp;
 use super::{header_fn, tasks, Inner, RaftState, Server, REQUEST_TIMEOUT};
+use crate::codec::{decode, encode};
 use crate::config::{url_string, ClusterState, Config, ConfigError};
 use crate::mvcc::validate::Origin;
 use crate::raft::log_store::LogStore;
@@ -20,7 +21,7 @@ use crate::raft::peer_service::{LeaderContact, PeerService};
 use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MemberInfo, Raft};
-use crate::storage::{decode, encode, Space, Storage, StorageError, WriteBatch};
+use crate::storage::{Blob, OsSync, Storage, StorageError};
 use crate::tls::ServerTls;
 
 /// Errors starting a node.
@@ -70,10 +71,15 @@ impl Server {
             false,
         )?;
         let peer_tls = load_tls(&config.listen_peer_urls, config.peer_tls.as_ref(), true)?;
-        let storage = Storage::open(&config.data_dir)?;
+        let syncer = config
+            .syncer
+            .clone()
+            .unwrap_or_else(|| Arc::new(OsSync) as Arc<dyn crate::storage::Syncer>);
+        let storage = Storage::open(&config.data_dir, syncer)?;
         let identity = resolve_identity(&storage, &config).await?;
-        let log_store = LogStore::new(storage.clone());
         let mut sm = StateMachine::open(storage.clone())?;
+        let (log_store, _recovered) = LogStore::open(storage.clone())?;
+        let wal = log_store.wal();
         let snapshots_due = sm.snapshot_every(config.snapshot_count);
         let view = sm.read_view();
         let events = sm.event_sender();
@@ -144,6 +150,7 @@ impl Server {
             config,
             identity,
             storage,
+            wal,
             proposer: Proposer::start(raft.clone(), limits),
             raft,
             view,
@@ -368,8 +375,13 @@ impl Server {
     }
 }
 
-const KEY_IDENTITY: &[u8] = b"identity";
-const KEY_TOKEN: &[u8] = b"token";
+/// What the `member` file holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemberFile {
+    identity: Identity,
+    /// Hash of `--initial-cluster-token`.
+    token: u64,
+}
 
 /// This member's identity: the one stored in the data dir, or for a new
 /// data dir derived from the flags (`new`) or learnt from the cluster
@@ -377,19 +389,14 @@ const KEY_TOKEN: &[u8] = b"token";
 async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity, StartError> {
     let dir = || config.data_dir.display().to_string();
     let token = token_hash(&config.initial_cluster_token);
-    if let Some(v) = storage.get(Space::Identity, KEY_IDENTITY)? {
-        let found: Identity = decode(Space::Identity, &v)?;
-        let stored_token: Option<u64> = storage
-            .get(Space::Identity, KEY_TOKEN)?
-            .map(|v| decode(Space::Identity, &v))
-            .transpose()?;
+    if let Some(bytes) = storage.read(Blob::Member)? {
+        let stored: MemberFile = decode(&bytes).map_err(|e| StorageError::Decode {
+            file: storage.file(Blob::Member),
+            reason: e.to_string(),
+        })?;
+        let found = stored.identity;
         let derived = Identity::derive(config);
-        let cluster_ok = match stored_token {
-            Some(t) => t == token,
-            // Data dirs of single-member builds did not record the token.
-            None => found.cluster_id == derived.cluster_id,
-        };
-        if found.name != config.name || !cluster_ok {
+        if found.name != config.name || stored.token != token {
             return Err(StartError::WrongDataDir {
                 dir: dir(),
                 found_name: found.name,
@@ -405,11 +412,11 @@ async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity
         ClusterState::New => Identity::derive(config),
         ClusterState::Existing => join(config).await?,
     };
-    let mut b = WriteBatch::new();
-    b.put(Space::Identity, KEY_IDENTITY, encode(&id));
-    b.put(Space::Identity, KEY_TOKEN, encode(&token));
-    storage.write(b)?;
-    storage.flush_blocking()?;
+    let file = MemberFile {
+        identity: id.clone(),
+        token,
+    };
+    storage.write(Blob::Member, &encode(&file))?;
     Ok(id)
 }
 

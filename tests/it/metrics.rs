@@ -53,8 +53,8 @@ fn metrics_follow_the_member() {
     assert_eq!(keys(&after) - keys(&before), 20.0);
     let rev = |b: &str| sample(b, "etcd_debugging_mvcc_current_revision").unwrap_or(-1.0);
     assert_eq!(rev(&after) - rev(&before), 20.0);
-    // Each acknowledged put went through at least one log flush and one
-    // state machine write.
+    // Each acknowledged put went through at least one log fdatasync and one
+    // state machine commit.
     for h in [
         "etcd_disk_wal_fsync_duration_seconds_count",
         "etcd_disk_backend_commit_duration_seconds_count",

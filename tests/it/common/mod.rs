@@ -126,8 +126,13 @@ impl Server {
     /// Start a server on `dir` and `port` with extra flags, and wait until
     /// it answers `/health`.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::start_logged(dir, port, extra, None)
+    }
+
+    /// [`Server::start_in`], with its stderr written to `log` if given.
+    pub fn start_logged(dir: &Path, port: u16, extra: &[&str], log: Option<&Path>) -> Server {
         let _machine = machine_share();
-        let child = spawn(dir, port, extra);
+        let child = spawn_logged(dir, port, extra, log);
         let mut s = Server {
             child: Some(child),
             port,
@@ -204,7 +209,7 @@ impl Drop for Server {
 /// The peer port of the member owning `dir`: chosen once, then reused, so a
 /// restarted member keeps its identity (member and cluster ids derive from
 /// the peer URLs).
-fn peer_port(dir: &Path) -> u16 {
+pub fn peer_port(dir: &Path) -> u16 {
     let file = dir.with_extension("peer-port");
     if let Some(p) = std::fs::read_to_string(&file)
         .ok()
@@ -252,14 +257,56 @@ pub fn peer_args(peer: &str) -> Vec<String> {
 }
 
 fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    spawn_logged(dir, port, extra, None)
+}
+
+fn spawn_logged(dir: &Path, port: u16, extra: &[&str], log: Option<&Path>) -> Child {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("stderr file")),
+        None => Stdio::inherit(),
+    };
     Command::new(raftcd_bin())
         .args(member_args(dir, port, peer_port(dir)))
         .args(extra)
         .env("ETCD_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn raftcd")
+}
+
+/// Start raftcd on `dir` expecting it to refuse: its exit status and what
+/// it printed on stderr. Panics if it is still running after 30 s.
+pub fn start_refused(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let _machine = machine_share();
+    let log = dir.with_extension("stderr");
+    let mut child = Command::new(raftcd_bin())
+        .args(member_args(dir, free_port(), peer_port(dir)))
+        .args(extra)
+        .env("ETCD_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr file"))
+        .spawn()
+        .expect("spawn raftcd");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "raftcd started on {}: {}",
+                dir.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&log).expect("read stderr");
+    let _ = std::fs::remove_file(&log);
+    (status, stderr)
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1:port; (status, body).

@@ -1,0 +1,338 @@
+//! A log segment's format, and recovery: reading every segment of the log
+//! directory, checking every record, and deciding what is a torn tail
+//! (cut off) and what is damage (refused). See [`super`].
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::storage::frame::{self, Parsed};
+use crate::storage::{StorageError, Syncer};
+
+pub(super) const MAGIC: &[u8; 8] = b"RAFTCDwl";
+pub(super) const VERSION: u8 = 1;
+pub(super) const KIND_HEADER: u8 = 1;
+pub(super) const KIND_ENTRY: u8 = 2;
+/// A segment is closed once it holds this much.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// The largest entry read back: bigger than any entry the proposer makes
+/// (requests are capped at 256 MiB), small enough to bound a bad length.
+pub(super) const MAX_ENTRY: usize = 1 << 30;
+
+/// One segment file.
+pub(super) struct Segment {
+    pub(super) seq: u64,
+    pub(super) first_index: u64,
+    pub(super) path: PathBuf,
+    pub(super) file: Arc<File>,
+    pub(super) len: u64,
+    /// Offset and size of each entry record: entry `first_index + i` is at
+    /// `entries[i]`.
+    pub(super) entries: Vec<(u64, u32)>,
+}
+
+impl Segment {
+    pub(super) fn end_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64
+    }
+}
+
+pub(super) fn io<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+pub(super) fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Damaged {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+pub(super) fn segment_name(seq: u64, first_index: u64) -> String {
+    format!("{seq:016x}-{first_index:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".wal")?;
+    let (seq, first) = stem.split_once('-')?;
+    if seq.len() != 16 || first.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(seq, 16).ok()?,
+        u64::from_str_radix(first, 16).ok()?,
+    ))
+}
+
+/// What [`recover`] found.
+pub(super) struct Recovery {
+    pub(super) segments: VecDeque<Segment>,
+    pub(super) first: Option<u64>,
+    pub(super) last: Option<u64>,
+    pub(super) repaired: Option<String>,
+}
+
+/// Read and check the log directory `dir` (see [`super::Wal::open`]);
+/// repairs a torn tail only once every check passed.
+pub(super) fn recover(
+    dir: &Path,
+    keep_from: u64,
+    reach: u64,
+    syncer: &dyn Syncer,
+) -> Result<Recovery, StorageError> {
+    let mut names = Vec::new();
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => Some(listing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(dir, "list")(e)),
+    };
+    for item in listing.into_iter().flatten() {
+        let item = item.map_err(io(dir, "list"))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        match parse_segment_name(&name) {
+            Some((seq, first)) => names.push((seq, first, item.path())),
+            None => {
+                return Err(damaged(
+                    &item.path(),
+                    0,
+                    "a file that is not a raftcd log segment in the log directory",
+                ))
+            }
+        }
+    }
+    names.sort();
+    let mut segments = VecDeque::new();
+    // Repairs, made only once every check passed.
+    let mut unstarted = None;
+    let mut torn_tail = None;
+    let count = names.len();
+    for (i, (seq, first, path)) in names.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let (segment, torn) = match read_segment(&path, seq, first, last)? {
+            Read::Segment(segment, torn) => (segment, torn),
+            Read::Unstarted => {
+                unstarted = Some(path);
+                continue;
+            }
+        };
+        if let Some(prev) = segments.back() {
+            check_follows(prev, &segment, keep_from)?;
+        }
+        if let Some((offset, reason)) = torn {
+            torn_tail = Some((path, offset, reason));
+        }
+        segments.push_back(segment);
+    }
+    let last = segments
+        .iter()
+        .rev()
+        .find(|s| !s.entries.is_empty())
+        .map(|s| s.end_index() - 1);
+    let held = last.unwrap_or(0).max(keep_from.saturating_sub(1));
+    if reach > held {
+        return Err(damaged(
+                dir,
+                0,
+                format!("the log ends at index {held} but entries up to {reach} were committed or applied from it: the log was cut short"),
+            ));
+    }
+    let mut repaired = None;
+    if let Some(path) = unstarted {
+        std::fs::remove_file(&path).map_err(io(&path, "remove"))?;
+        tracing::warn!(file = %path.display(), "removed a log segment whose header a crash cut short (it held nothing)");
+        repaired = Some(format!(
+            "{}: removed, its header was cut short",
+            path.display()
+        ));
+    }
+    if let Some((path, offset, reason)) = torn_tail {
+        // Cut the torn record off so the next append follows the last
+        // intact one.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io(&path, "open"))?;
+        f.set_len(offset).map_err(io(&path, "truncate"))?;
+        syncer
+            .sync_all(&f)
+            .map_err(|source| StorageError::SyncFailed {
+                path: path.clone(),
+                source,
+            })?;
+        tracing::warn!(file = %path.display(), offset, reason, "the Raft log ended in a torn write (a crash during an append that was never acknowledged); cut it off");
+        repaired = Some(format!(
+            "{}: cut a torn last record at offset {offset} ({reason})",
+            path.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir, "create"))?;
+    // What a killed process wrote may still be only in the page cache:
+    // make it durable before it counts as such.
+    if let Some(seg) = segments.back() {
+        syncer
+            .sync_data(&seg.file)
+            .map_err(|source| StorageError::SyncFailed {
+                path: seg.path.clone(),
+                source,
+            })?;
+    }
+    let first = segments
+        .iter()
+        .find(|s| !s.entries.is_empty())
+        .map(|s| s.first_index);
+    Ok(Recovery {
+        segments,
+        first,
+        last,
+        repaired,
+    })
+}
+
+/// What [`read_segment`] found.
+enum Read {
+    /// The segment, and a torn tail to cut off (offset, reason).
+    Segment(Segment, Option<(u64, &'static str)>),
+    /// The last segment was created but its header never fully written: it
+    /// holds nothing and goes.
+    Unstarted,
+}
+
+/// Read and check one segment. For the last segment, a damaged tail with
+/// nothing intact after it is reported as torn instead of refused.
+fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<Read, StorageError> {
+    let bytes = std::fs::read(path).map_err(io(path, "read"))?;
+    let head_len = MAGIC.len() + frame::HEADER + 17;
+    if last && bytes.len() < head_len && MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+        if let Parsed::Incomplete = frame::parse(bytes.get(MAGIC.len()..).unwrap_or_default(), 64) {
+            return Ok(Read::Unstarted);
+        }
+    }
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(damaged(
+            path,
+            0,
+            "not a raftcd log segment (wrong magic bytes)",
+        ));
+    }
+    let mut at = MAGIC.len();
+    let mut torn = None;
+    match frame::parse(&bytes[at..], 64) {
+        Parsed::Record {
+            kind: KIND_HEADER,
+            payload,
+            size,
+        } if payload.len() == 17 => {
+            let version = payload[0];
+            let s = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
+            let f = u64::from_le_bytes(payload[9..17].try_into().unwrap_or_default());
+            if version != VERSION {
+                return Err(damaged(path, at as u64, format!("log format version {version} (this build reads {VERSION}); was it written by a newer raftcd?")));
+            }
+            if (s, f) != (seq, first_index) {
+                return Err(damaged(path, at as u64, format!("header says segment {s} from index {f}, the name says {seq} from {first_index}")));
+            }
+            at += size;
+        }
+        _ => return Err(damaged(path, at as u64, "bad segment header")),
+    }
+    let mut entries = Vec::new();
+    {
+        let mut index = first_index;
+        while at < bytes.len() {
+            match frame::parse(&bytes[at..], MAX_ENTRY) {
+                Parsed::Record {
+                    kind: KIND_ENTRY,
+                    payload,
+                    size,
+                } => {
+                    let found = payload
+                        .get(..8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                    if found != Some(index) {
+                        return Err(damaged(
+                            path,
+                            at as u64,
+                            format!("expected entry {index}, found {found:?}"),
+                        ));
+                    }
+                    entries.push((at as u64, size as u32));
+                    index += 1;
+                    at += size;
+                }
+                Parsed::Record { kind, .. } => {
+                    return Err(damaged(
+                        path,
+                        at as u64,
+                        format!("unknown record kind {kind}"),
+                    ))
+                }
+                Parsed::Incomplete | Parsed::Bad(_)
+                    if last && frame::any_record_after(&bytes[at..], MAX_ENTRY).is_none() =>
+                {
+                    let reason = match frame::parse(&bytes[at..], MAX_ENTRY) {
+                        Parsed::Bad(r) => r,
+                        _ => "record cut short",
+                    };
+                    torn = Some((at as u64, reason));
+                    break;
+                }
+                Parsed::Incomplete => {
+                    return Err(damaged(
+                        path,
+                        at as u64,
+                        "record cut short before the end of the log",
+                    ))
+                }
+                Parsed::Bad(reason) => return Err(damaged(path, at as u64, reason)),
+            }
+        }
+    }
+    let len = torn.map_or(bytes.len() as u64, |(offset, _)| offset);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io(path, "open"))?;
+    Ok(Read::Segment(
+        Segment {
+            seq,
+            first_index,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            len,
+            entries,
+        },
+        torn,
+    ))
+}
+
+/// Segments follow each other without a gap in the indices, except past a
+/// purge (a log emptied by a purge starts again after it).
+fn check_follows(prev: &Segment, next: &Segment, keep_from: u64) -> Result<(), StorageError> {
+    if next.seq != prev.seq + 1 {
+        return Err(damaged(
+            &next.path,
+            0,
+            format!(
+                "segment {} follows segment {}: a segment is missing",
+                next.seq, prev.seq
+            ),
+        ));
+    }
+    let expected = prev.end_index();
+    if next.first_index != expected
+        && !(next.first_index > expected && next.first_index <= keep_from)
+    {
+        return Err(damaged(&next.path, 0, format!("segment starts at index {} but the previous one ends before {expected}: entries are missing", next.first_index)));
+    }
+    Ok(())
+}
