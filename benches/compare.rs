@@ -46,7 +46,11 @@ const DEFAULT_HISTORY_REVS: u64 = 400_000;
 const ETCD_BIN: &str = "/usr/bin/etcd";
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--duration-secs N] \
-[--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]";
+[--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N] [--space N]";
+/// Value size of the space step (the storage issue's workload).
+const SPACE_VALUE_SIZE: usize = 1024;
+/// The space fill stops after this long even if not all puts are in.
+const SPACE_FILL_CAP: Duration = Duration::from_secs(900);
 
 // ---------------------------------------------------------------- options
 
@@ -72,6 +76,8 @@ struct Opts {
     clients: Vec<usize>,
     history: bool,
     history_revs: u64,
+    /// Only the space step, with this many puts.
+    space: Option<u64>,
 }
 
 fn parse_args(args: &[String]) -> Res<Opts> {
@@ -81,6 +87,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         clients: vec![1, 64],
         history: true,
         history_revs: DEFAULT_HISTORY_REVS,
+        space: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -130,6 +137,13 @@ fn parse_args(args: &[String]) -> Res<Opts> {
                 if o.history_revs == 0 {
                     o.history = false;
                 }
+            }
+            "--space" => {
+                let n: u64 = value()?.parse()?;
+                if n == 0 {
+                    return Err("--space needs a number of puts above 0".into());
+                }
+                o.space = Some(n);
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
@@ -762,6 +776,41 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
         steps.push(r);
     };
 
+    if let Some(puts) = o.space {
+        // The storage issue's workload: puts of 1 KiB values round-robin
+        // onto 100 keys, then compaction and defragmentation; the data dir
+        // is measured once the server stops.
+        let space = Arc::new(Workload {
+            keys: Arc::new(history_keys()),
+            value: Arc::new(
+                (0..SPACE_VALUE_SIZE)
+                    .map(|i| b'a' + (i % 26) as u8)
+                    .collect(),
+            ),
+            pick: Pick::Sequential,
+            known: None,
+        });
+        let label =
+            format!("space fill ({puts} puts of {SPACE_VALUE_SIZE} B on {HISTORY_KEYS} keys)");
+        let limit = Limit {
+            duration: SPACE_FILL_CAP,
+            total: Some(puts),
+        };
+        let r = run_step(
+            "space fill",
+            &label,
+            &conns,
+            FILL_CLIENTS,
+            Op::Put,
+            &space,
+            limit,
+        )
+        .await;
+        record(r);
+        compact_defrag(kind, &conns[0]).await?;
+        return Ok(());
+    }
+
     // Fill every key once (the reference's `prepare`).
     let fill = workload(&keys, Pick::Sequential, None);
     let label = format!("fill ({KEY_SPACE} keys)");
@@ -1104,7 +1153,13 @@ async fn run(o: Opts) -> std::process::ExitCode {
         main_keys()[0].len(),
         o.duration.as_secs_f64()
     );
-    if o.history {
+    if let Some(puts) = o.space {
+        let _ = writeln!(
+            out,
+            "- space step only: {puts} puts of {SPACE_VALUE_SIZE}-byte values on {HISTORY_KEYS} keys (64 clients, at most {} s), then compaction at the last revision and defragmentation; the data dir is measured after the server stops",
+            SPACE_FILL_CAP.as_secs()
+        );
+    } else if o.history {
         let _ = writeln!(
             out,
             "- history step: {} puts on {HISTORY_KEYS} keys (64 clients, at most {} s), then linearizable gets on those keys",
