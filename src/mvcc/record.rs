@@ -188,6 +188,14 @@ pub fn encode_view(view: &View) -> Vec<u8> {
     encode_as(FORMAT_V2, &BodyRef(view))
 }
 
+/// [`encode_view`] streamed into `w`.
+pub fn write_view(view: &View, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    w.write_all(&[FORMAT_V2])?;
+    postcard::to_io(&BodyRef(view), w)
+        .map(|_| ())
+        .map_err(std::io::Error::other)
+}
+
 /// Serializes like [`SnapshotBody`] (same fields, same order), borrowing.
 struct BodyRef<'a>(&'a View);
 

@@ -66,6 +66,8 @@ pub struct LogStore {
     hard: Arc<Mutex<Hard>>,
     /// One writer of the `raft` file at a time.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes appended so far, for the snapshot policy.
+    growth: super::state_machine::LogGrowth,
 }
 
 fn decode_entry(storage: &Storage, bytes: &[u8]) -> Result<Entry, StorageError> {
@@ -116,6 +118,7 @@ impl LogStore {
                 written: None,
             })),
             writer: Arc::default(),
+            growth: Arc::default(),
         };
         Ok((store, recovered))
     }
@@ -153,6 +156,12 @@ impl LogStore {
     pub fn last_index(&self) -> u64 {
         let purged = self.hard().purged.map_or(0, |p| p.index);
         self.wal.bounds().1.unwrap_or(0).max(purged)
+    }
+
+    /// Bytes appended to the log since it was opened (shared, kept up to
+    /// date).
+    pub fn growth(&self) -> super::state_machine::LogGrowth {
+        self.growth.clone()
     }
 
     /// The log itself (a clone shares it).
@@ -269,12 +278,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let started = std::time::Instant::now();
         let mut n = 0;
+        let mut bytes = 0;
         self.wal
             .append(entries.into_iter().map(|e| {
                 n += 1;
-                (e.log_id.index, encode(&e))
+                let encoded = encode(&e);
+                bytes += encoded.len() as u64;
+                (e.log_id.index, encoded)
             }))
             .map_err(write_err)?;
+        self.growth
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.wal.sync(Box::new(move |r| {
             super::warn_if_slow("raft log append and sync", started, n);
             callback.log_io_completed(r.map_err(std::io::Error::other));

@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::mvcc::apply::apply_proposal;
 use crate::mvcc::command::ProposalReply;
-use crate::mvcc::record::{encode_view, SnapshotBody};
+use crate::mvcc::record::{encode_view, write_view, SnapshotBody};
 use crate::mvcc::{ReadView, View};
 use crate::pb::mvccpb::Event;
 use crate::storage::{Blob, Storage, StorageError};
@@ -157,14 +157,12 @@ struct StateHead {
 pub struct StateImage;
 
 impl StateImage {
-    fn encode(head: &StateHead, view: &View) -> Vec<u8> {
+    /// Stream the image into `w` (the store is never copied whole).
+    fn write_to(head: &StateHead, view: &View, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let head = crate::codec::encode(head);
-        let body = encode_view(view);
-        let mut out = Vec::with_capacity(4 + head.len() + body.len());
-        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&body);
-        out
+        w.write_all(&(head.len() as u32).to_le_bytes())?;
+        w.write_all(&head)?;
+        write_view(view, w)
     }
 
     fn decode(storage: &Storage, bytes: &[u8]) -> Result<(StateHead, View), StorageError> {
@@ -185,27 +183,49 @@ impl StateImage {
         Ok((head, body.into_view()))
     }
 
-    /// Write `view` with `head` durably to the `state` file.
+    /// Write `view` with `head` durably to the `state` file, one writer
+    /// at a time; an image older than the one on disk (a snapshot built
+    /// while a newer one was installed) is not written: the file never
+    /// goes back behind a log purge.
     async fn write(
         storage: &Storage,
+        written: &StateWriter,
+        size: &std::sync::atomic::AtomicU64,
         head: StateHead,
         view: Arc<View>,
     ) -> Result<(), StorageError> {
+        let mut last = written.lock().await;
+        if head.applied < *last {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
+        let storage_file = storage.file(Blob::State);
         let storage = storage.clone();
+        let applied = head.applied;
         tokio::task::spawn_blocking(move || {
-            storage.write(Blob::State, &Self::encode(&head, &view))
+            storage.write_with(Blob::State, |w| Self::write_to(&head, &view, w))
         })
         .await
         .map_err(|e| StorageError::Failed(format!("state write task failed: {e}")))??;
+        *last = applied;
+        if let Ok(m) = std::fs::metadata(storage_file) {
+            size.store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        }
         super::warn_if_slow("state file write", started, 0);
         Ok(())
     }
 }
 
+/// The applied log id of the `state` file on disk, held while it is
+/// written.
+type StateWriter = Arc<tokio::sync::Mutex<Option<LogId>>>;
+
 /// The state machine.
 pub struct StateMachine {
     storage: Storage,
+    written: StateWriter,
+    /// Bytes of the `state` file on disk.
+    state_size: Arc<std::sync::atomic::AtomicU64>,
     view: ReadView,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -214,14 +234,25 @@ pub struct StateMachine {
     snapshots: Option<SnapshotCounter>,
 }
 
-/// Counts applied client requests and says when a snapshot is due: etcd's
-/// `--snapshot-count` counts requests, and one Raft entry of ours can
-/// carry many (group commit).
+/// Says when a snapshot is due: after `--snapshot-count` applied client
+/// requests (as etcd counts them; one Raft entry of ours can carry many),
+/// once the log has also grown by as many bytes as the last `state` file
+/// holds. A snapshot writes the whole state, so a large store that is not
+/// compacted is written at sizes that double, not every few thousand
+/// requests: the bytes snapshots write stay within the bytes the log took.
 struct SnapshotCounter {
     every: u64,
     since: u64,
+    /// Bytes appended to the log so far ([`LogGrowth`]), and at the last
+    /// snapshot that was asked for.
+    log: LogGrowth,
+    log_at_last: u64,
     due: tokio::sync::mpsc::UnboundedSender<()>,
 }
+
+/// Bytes appended to the Raft log since the member started: counted by the
+/// log store, read by the snapshot policy.
+pub type LogGrowth = Arc<std::sync::atomic::AtomicU64>;
 
 impl StateMachine {
     /// Load the state machine from the `state` file (empty if there is
@@ -232,8 +263,11 @@ impl StateMachine {
             None => (StateHead::default(), View::default()),
         };
         let (events, _) = broadcast::channel(1024);
+        let state_size = std::fs::metadata(storage.file(Blob::State)).map_or(0, |m| m.len());
         Ok(Self {
             storage,
+            written: Arc::new(tokio::sync::Mutex::new(head.applied)),
+            state_size: Arc::new(state_size.into()),
             view: ReadView::new(view),
             applied: head.applied,
             membership: head.membership,
@@ -248,13 +282,21 @@ impl StateMachine {
         self.applied.map_or(0, |a| a.index)
     }
 
-    /// Ask for a snapshot every `every` applied requests: the receiver gets
-    /// one message each time (the node then triggers the snapshot).
-    pub fn snapshot_every(&mut self, every: u64) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    /// Ask for a snapshot every `every` applied requests once `log` grew
+    /// by the size of the last state file ([`SnapshotCounter`]): the
+    /// receiver gets one message each time (the node then triggers it).
+    pub fn snapshot_every(
+        &mut self,
+        every: u64,
+        log: LogGrowth,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<()> {
         let (due, rx) = tokio::sync::mpsc::unbounded_channel();
+        let log_at_last = log.load(std::sync::atomic::Ordering::Relaxed);
         self.snapshots = Some(SnapshotCounter {
             every: every.max(1),
             since: 0,
+            log,
+            log_at_last,
             due,
         });
         rx
@@ -320,10 +362,9 @@ impl StateMachine {
                 storage.path().display()
             )));
         }
-        storage.write(
-            Blob::State,
-            &StateImage::encode(&StateHead::default(), view),
-        )
+        storage.write_with(Blob::State, |w| {
+            StateImage::write_to(&StateHead::default(), view, w)
+        })
     }
 
     /// The snapshot of the current state: what [`SnapshotMeta`] to send
@@ -359,15 +400,23 @@ fn snapshot_meta(
 /// in-memory view only when it needs them ([`SnapshotData`]).
 pub struct SnapshotBuilder {
     storage: Storage,
+    written: StateWriter,
+    state_size: Arc<std::sync::atomic::AtomicU64>,
     view: Arc<View>,
     head: StateHead,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        StateImage::write(&self.storage, self.head.clone(), self.view.clone())
-            .await
-            .map_err(sm_write_err)?;
+        StateImage::write(
+            &self.storage,
+            &self.written,
+            &self.state_size,
+            self.head.clone(),
+            self.view.clone(),
+        )
+        .await
+        .map_err(sm_write_err)?;
         let meta = match self.head.applied {
             Some(applied) => snapshot_meta(applied, &self.head.membership, &self.view),
             None => SnapshotMeta {
@@ -425,8 +474,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         crate::metrics::BACKEND_COMMIT.observe(started.elapsed());
         super::warn_if_slow("apply", started, n);
         if let Some(c) = &mut self.snapshots {
-            if c.since >= c.every {
+            let log = c.log.load(std::sync::atomic::Ordering::Relaxed);
+            let state = self.state_size.load(std::sync::atomic::Ordering::Relaxed);
+            if c.since >= c.every && log.saturating_sub(c.log_at_last) >= state {
                 c.since = 0;
+                c.log_at_last = log;
                 // Nobody listening: the node is stopping.
                 let _ = c.due.send(());
             }
@@ -442,6 +494,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             storage: self.storage.clone(),
+            written: self.written.clone(),
+            state_size: self.state_size.clone(),
             view: self.view.load(),
             head: self.head(),
         }
@@ -468,9 +522,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = meta.last_log_id;
         self.set_membership(meta.last_membership.clone());
         let view = Arc::new(view);
-        StateImage::write(&self.storage, self.head(), view.clone())
-            .await
-            .map_err(sm_write_err)?;
+        StateImage::write(
+            &self.storage,
+            &self.written,
+            &self.state_size,
+            self.head(),
+            view.clone(),
+        )
+        .await
+        .map_err(sm_write_err)?;
         tracing::info!(
             snapshot = %meta.snapshot_id,
             revision = view.revision,
@@ -651,7 +711,7 @@ mod tests {
     async fn snapshots_are_due_every_n_requests_not_every_n_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachine::open(open_storage(dir.path())).unwrap();
-        let mut due = sm.snapshot_every(3);
+        let mut due = sm.snapshot_every(3, LogGrowth::default());
         // One entry carrying a batch of 4 requests: due at once.
         let batch = Proposal::Batch((0..4).map(|i| put(&format!("b{i}"), 0)).collect());
         sm.apply(vec![entry(1, batch)]).await.unwrap();
@@ -663,6 +723,35 @@ mod tests {
         assert!(due.try_recv().is_err());
         sm.apply(vec![entry(4, put("z", 0))]).await.unwrap();
         assert!(due.try_recv().is_ok());
+        assert!(due.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_large_state_is_snapshotted_only_once_the_log_grew_as_much() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(open_storage(dir.path())).unwrap();
+        let log = LogGrowth::default();
+        let mut due = sm.snapshot_every(2, log.clone());
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let state = sm.state_size.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(state > 0);
+        // Enough requests, not enough log: not yet.
+        sm.apply((1..=5u64).map(|i| entry(i, put(&format!("k{i}"), 0))))
+            .await
+            .unwrap();
+        assert!(due.try_recv().is_err());
+        log.store(state - 1, std::sync::atomic::Ordering::Relaxed);
+        sm.apply(vec![entry(6, put("k6", 0))]).await.unwrap();
+        assert!(due.try_recv().is_err());
+        // The log grew by the state's size: due, and the count starts again.
+        log.store(state, std::sync::atomic::Ordering::Relaxed);
+        sm.apply(vec![entry(7, put("k7", 0))]).await.unwrap();
+        assert!(due.try_recv().is_ok());
+        sm.apply(vec![entry(8, put("k8", 0))]).await.unwrap();
         assert!(due.try_recv().is_err());
     }
 

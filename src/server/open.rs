@@ -80,7 +80,7 @@ impl Server {
         let mut sm = StateMachine::open(storage.clone())?;
         let (log_store, _recovered) = LogStore::open(storage.clone())?;
         let wal = log_store.wal();
-        let snapshots_due = sm.snapshot_every(config.snapshot_count);
+        let snapshots_due = sm.snapshot_every(config.snapshot_count, log_store.growth());
         let view = sm.read_view();
         let events = sm.event_sender();
         let removed = sm.removed_members();

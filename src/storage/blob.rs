@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, Parsed};
-use super::{StorageError, Syncer};
+use super::{damaged, io, StorageError, Syncer};
 
 const VERSION: u8 = 1;
 const KIND_DATA: u8 = 1;
@@ -58,40 +58,79 @@ impl Blob {
     }
 }
 
-fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Damaged {
-        file: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
-}
-
-fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        path: path.to_path_buf(),
-        what,
-        source,
-    }
-}
-
 /// The temporary name a new version of `blob` is written under.
 pub fn tmp_name(blob: Blob) -> String {
     format!("{}.tmp", blob.name())
 }
 
-/// Encode `contents` as the file `blob`.
-fn encode(blob: Blob, contents: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(contents.len() + contents.len() / CHUNK * 16 + 64);
-    out.extend_from_slice(blob.magic());
-    out.push(VERSION);
-    for chunk in contents.chunks(CHUNK) {
-        frame::put(&mut out, KIND_DATA, chunk);
+/// Frames what is written to it as data records of [`CHUNK`] bytes, after
+/// the magic and version; [`Framer::finish`] adds the end record.
+struct Framer<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Framer<W> {
+    fn new(blob: Blob, mut out: W) -> std::io::Result<Self> {
+        out.write_all(blob.magic())?;
+        out.write_all(&[VERSION])?;
+        Ok(Self {
+            out,
+            buf: Vec::with_capacity(CHUNK),
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+        })
     }
-    let mut end = Vec::with_capacity(12);
-    end.extend_from_slice(&(contents.len() as u64).to_le_bytes());
-    end.extend_from_slice(&crc32fast::hash(contents).to_le_bytes());
-    frame::put(&mut out, KIND_END, &end);
-    out
+
+    fn emit(&mut self, n: usize) -> std::io::Result<()> {
+        let mut record = Vec::with_capacity(n + frame::HEADER);
+        frame::put(&mut record, KIND_DATA, &self.buf[..n]);
+        self.out.write_all(&record)?;
+        self.buf.drain(..n);
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() {
+            self.emit(self.buf.len())?;
+        }
+        let mut end = Vec::with_capacity(12);
+        end.extend_from_slice(&self.len.to_le_bytes());
+        end.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        let mut record = Vec::new();
+        frame::put(&mut record, KIND_END, &end);
+        self.out.write_all(&record)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Framer<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.len += data.len() as u64;
+        self.crc.update(data);
+        while self.buf.len() >= CHUNK {
+            self.emit(CHUNK)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encode `contents` as the file `blob`.
+#[cfg(test)]
+fn encode(blob: Blob, contents: &[u8]) -> Vec<u8> {
+    let mut framer = Framer::new(blob, Vec::new()).unwrap_or_else(|_| unreachable!());
+    framer
+        .write_all(contents)
+        .unwrap_or_else(|_| unreachable!());
+    framer.finish().unwrap_or_else(|_| unreachable!())
 }
 
 /// Check and decode the file `blob` read from `path`.
@@ -191,11 +230,27 @@ pub fn write(
     contents: &[u8],
     syncer: &dyn Syncer,
 ) -> Result<(), StorageError> {
+    write_with(dir, blob, syncer, |w| w.write_all(contents))
+}
+
+/// [`write`] with contents that `fill` writes (streamed to the file, never
+/// held whole).
+pub fn write_with(
+    dir: &Path,
+    blob: Blob,
+    syncer: &dyn Syncer,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), StorageError> {
     let path = dir.join(blob.name());
     let tmp = dir.join(tmp_name(blob));
-    let bytes = encode(blob, contents);
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp, "create"))?;
-    f.write_all(&bytes).map_err(io(&tmp, "write"))?;
+    let f = std::fs::File::create(&tmp).map_err(io(&tmp, "create"))?;
+    let mut framer = Framer::new(blob, std::io::BufWriter::new(f)).map_err(io(&tmp, "write"))?;
+    fill(&mut framer).map_err(io(&tmp, "write"))?;
+    let f = framer
+        .finish()
+        .map_err(io(&tmp, "write"))?
+        .into_inner()
+        .map_err(|e| io(&tmp, "write")(e.into_error()))?;
     syncer.sync_all(&f).map_err(|e| StorageError::SyncFailed {
         path: tmp.clone(),
         source: e,

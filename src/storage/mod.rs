@@ -75,6 +75,24 @@ pub enum StorageError {
     Refused(String),
 }
 
+/// An I/O error on `path` while doing `what`.
+fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Damage found in `path` at `offset`.
+fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Damaged {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
 /// How the store makes files durable. The default is the operating
 /// system's; a test wraps it to inject failures.
 pub trait Syncer: Send + Sync + std::fmt::Debug + 'static {
@@ -195,6 +213,15 @@ impl Storage {
     /// Replace `blob` with `contents`, durably (blocking).
     pub fn write(&self, blob: Blob, contents: &[u8]) -> Result<(), StorageError> {
         blob::write(&self.inner.dir, blob, contents, &*self.inner.syncer)
+    }
+
+    /// [`Storage::write`] with contents `fill` streams to the file.
+    pub fn write_with(
+        &self,
+        blob: Blob,
+        fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        blob::write_with(&self.inner.dir, blob, &*self.inner.syncer, fill)
     }
 
     /// [`Storage::write`] on the blocking pool.

@@ -37,12 +37,10 @@ use std::time::{Duration, Instant};
 mod segment;
 
 pub use segment::SEGMENT_BYTES;
-use segment::{
-    damaged, io, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION,
-};
+use segment::{segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION};
 
 use super::frame::{self, Parsed};
-use super::{blob::sync_dir, StorageError, Syncer};
+use super::{blob::sync_dir, damaged, io, StorageError, Syncer};
 
 /// Called by the flusher once a sync is done: the result, and how long the
 /// sync took.

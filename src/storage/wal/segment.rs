@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::storage::frame::{self, Parsed};
-use crate::storage::{StorageError, Syncer};
+use crate::storage::{damaged, io, StorageError, Syncer};
 
 pub(super) const MAGIC: &[u8; 8] = b"RAFTCDwl";
 pub(super) const VERSION: u8 = 1;
@@ -35,25 +35,6 @@ pub(super) struct Segment {
 impl Segment {
     pub(super) fn end_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64
-    }
-}
-
-pub(super) fn io<'a>(
-    path: &'a Path,
-    what: &'static str,
-) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        path: path.to_path_buf(),
-        what,
-        source,
-    }
-}
-
-pub(super) fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Damaged {
-        file: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
     }
 }
 
