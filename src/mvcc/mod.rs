@@ -23,6 +23,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod history;
 pub mod lease;
 pub mod record;
 pub mod validate;

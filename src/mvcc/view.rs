@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use imbl::{OrdMap, OrdSet, Vector};
+use imbl::{OrdMap, OrdSet};
 
 use super::command::MvccError;
 use super::lease::Lease;
@@ -20,36 +20,7 @@ use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
 
-/// One revision of one key. `value == None` marks a tombstone (delete).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rev {
-    pub main: i64,
-    pub sub: u32,
-    pub create: i64,
-    pub version: i64,
-    pub lease: i64,
-    pub value: Option<Bytes>,
-}
-
-impl Rev {
-    pub fn is_tombstone(&self) -> bool {
-        self.value.is_none()
-    }
-
-    pub fn to_kv(&self, key: &Bytes) -> KeyValue {
-        KeyValue {
-            key: key.clone(),
-            create_revision: self.create,
-            mod_revision: self.main,
-            version: self.version,
-            value: self.value.clone().unwrap_or_default(),
-            lease: self.lease,
-        }
-    }
-}
-
-/// A key's history, oldest revision first.
-pub type History = Vector<Rev>;
+pub use super::history::{History, Rev};
 
 /// The entry of `h` visible at revision `rev` (the newest with main <= rev).
 pub fn at_revision(h: &History, rev: i64) -> Option<&Rev> {
