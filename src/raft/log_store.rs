@@ -147,17 +147,6 @@ impl LogStore {
         self.storage.write_async(Blob::Raft, bytes).await
     }
 
-    /// The vote persisted on disk (used at start-up to tell a fresh data dir).
-    pub fn stored_vote(&self) -> Option<Vote<u64>> {
-        self.hard().vote
-    }
-
-    /// The index of the last entry the log holds or was purged to (0: none).
-    pub fn last_index(&self) -> u64 {
-        let purged = self.hard().purged.map_or(0, |p| p.index);
-        self.wal.bounds().1.unwrap_or(0).max(purged)
-    }
-
     /// Bytes appended to the log since it was opened (shared, kept up to
     /// date).
     pub fn growth(&self) -> super::state_machine::LogGrowth {
@@ -167,16 +156,6 @@ impl LogStore {
     /// The log itself (a clone shares it).
     pub fn wal(&self) -> Wal {
         self.wal.clone()
-    }
-
-    /// Why the log stopped accepting writes, if it did.
-    pub fn failure(&self) -> Option<String> {
-        self.wal.failure()
-    }
-
-    /// How many file syncs the log has made since it was opened.
-    pub fn sync_count(&self) -> u64 {
-        self.wal.sync_count()
     }
 
     fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
@@ -248,12 +227,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if committed.is_some_and(|c| durable.is_some_and(|d| c.index <= d)) {
                 h.safe = committed;
             }
-            h.written.is_none_or(|w| w.elapsed() >= COMMITTED_EVERY) && h.disk.committed < committed
+            // Only what may be written counts: a committed index ahead of
+            // the synced log would rewrite the same file every second.
+            let due = h.written.is_none_or(|w| w.elapsed() >= COMMITTED_EVERY)
+                && h.disk.committed < h.safe;
+            if due {
+                h.written = Some(std::time::Instant::now());
+            }
+            due
         };
         if due {
             // In the background: never holds the apply of what was committed.
             let me = self.clone();
-            self.lock().written = Some(std::time::Instant::now());
             tokio::spawn(async move {
                 if let Err(e) = me.save(|_| {}).await {
                     tracing::error!(error = %e, "cannot write the Raft hard state");

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, Parsed};
-use super::{damaged, io, StorageError, Syncer};
+use super::{damaged, io, sync_failed, StorageError, Syncer};
 
 const VERSION: u8 = 1;
 const KIND_DATA: u8 = 1;
@@ -251,10 +251,7 @@ pub fn write_with(
         .map_err(io(&tmp, "write"))?
         .into_inner()
         .map_err(|e| io(&tmp, "write")(e.into_error()))?;
-    syncer.sync_all(&f).map_err(|e| StorageError::SyncFailed {
-        path: tmp.clone(),
-        source: e,
-    })?;
+    syncer.sync_all(&f).map_err(sync_failed(&tmp))?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
     sync_dir(dir, syncer)
@@ -263,12 +260,7 @@ pub fn write_with(
 /// Make the names in `dir` (files created, renamed or removed) durable.
 pub fn sync_dir(dir: &Path, syncer: &dyn Syncer) -> Result<(), StorageError> {
     let d = std::fs::File::open(dir).map_err(io(dir, "open"))?;
-    syncer
-        .sync_all(&d)
-        .map_err(|source| StorageError::SyncFailed {
-            path: dir.to_path_buf(),
-            source,
-        })
+    syncer.sync_all(&d).map_err(sync_failed(dir))
 }
 
 /// The path of `blob` in `dir`.

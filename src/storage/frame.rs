@@ -17,12 +17,27 @@ pub const HEADER: usize = 9;
 
 /// Append one record to `out`.
 pub fn put(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    put_parts(out, kind, &[payload]);
+}
+
+/// Append one record whose payload is `parts` one after the other (no copy
+/// of them into a payload first).
+pub fn put_parts(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
     debug_assert!(kind != 0, "kind 0 is reserved");
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total).unwrap_or(u32::MAX);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    for p in parts {
+        h.update(p);
+    }
+    out.reserve(HEADER + total);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&checksum(kind, payload).to_le_bytes());
+    out.extend_from_slice(&h.finalize().to_le_bytes());
     out.push(kind);
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
 }
 
 /// CRC-32 of a record's kind and payload.
@@ -122,6 +137,9 @@ mod tests {
                 Parsed::Bad(_) | Parsed::Incomplete => {}
             }
         }
+        let mut parts = Vec::new();
+        put_parts(&mut parts, 1, &[b"hel", b"", b"lo"]);
+        assert_eq!(parts, buf[..size]);
         assert_eq!(parse(&buf[..size - 1], 100), Parsed::Incomplete);
         assert_eq!(parse(&buf[..3], 100), Parsed::Incomplete);
         assert_eq!(parse(&buf, 4), Parsed::Bad("record length over the limit"));

@@ -84,6 +84,14 @@ fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// A failed sync of `path`.
+fn sync_failed(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::SyncFailed {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Damage found in `path` at `offset`.
 fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Damaged {

@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 mod segment;
 
 pub use segment::SEGMENT_BYTES;
-use segment::{segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION};
+use segment::{bounds, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION};
 
 use super::frame::{self, Parsed};
-use super::{blob::sync_dir, damaged, io, StorageError, Syncer};
+use super::{blob::sync_dir, damaged, io, sync_failed, StorageError, Syncer};
 
 /// Called by the flusher once a sync is done: the result, and how long the
 /// sync took.
@@ -166,8 +166,13 @@ impl Wal {
         }
     }
 
-    fn fail(&self, e: &StorageError) {
-        fail(&self.shared, e);
+    /// `r`, and if it failed, the log stops: a failed write or sync is
+    /// fatal (see the module docs).
+    fn fatal<T>(&self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &r {
+            fail(&self.shared, e);
+        }
+        r
     }
 
     /// Write `entries` (index, encoded entry), in index order, after the
@@ -207,10 +212,7 @@ impl Wal {
                 self.start_segment(&mut st, index)?;
             }
             let at = buf.len();
-            let mut payload = Vec::with_capacity(8 + bytes.len());
-            payload.extend_from_slice(&index.to_le_bytes());
-            payload.extend_from_slice(&bytes);
-            frame::put(&mut buf, KIND_ENTRY, &payload);
+            frame::put_parts(&mut buf, KIND_ENTRY, &[&index.to_le_bytes(), &bytes]);
             pending.push((at as u64, (buf.len() - at) as u32));
             st.next = Some(index + 1);
         }
@@ -230,11 +232,11 @@ impl Wal {
         let Some(seg) = st.segments.back_mut() else {
             return Err(StorageError::Failed("no segment to append to".into()));
         };
-        if let Err(e) = seg.file.write_all_at(buf, seg.len) {
-            let e = io(&seg.path, "write")(e);
-            self.fail(&e);
-            return Err(e);
-        }
+        self.fatal(
+            seg.file
+                .write_all_at(buf, seg.len)
+                .map_err(io(&seg.path, "write")),
+        )?;
         let base = seg.len;
         seg.entries
             .extend(pending.drain(..).map(|(at, size)| (base + at, size)));
@@ -247,14 +249,12 @@ impl Wal {
     fn close_segment(&self, st: &mut State) -> Result<(), StorageError> {
         if let Some(seg) = st.segments.back() {
             let started = Instant::now();
-            if let Err(source) = self.shared.syncer.sync_data(&seg.file) {
-                let e = StorageError::SyncFailed {
-                    path: seg.path.clone(),
-                    source,
-                };
-                self.fail(&e);
-                return Err(e);
-            }
+            self.fatal(
+                self.shared
+                    .syncer
+                    .sync_data(&seg.file)
+                    .map_err(sync_failed(&seg.path)),
+            )?;
             self.shared
                 .syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -277,16 +277,9 @@ impl Wal {
         payload.extend_from_slice(&seq.to_le_bytes());
         payload.extend_from_slice(&first_index.to_le_bytes());
         frame::put(&mut head, KIND_HEADER, &payload);
-        if let Err(e) = file.write_all_at(&head, 0) {
-            let e = io(&path, "write")(e);
-            self.fail(&e);
-            return Err(e);
-        }
+        self.fatal(file.write_all_at(&head, 0).map_err(io(&path, "write")))?;
         // The new name must survive a crash along with what is synced in it.
-        if let Err(e) = sync_dir(&self.shared.dir, &*self.shared.syncer) {
-            self.fail(&e);
-            return Err(e);
-        }
+        self.fatal(sync_dir(&self.shared.dir, &*self.shared.syncer))?;
         st.segments.push_back(Segment {
             seq,
             first_index,
@@ -323,39 +316,49 @@ impl Wal {
     /// The entries with index in `[from, to)`, in order; stops at the first
     /// index the log does not hold.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut spots = Vec::new();
+        // Where each entry is, per segment, taken under the lock.
+        type Spots = Vec<(u64, u32, u64)>;
+        let mut parts: Vec<(Arc<std::fs::File>, PathBuf, Spots)> = Vec::new();
         {
             let st = lock(&self.shared.state);
             let mut index = from;
             for seg in st.segments.iter() {
+                let mut spots = Vec::new();
                 while index < to && index >= seg.first_index && index < seg.end_index() {
                     let (offset, size) = seg.entries[(index - seg.first_index) as usize];
-                    spots.push((seg.file.clone(), seg.path.clone(), offset, size, index));
+                    spots.push((offset, size, index));
                     index += 1;
+                }
+                if !spots.is_empty() {
+                    parts.push((seg.file.clone(), seg.path.clone(), spots));
                 }
             }
         }
-        let mut out = Vec::with_capacity(spots.len());
-        for (file, path, offset, size, index) in spots {
-            let mut buf = vec![0u8; size as usize];
-            file.read_exact_at(&mut buf, offset)
-                .map_err(io(&path, "read"))?;
-            match frame::parse(&buf, MAX_ENTRY) {
-                Parsed::Record {
-                    kind: KIND_ENTRY,
-                    payload,
-                    ..
-                } if payload.len() >= 8 && payload[..8] == index.to_le_bytes() => {
-                    out.push(payload[8..].to_vec())
+        let mut out = Vec::new();
+        for (file, path, spots) in parts {
+            for (offset, size, index) in spots {
+                let mut buf = vec![0u8; size as usize];
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(io(&path, "read"))?;
+                match frame::parse(&buf, MAX_ENTRY) {
+                    Parsed::Record {
+                        kind: KIND_ENTRY,
+                        payload,
+                        ..
+                    } if payload.len() >= 8 && payload[..8] == index.to_le_bytes() => {}
+                    Parsed::Bad(reason) => return Err(damaged(&path, offset, reason)),
+                    _ => {
+                        return Err(damaged(
+                            &path,
+                            offset,
+                            format!("entry {index} is not where the log put it"),
+                        ))
+                    }
                 }
-                Parsed::Bad(reason) => return Err(damaged(&path, offset, reason)),
-                _ => {
-                    return Err(damaged(
-                        &path,
-                        offset,
-                        format!("entry {index} is not where the log put it"),
-                    ))
-                }
+                // The record is the whole buffer: keep its payload after the
+                // index.
+                buf.drain(..frame::HEADER + 8);
+                out.push(buf);
             }
         }
         Ok(out)
@@ -363,19 +366,7 @@ impl Wal {
 
     /// Index of the first and last entry held (`None`: no entries).
     pub fn bounds(&self) -> (Option<u64>, Option<u64>) {
-        let st = lock(&self.shared.state);
-        let first = st
-            .segments
-            .iter()
-            .find(|s| !s.entries.is_empty())
-            .map(|s| s.first_index);
-        let last = st
-            .segments
-            .iter()
-            .rev()
-            .find(|s| !s.entries.is_empty())
-            .map(|s| s.end_index() - 1);
-        (first, last)
+        bounds(&lock(&self.shared.state).segments)
     }
 
     /// Remove every entry at or after `from`, durably.
@@ -399,21 +390,16 @@ impl Wal {
                 seg.file.set_len(cut).map_err(io(&seg.path, "truncate"))?;
                 seg.entries.truncate(keep);
                 seg.len = cut;
-                if let Err(source) = self.shared.syncer.sync_all(&seg.file) {
-                    let e = StorageError::SyncFailed {
-                        path: seg.path.clone(),
-                        source,
-                    };
-                    self.fail(&e);
-                    return Err(e);
-                }
+                self.fatal(
+                    self.shared
+                        .syncer
+                        .sync_all(&seg.file)
+                        .map_err(sync_failed(&seg.path)),
+                )?;
             }
         }
         if removed_files {
-            if let Err(e) = sync_dir(&self.shared.dir, &*self.shared.syncer) {
-                self.fail(&e);
-                return Err(e);
-            }
+            self.fatal(sync_dir(&self.shared.dir, &*self.shared.syncer))?;
         }
         st.next = st.segments.back().map(Segment::end_index);
         if st.next.is_some_and(|n| n > from) {
@@ -509,15 +495,14 @@ fn flusher(shared: Arc<Shared>, rx: mpsc::Receiver<SyncDone>, observer: Option<S
                         if let Some(o) = &observer {
                             o(started.elapsed());
                         }
-                        match r {
+                        match r.map_err(sync_failed(&path)) {
                             Ok(()) => {
                                 // A truncate since may have cut below it.
                                 let now = lock(&shared.state).next.and_then(|n| n.checked_sub(1));
                                 *lock(&shared.durable) = std::cmp::min(upto, now);
                                 Ok(())
                             }
-                            Err(source) => {
-                                let e = StorageError::SyncFailed { path, source };
+                            Err(e) => {
                                 fail(&shared, &e);
                                 Err(e)
                             }

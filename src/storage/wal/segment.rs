@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::storage::frame::{self, Parsed};
-use crate::storage::{damaged, io, StorageError, Syncer};
+use crate::storage::{damaged, io, sync_failed, StorageError, Syncer};
 
 pub(super) const MAGIC: &[u8; 8] = b"RAFTCDwl";
 pub(super) const VERSION: u8 = 1;
@@ -52,6 +52,20 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
         u64::from_str_radix(seq, 16).ok()?,
         u64::from_str_radix(first, 16).ok()?,
     ))
+}
+
+/// Index of the first and last entry `segments` hold (`None`: none).
+pub(super) fn bounds(segments: &VecDeque<Segment>) -> (Option<u64>, Option<u64>) {
+    let first = segments
+        .iter()
+        .find(|s| !s.entries.is_empty())
+        .map(|s| s.first_index);
+    let last = segments
+        .iter()
+        .rev()
+        .find(|s| !s.entries.is_empty())
+        .map(|s| s.end_index() - 1);
+    (first, last)
 }
 
 /// What [`recover`] found.
@@ -108,16 +122,11 @@ pub(super) fn recover(
         if let Some(prev) = segments.back() {
             check_follows(prev, &segment, keep_from)?;
         }
-        if let Some((offset, reason)) = torn {
-            torn_tail = Some((path, offset, reason));
-        }
+        // Only the last segment can be torn.
+        torn_tail = torn;
         segments.push_back(segment);
     }
-    let last = segments
-        .iter()
-        .rev()
-        .find(|s| !s.entries.is_empty())
-        .map(|s| s.end_index() - 1);
+    let (first, last) = bounds(&segments);
     let held = last.unwrap_or(0).max(keep_from.saturating_sub(1));
     if reach > held {
         return Err(damaged(
@@ -135,20 +144,11 @@ pub(super) fn recover(
             path.display()
         ));
     }
-    if let Some((path, offset, reason)) = torn_tail {
+    if let (Some((offset, reason)), Some(seg)) = (torn_tail, segments.back()) {
         // Cut the torn record off so the next append follows the last
-        // intact one.
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io(&path, "open"))?;
-        f.set_len(offset).map_err(io(&path, "truncate"))?;
-        syncer
-            .sync_all(&f)
-            .map_err(|source| StorageError::SyncFailed {
-                path: path.clone(),
-                source,
-            })?;
+        // intact one (synced below).
+        let path = &seg.path;
+        seg.file.set_len(offset).map_err(io(path, "truncate"))?;
         tracing::warn!(file = %path.display(), offset, reason, "the Raft log ended in a torn write (a crash during an append that was never acknowledged); cut it off");
         repaired = Some(format!(
             "{}: cut a torn last record at offset {offset} ({reason})",
@@ -156,20 +156,12 @@ pub(super) fn recover(
         ));
     }
     std::fs::create_dir_all(dir).map_err(io(dir, "create"))?;
-    // What a killed process wrote may still be only in the page cache:
-    // make it durable before it counts as such.
+    // What a killed process wrote may still be only in the page cache, and
+    // a cut changed the size: make the last segment durable before it
+    // counts as such.
     if let Some(seg) = segments.back() {
-        syncer
-            .sync_data(&seg.file)
-            .map_err(|source| StorageError::SyncFailed {
-                path: seg.path.clone(),
-                source,
-            })?;
+        syncer.sync_all(&seg.file).map_err(sync_failed(&seg.path))?;
     }
-    let first = segments
-        .iter()
-        .find(|s| !s.entries.is_empty())
-        .map(|s| s.first_index);
     Ok(Recovery {
         segments,
         first,
