@@ -13,6 +13,7 @@ use crate::config::{
     PEER_SIDE,
 };
 use crate::duration::parse_go_duration;
+use crate::replicas::ReplicaTable;
 use crate::tls::TlsConfig;
 
 /// One side's TLS flags into a [`TlsConfig`]: cert and key go together; with
@@ -188,6 +189,14 @@ pub struct Flags {
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true", value_parser = parse_bool)]
     pub strict_reconfig_check: bool,
+    /// Replica table (TOML): this member is one replica of it and the
+    /// cluster forms and grows itself; name, URLs and token come from the
+    /// row of --replica-id.
+    #[arg(long, env = "RAFTCD_REPLICA_TABLE")]
+    pub replica_table: Option<PathBuf>,
+    /// This member's row in --replica-table.
+    #[arg(long, env = "RAFTCD_REPLICA_ID")]
+    pub replica_id: Option<u64>,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -337,10 +346,33 @@ impl Flags {
             self.peer_trusted_ca_file,
             self.peer_client_cert_auth,
         )?;
+        let table = match (&self.replica_table, self.replica_id) {
+            (None, None) => None,
+            (Some(file), Some(id)) => Some((
+                ReplicaTable::load(file).map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                id,
+            )),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "--replica-table needs --replica-id (this member's row)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--replica-id needs --replica-table".into(),
+                ))
+            }
+        };
+        // The default data dir is named after the member, whose name the
+        // replica table gives when there is one.
+        let name = table
+            .as_ref()
+            .and_then(|(t, id)| t.replica(*id))
+            .map_or(self.name.clone(), |r| r.name.clone());
         let data_dir = self
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.raftcd", self.name)));
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.raftcd")));
         let config = Config {
             name: self.name,
             data_dir,
@@ -363,6 +395,11 @@ impl Flags {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            growth: None,
+        };
+        let config = match table {
+            Some((table, id)) => config.with_replica_table(table, id)?,
+            None => config,
         };
         config.validate()?;
         Ok(config)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::replicas::{Mode, ReplicaTable};
 use crate::tls::TlsConfig;
 
 /// Errors in the configuration a user gave.
@@ -80,6 +81,26 @@ pub struct Config {
     /// How the data dir's files are made durable; `None`: the operating
     /// system's `fdatasync`/`fsync`. Tests wrap it to inject failures.
     pub syncer: Option<std::sync::Arc<dyn crate::storage::Syncer>>,
+    /// Set when the member is one replica of a replica table
+    /// (`--replica-table`): the cluster forms and grows itself.
+    pub growth: Option<Growth>,
+}
+
+/// A member started from a replica table: which table, which row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Growth {
+    pub table: std::sync::Arc<ReplicaTable>,
+    pub replica_id: u64,
+}
+
+impl Growth {
+    /// This replica's row.
+    pub fn replica(&self) -> &crate::replicas::Replica {
+        // `Config::with_replica_table` checked that the row exists.
+        self.table
+            .replica(self.replica_id)
+            .unwrap_or_else(|| unreachable!("replica {} not in its table", self.replica_id))
+    }
 }
 
 impl Config {
@@ -109,7 +130,51 @@ impl Config {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            growth: None,
         }
+    }
+
+    /// Make this member replica `replica_id` of `table`: its name, client
+    /// and peer URLs come from the row, the cluster token from the table;
+    /// every other setting stays. In fixed mode the members are the rows
+    /// with `run_node = true`, formed as a static cluster; in incremental
+    /// mode the cluster forms and grows itself (see `crate::cluster`).
+    pub fn with_replica_table(
+        mut self,
+        table: ReplicaTable,
+        replica_id: u64,
+    ) -> Result<Self, ConfigError> {
+        let row = table.replica(replica_id).cloned().ok_or_else(|| {
+            let ids: Vec<String> = table.replicas.iter().map(|r| r.id.to_string()).collect();
+            ConfigError::Invalid(format!(
+                "--replica-id {replica_id} is not in the replica table (its ids: {})",
+                ids.join(", ")
+            ))
+        })?;
+        if table.mode == Mode::Fixed && !row.run_node {
+            return Err(ConfigError::Invalid(format!(
+                "replica {replica_id} has run_node = false: it runs no member in fixed mode (serving clients without a member is not supported yet)"
+            )));
+        }
+        self.name = row.name.clone();
+        self.listen_client_urls = vec![row.client_url.clone()];
+        self.advertise_client_urls = vec![row.client_url.clone()];
+        self.listen_peer_urls = vec![row.peer_url.clone()];
+        self.initial_advertise_peer_urls = vec![row.peer_url.clone()];
+        self.initial_cluster_token = table.token.clone();
+        self.initial_cluster = table
+            .members()
+            .map(|r| (r.name.clone(), vec![r.peer_url.clone()]))
+            .collect();
+        self.initial_cluster_state = ClusterState::New;
+        self.growth = match table.mode {
+            Mode::Fixed => None,
+            Mode::Incremental => Some(Growth {
+                table: std::sync::Arc::new(table),
+                replica_id,
+            }),
+        };
+        Ok(self)
     }
 
     /// Serve the client API on `url` (e.g. `http://127.0.0.1:2379`).

@@ -43,6 +43,20 @@ pub async fn serve_router(
     router: axum::Router,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    shutdown: signal::Receiver<bool>,
+    max_connections: usize,
+) {
+    serve_on(router, &listener, tls, shutdown, max_connections).await
+}
+
+/// [`serve_router`] on a borrowed listener, which stays open (and keeps
+/// queueing connections) when serving stops: a replica looking for its
+/// cluster answers on its peer port, then hands the same listener to the
+/// member's peer service.
+pub async fn serve_on(
+    router: axum::Router,
+    listener: &TcpListener,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: signal::Receiver<bool>,
     max_connections: usize,
 ) {

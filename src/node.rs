@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::client::Client;
+use crate::cluster::{discovery, growth};
 use crate::config::{url_string, Config};
 use crate::raft::network::FaultFilter;
 use crate::server::{Identity, MemberRow, Server, StartError};
+use crate::storage::Storage;
 
 /// A running member. Cheap to clone.
 #[derive(Clone)]
@@ -32,10 +34,42 @@ impl Node {
     /// Open the data dir, start Raft, serve the peer URLs, wait until the
     /// cluster has a leader, then serve the client URLs.
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        let server = Server::open(config).await?;
+        // A replica of a replica table with an empty data dir first finds
+        // its cluster (or forms it), answering on its peer port meanwhile.
+        let mut bound = Vec::new();
+        let mut found = None;
+        let mut founder = false;
+        let mut handoff = discovery::Handoff::default();
+        if let Some(growth) = config.growth.clone() {
+            if !Storage::holds_identity(&config.data_dir) {
+                config.check_tls()?;
+                for url in &config.listen_peer_urls {
+                    bound.push((url.clone(), Arc::new(listen(url).await?)));
+                }
+                let tls = crate::server::open::load_tls(
+                    &config.listen_peer_urls,
+                    config.peer_tls.as_ref(),
+                    true,
+                )?;
+                let (d, serving) = discovery::discover(&config, &growth, &bound, tls)
+                    .await
+                    .map_err(|e| StartError::Rejected(e.to_string()))?;
+                found = Some(d.identity);
+                founder = d.founder;
+                handoff = serving;
+            }
+        }
+        let server = Server::open_as(config, found).await;
+        handoff.finish().await;
+        let server = server?;
         let config = server.config().clone();
         for url in &config.listen_peer_urls {
-            let listener = listen(url).await?;
+            let listener = match bound.iter().position(|(u, _)| u == url) {
+                Some(i) => Arc::try_unwrap(bound.swap_remove(i).1).map_err(|_| {
+                    StartError::Raft("the peer listener is still in use by discovery".into())
+                })?,
+                None => listen(url).await?,
+            };
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving peer requests");
             let tls = server.peer_tls().filter(|_| url.scheme() == "https");
             server.spawn(crate::raft::peer_service::serve(
@@ -47,7 +81,10 @@ impl Node {
                 config.max_peer_connections,
             ));
         }
-        server.bootstrap().await?;
+        match &config.growth {
+            Some(_) => server.bootstrap_replica(founder).await?,
+            None => server.bootstrap().await?,
+        }
         server.start_background();
         server.wait_for_leader().await?;
         server.publish().await;
@@ -66,6 +103,9 @@ impl Node {
             ));
         }
         server.watch_tls_files();
+        if let Some(growth) = config.growth.clone() {
+            server.spawn(growth::run(server.clone(), growth));
+        }
         let id = server.identity();
         tracing::info!(
             name = %id.name,

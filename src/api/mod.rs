@@ -67,7 +67,7 @@ async fn learner_guard(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     const ALLOWED: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
-    if node.is_learner() && !ALLOWED.contains(&req.uri().path()) {
+    if node.refuses_clients() && !ALLOWED.contains(&req.uri().path()) {
         return tonic::Status::from(ApiError::NotSupportedForLearner).into_http();
     }
     next.run(req).await

@@ -57,6 +57,7 @@ pub enum Rpc {
     ReadIndex,
     Join,
     TimeoutNow,
+    Discover,
 }
 
 /// What a [`FaultFilter`] does to one outgoing request.
@@ -312,7 +313,7 @@ impl PeerTransport {
             .max_decoding_message_size(self.inner.max_message)
             .max_encoding_message_size(self.inner.max_message);
         let (cluster_id, from) = match rpc {
-            Rpc::Join => (0, 0),
+            Rpc::Join | Rpc::Discover => (0, 0),
             _ => (self.inner.cluster_id, self.inner.member_id),
         };
         let mut request = tonic::Request::new(PeerRequest {
@@ -331,6 +332,7 @@ impl PeerTransport {
                 Rpc::ReadIndex => client.read_index(request).await,
                 Rpc::Join => client.join(request).await,
                 Rpc::TimeoutNow => client.timeout_now(request).await,
+                Rpc::Discover => client.discover(request).await,
             }
         };
         let result = match tokio::time::timeout(timeout, fut).await {

@@ -40,6 +40,8 @@ pub trait PeerHandler: Send + Sync + 'static {
     type ReadIndexReply: Serialize + Send;
     type Join: DeserializeOwned + Send;
     type JoinReply: Serialize + Send;
+    type Discover: DeserializeOwned + Send;
+    type DiscoverReply: Serialize + Send;
 
     /// A request another member forwards to this one as the leader.
     fn forward(&self, op: Self::Forward) -> impl Future<Output = Self::ForwardReply> + Send;
@@ -48,6 +50,8 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// A member started with `--initial-cluster-state existing` asks for
     /// its ids.
     fn join(&self, req: Self::Join) -> Self::JoinReply;
+    /// A replica of a replica table asks where this member stands.
+    fn discover(&self, req: Self::Discover) -> Self::DiscoverReply;
 }
 
 /// When a leader last sent this member entries or a snapshot.
@@ -204,6 +208,12 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         let join: H::Join = decode_wire(&req.into_inner().payload)
             .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))?;
         Ok(reply(&self.handler.join(join)))
+    }
+
+    async fn discover(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
+        let ask: H::Discover = decode_wire(&req.into_inner().payload)
+            .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))?;
+        Ok(reply(&self.handler.discover(ask)))
     }
 }
 

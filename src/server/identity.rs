@@ -83,6 +83,24 @@ pub fn new_member_id(peer_urls: &[String], token: &str) -> u64 {
     hash_id(&parts)
 }
 
+/// The member id of replica `replica_id` of a replica table with `token`:
+/// the same on every replica, so the leader maps rows to members.
+pub fn replica_member_id(token: &str, replica_id: u64) -> u64 {
+    hash_id(&["replica", token, &replica_id.to_string()])
+}
+
+/// The id of a cluster that replica member `member_id` forms alone: the
+/// token, the founder and the time, so that two clusters formed by
+/// mistake never share an id.
+pub fn grown_cluster_id(token: &str, member_id: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        .to_string();
+    hash_id(&["grown-cluster", token, &member_id.to_string(), &now])
+}
+
 /// What peers compare to tell a joining member of another cluster.
 pub fn token_hash(token: &str) -> u64 {
     hash_id(&["cluster-token", token])

@@ -136,7 +136,7 @@ impl Server {
     /// Range: linearizable unless `serializable` is set.
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, ApiError> {
         validate::check_range(&r)?;
-        if !r.serializable && self.is_learner() {
+        if !r.serializable && self.refuses_clients() {
             return Err(ApiError::NotSupportedForLearner);
         }
         if !r.serializable {

@@ -10,6 +10,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 
 use super::join::{JoinReply, JoinRequest};
 use super::ops::{LeaderOp, LeaderReply, Refusal};
+use super::replica::{DiscoverReply, DiscoverRequest};
 use super::{retry_until, Attempt, Server};
 use crate::error::ApiError;
 use crate::lessor::{Clock, RenewError};
@@ -125,6 +126,7 @@ impl Server {
             LeaderOp::UpdateMember { id, peer_urls } => self.update_member(id, peer_urls).await,
             LeaderOp::PromoteMember { id } => self.promote_member(id).await,
             LeaderOp::Publish { id, info } => self.publish_member(id, info).await,
+            LeaderOp::AddReplica { replica_id } => self.add_replica(replica_id).await,
         }
     }
 
@@ -142,7 +144,7 @@ impl Server {
         }
     }
 
-    fn ensure_leader(&self) -> Result<(), Refusal> {
+    pub(super) fn ensure_leader(&self) -> Result<(), Refusal> {
         match self.leader() {
             Some(l) if l == self.inner.identity.member_id => Ok(()),
             other => Err(Refusal::NotLeader(other)),
@@ -255,6 +257,8 @@ impl PeerHandler for Server {
     type ReadIndexReply = Result<u64, Refusal>;
     type Join = JoinRequest;
     type JoinReply = Result<JoinReply, String>;
+    type Discover = DiscoverRequest;
+    type DiscoverReply = DiscoverReply;
 
     async fn forward(&self, op: LeaderOp) -> Self::ForwardReply {
         self.serve_leader_op(op, Origin::Peer).await
@@ -266,5 +270,9 @@ impl PeerHandler for Server {
 
     fn join(&self, req: JoinRequest) -> Self::JoinReply {
         self.serve_join(req)
+    }
+
+    fn discover(&self, req: DiscoverRequest) -> DiscoverReply {
+        self.serve_discover(req)
     }
 }

@@ -32,7 +32,7 @@ pub fn normalize_urls(urls: &[String]) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn rows(m: &Membership<u64, MemberInfo>) -> Vec<MemberRow> {
+pub(super) fn rows(m: &Membership<u64, MemberInfo>) -> Vec<MemberRow> {
     let voters: BTreeSet<u64> = m.voter_ids().collect();
     m.nodes()
         .map(|(id, info)| MemberRow {
@@ -130,7 +130,7 @@ fn reconfig_check(
 
 /// The membership after a change, as the Cluster API answers it: the member
 /// concerned and every member.
-fn members_reply(m: &Membership<u64, MemberInfo>, id: u64) -> LeaderReply {
+pub(super) fn members_reply(m: &Membership<u64, MemberInfo>, id: u64) -> LeaderReply {
     let members = rows(m);
     let member = members.iter().find(|r| r.id == id).cloned();
     LeaderReply::Members { member, members }
@@ -311,15 +311,25 @@ impl Server {
     }
 
     /// One membership change, waiting while another one is in progress.
-    async fn change_membership(
+    pub(super) async fn change_membership(
         &self,
         change: ChangeMembers<u64, MemberInfo>,
+    ) -> Result<Membership<u64, MemberInfo>, Refusal> {
+        self.change_membership_retaining(change, false).await
+    }
+
+    /// As [`Self::change_membership`]; with `retain`, voters taken out of
+    /// the voter set stay as learners (a demotion).
+    pub(super) async fn change_membership_retaining(
+        &self,
+        change: ChangeMembers<u64, MemberInfo>,
+        retain: bool,
     ) -> Result<Membership<u64, MemberInfo>, Refusal> {
         let raft = &self.inner.raft;
         retry_until(
             super::deadline(),
             |_| async {
-                match raft.change_membership(change.clone(), false).await {
+                match raft.change_membership(change.clone(), retain).await {
                     Ok(resp) => resp
                         .membership
                         .map(Attempt::Done)

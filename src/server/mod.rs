@@ -13,6 +13,8 @@
 //! * [`ops`]: the leader requests and replies that cross the peer port.
 //! * [`membership`]: the member list and membership changes.
 //! * [`join`]: joining a running cluster.
+//! * [`replica`]: a self-growing cluster's member side: discovery answers,
+//!   adding a replica, promotions and demotions.
 //! * [`maintenance`]: status, hashes, defragment, backups, metrics figures.
 //! * [`tasks`]: the background tasks a member runs (lease expiry, snapshot
 //!   triggers, leader probes, Raft metrics).
@@ -25,6 +27,7 @@ pub mod maintenance;
 pub mod membership;
 pub mod open;
 pub mod ops;
+pub mod replica;
 pub mod tasks;
 
 use std::future::Future;
@@ -173,6 +176,14 @@ impl Server {
     /// Status and serializable Range).
     pub fn is_learner(&self) -> bool {
         self.inner.raft_state.is_learner.load(Ordering::Relaxed)
+    }
+
+    /// Whether client requests beyond Status and serializable Range are
+    /// refused here: on a learner, as etcd does, except in a cluster grown
+    /// from a replica table, where learners are ordinary replicas and serve
+    /// their clients (forwarding to the leader).
+    pub fn refuses_clients(&self) -> bool {
+        self.is_learner() && self.inner.config.growth.is_none()
     }
 
     /// The current leader's member id, as this member knows it.

@@ -61,6 +61,13 @@ impl Server {
     /// (learning this member's identity), and start Raft, the proposer, the
     /// watch hub and the lessor. Nothing is served yet.
     pub async fn open(config: Config) -> Result<Server, StartError> {
+        Self::open_as(config, None).await
+    }
+
+    /// [`Self::open`] for a member whose identity was found before (a
+    /// replica that discovered its cluster): `found` is stored if the data
+    /// dir holds no identity yet.
+    pub async fn open_as(config: Config, found: Option<Identity>) -> Result<Server, StartError> {
         check_own_entry(&config)?;
         config.check_tls()?;
         check_peer_tls(&config)?;
@@ -76,7 +83,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| Arc::new(OsSync) as Arc<dyn crate::storage::Syncer>);
         let storage = Storage::open(&config.data_dir, syncer)?;
-        let identity = resolve_identity(&storage, &config).await?;
+        let identity = resolve_identity(&storage, &config, found).await?;
         let mut sm = StateMachine::open(storage.clone())?;
         let (log_store, _recovered) = LogStore::open(storage.clone())?;
         let wal = log_store.wal();
@@ -386,7 +393,11 @@ struct MemberFile {
 /// This member's identity: the one stored in the data dir, or for a new
 /// data dir derived from the flags (`new`) or learnt from the cluster
 /// (`existing`), then stored.
-async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity, StartError> {
+async fn resolve_identity(
+    storage: &Storage,
+    config: &Config,
+    found: Option<Identity>,
+) -> Result<Identity, StartError> {
     let dir = || config.data_dir.display().to_string();
     let token = token_hash(&config.initial_cluster_token);
     if let Some(bytes) = storage.read(Blob::Member)? {
@@ -408,9 +419,10 @@ async fn resolve_identity(storage: &Storage, config: &Config) -> Result<Identity
         }
         return Ok(found);
     }
-    let id = match config.initial_cluster_state {
-        ClusterState::New => Identity::derive(config),
-        ClusterState::Existing => join(config).await?,
+    let id = match (found, config.initial_cluster_state) {
+        (Some(id), _) => id,
+        (None, ClusterState::New) => Identity::derive(config),
+        (None, ClusterState::Existing) => join(config).await?,
     };
     let file = MemberFile {
         identity: id.clone(),
@@ -501,7 +513,7 @@ fn initial_members(config: &Config) -> BTreeMap<u64, MemberInfo> {
 }
 
 /// Load one side's TLS if any of its listen URLs is `https://`.
-fn load_tls(
+pub(crate) fn load_tls(
     listen: &[url::Url],
     tls: Option<&crate::tls::TlsConfig>,
     peer: bool,

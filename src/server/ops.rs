@@ -29,6 +29,8 @@ pub enum LeaderOp {
     Publish { id: u64, info: MemberInfo },
     /// A lease keep-alive (lease deadlines live in the leader's lessor).
     LeaseKeepAlive { id: i64 },
+    /// A replica of the replica table joins as a learner.
+    AddReplica { replica_id: u64 },
 }
 
 /// The leader's answer to a [`LeaderOp`].

@@ -256,6 +256,12 @@ impl Storage {
         )
     }
 
+    /// Whether the data dir `dir` holds a member's identity (without
+    /// opening or locking it): a member started there before.
+    pub fn holds_identity(dir: &Path) -> bool {
+        blob::path(dir, Blob::Member).exists()
+    }
+
     /// The path of a file of the data dir.
     pub fn file(&self, blob: Blob) -> PathBuf {
         blob::path(&self.inner.dir, blob)

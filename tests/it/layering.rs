@@ -44,7 +44,7 @@ const LAYERS: &[&[&str]] = &[
     // 0: protobuf, postcard codec, Go durations.
     &["pb", "codec", "duration"],
     // 1: leaves: storage engine, metrics, TLS, the certificate tool.
-    &["storage", "metrics", "tls", "certs"],
+    &["storage", "metrics", "tls", "certs", "replicas"],
     // 2: configuration; listeners (bind, serve loop, connection limit).
     &["config", "net"],
     // 3: the deterministic MVCC store.
@@ -60,7 +60,7 @@ const LAYERS: &[&[&str]] = &[
     // 8: the server core.
     &["server"],
     // 9: etcd's API, in-process client.
-    &["api", "client"],
+    &["api", "client", "cluster"],
     // 10: wiring; the one start function.
     &["node"],
     // 11: the command line.

@@ -23,6 +23,7 @@ mod embed;
 mod etcd_client;
 mod etcdctl;
 mod group_commit;
+mod growth;
 mod keepalive;
 mod layering;
 mod lease;

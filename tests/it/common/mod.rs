@@ -2,6 +2,7 @@
 //! with a temporary data dir, and runs the real `etcdctl` against it.
 
 pub mod cluster;
+pub mod replicas;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};

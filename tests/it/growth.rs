@@ -1,0 +1,235 @@
+//! The self-growing cluster (`--replica-table`, incremental mode): real
+//! raftcd processes of one replica table on loopback, checked with etcdctl.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::cluster::eventually;
+use crate::common::replicas::Replicas;
+
+/// Rows refreshed every 200 ms, dead after 2 s.
+const SETTINGS: &str = "token = \"grow-test\"\nheartbeat_interval_ms = 200\ndead_after_ms = 2000";
+
+fn no_extra(_: usize) -> String {
+    String::new()
+}
+
+/// The replica ids whose rows `/raftcd/replicas/` holds, as replica `via`
+/// reads them, with each row's role.
+fn rows(r: &Replicas, via: usize) -> Option<Vec<(u64, String)>> {
+    let out = r.etcdctl(
+        via,
+        &["get", "/raftcd/replicas/", "--prefix", "--print-value-only"],
+    );
+    if out.code != 0 {
+        return None;
+    }
+    out.stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["id"].as_u64()?, v["role"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// The replica whose member leads, as replica `via` sees it.
+fn leader_replica(r: &Replicas, via: usize) -> Option<usize> {
+    let out = r.etcdctl(via, &["endpoint", "status", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let leader = v[0]["Status"]["leader"].as_u64()?;
+    let list = r.etcdctl(via, &["member", "list"]);
+    list.stdout.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(", ").collect();
+        let id = u64::from_str_radix(f.first()?, 16).ok()?;
+        (id == leader).then(|| f.get(2)?.strip_prefix('r')?.parse().ok())?
+    })
+}
+
+#[test]
+fn replicas_started_one_by_one_grow_the_voters_1_1_3_3_5_and_replace_a_dead_leader() {
+    let mut r = Replicas::new(5, SETTINGS, no_extra);
+    let wanted = [1, 1, 3, 3, 5];
+    for n in 1..=5 {
+        r.start(n);
+        r.wait_ready(n, Duration::from_secs(30));
+        let voters = eventually(Duration::from_secs(20), || {
+            let m = r.members(n)?;
+            let voters = m.iter().filter(|(_, learner)| !learner).count();
+            (m.len() == n && voters == wanted[n - 1]).then_some(voters)
+        });
+        assert_eq!(voters, wanted[n - 1], "after starting replica {n}");
+        // A write through the newest replica (a learner for n = 2 and 4)
+        // is read back through the first.
+        let key = format!("k{n}");
+        let put = r.etcdctl(n, &["put", &key, &format!("v{n}")]);
+        assert_eq!(put.stdout.trim(), "OK", "put through replica {n}: {put:?}");
+        let got = r.etcdctl(1, &["get", &key, "--print-value-only"]);
+        assert_eq!(got.stdout.trim(), format!("v{n}"));
+    }
+    // Every replica keeps its row, and the rows say who votes.
+    let table = eventually(Duration::from_secs(10), || {
+        let t = rows(&r, 1)?;
+        (t.len() == 5 && t.iter().all(|(_, role)| role == "voter")).then_some(t)
+    });
+    let ids: Vec<u64> = table.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+
+    // The leader's replica dies while a client writes through another one.
+    let dead = eventually(Duration::from_secs(10), || leader_replica(&r, 1));
+    let via = if dead == 1 { 2 } else { 1 };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let writer = {
+        let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+        let endpoint = format!("127.0.0.1:{}", r.ports[via - 1].0);
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = crate::common::etcdctl(
+                    &endpoint,
+                    &["--command-timeout=15s", "put", &format!("w{i}"), "x"],
+                    None,
+                );
+                if out.code == 0 {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    eprintln!("write {i} failed: {out:?}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let killed = Instant::now();
+    r.kill(dead);
+    let voters = eventually(Duration::from_secs(20), || {
+        let t = rows(&r, via)?;
+        let v = r.voters(via)?;
+        let gone = !t.iter().any(|(id, _)| *id == dead as u64);
+        (gone && v.len() == 3).then_some(v)
+    });
+    let replaced_in = killed.elapsed();
+    assert!(!voters.contains(&format!("r{dead}")), "{voters:?}");
+    // Dead after 2 s; the rest is the election and the lease's rounding.
+    assert!(
+        replaced_in < Duration::from_secs(2 + 8),
+        "replaced after {replaced_in:?}"
+    );
+    // Back again: it rejoins as a learner and the voters are five again.
+    r.start(dead);
+    r.wait_ready(dead, Duration::from_secs(30));
+    let voters = eventually(Duration::from_secs(20), || {
+        let v = r.voters(via)?;
+        (v.len() == 5).then_some(v)
+    });
+    assert!(voters.contains(&format!("r{dead}")));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "writes failed during the change"
+    );
+    assert!(done.load(Ordering::Relaxed) > 10);
+    let got = r.etcdctl(dead, &["get", "k5", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "v5");
+}
+
+#[test]
+fn three_replicas_started_at_the_same_instant_form_one_cluster() {
+    for round in 0..20 {
+        let mut r = Replicas::new(3, SETTINGS, no_extra);
+        // Alternate the order the processes are spawned in.
+        let order: [usize; 3] = if round % 2 == 0 { [1, 2, 3] } else { [3, 2, 1] };
+        for id in order {
+            r.start(id);
+        }
+        for id in order {
+            r.wait_ready(id, Duration::from_secs(30));
+        }
+        let ids: Vec<u64> = (1..=3)
+            .map(|id| eventually(Duration::from_secs(10), || r.cluster_id(id)))
+            .collect();
+        assert!(
+            ids.iter().all(|c| *c == ids[0]),
+            "round {round}: cluster ids {ids:x?}\n{}\n{}\n{}",
+            r.log(1),
+            r.log(2),
+            r.log(3)
+        );
+        let voters = eventually(Duration::from_secs(20), || {
+            let v = r.voters(1)?;
+            (v.len() == 3).then_some(v)
+        });
+        assert_eq!(voters, ["r1", "r2", "r3"], "round {round}");
+        let founders = (1..=3)
+            .filter(|id| r.log(*id).contains("forming the cluster"))
+            .count();
+        assert_eq!(founders, 1, "round {round}");
+    }
+}
+
+#[test]
+fn a_bad_replica_table_is_one_clear_error() {
+    let r = Replicas::new(2, SETTINGS, no_extra);
+    let text = std::fs::read_to_string(&r.table).unwrap();
+    let bad = r.dir.path().join("bad.toml");
+    let run = |table: &std::path::Path, id: &str| {
+        let out = std::process::Command::new(crate::common::raftcd_bin())
+            .args(["--replica-table", &table.display().to_string()])
+            .args(["--replica-id", id])
+            .args([
+                "--data-dir",
+                &r.dir.path().join("unused").display().to_string(),
+            ])
+            .output()
+            .expect("run raftcd");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A duplicate id on line 13 (the second row's id).
+    std::fs::write(&bad, text.replace("id = 2", "id = 1")).unwrap();
+    let (code, err) = run(&bad, "1");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("line 13") && err.contains("duplicate replica id 1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // An even max_voters.
+    std::fs::write(
+        &bad,
+        text.replace(
+            "dead_after_ms = 2000",
+            "dead_after_ms = 2000\nmax_voters = 2",
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&bad, "1");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("max_voters"),
+        "{err}"
+    );
+    // An unknown replica id.
+    let (code, err) = run(&r.table, "7");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--replica-id 7 is not in the replica table"),
+        "{err}"
+    );
+    // An unreadable file.
+    let (code, err) = run(&r.dir.path().join("missing.toml"), "1");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("missing.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert!(!r.dir.path().join("unused").exists(), "nothing written");
+}
