@@ -8,11 +8,12 @@ use clap::Parser;
 use url::Url;
 
 use crate::config::{
-    parse_urls, ClusterState, Config, ConfigError, Side, CLIENT_SIDE,
+    parse_cluster, parse_urls, ClusterState, Config, ConfigError, Side, CLIENT_SIDE,
     DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
     PEER_SIDE,
 };
 use crate::duration::parse_go_duration;
+use crate::init::{InitError, StartFile};
 use crate::replicas::ReplicaTable;
 use crate::tls::TlsConfig;
 
@@ -213,6 +214,36 @@ pub enum SubCommand {
     /// Make a CA and the server, peer and client certificates it signs.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Data dirs.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+/// `raftcd storage ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StorageCommand {
+    /// Write a new data dir holding this member's configuration; then
+    /// `raftcd --data-dir DIR` starts the member with no other flags.
+    Init {
+        /// The member's name.
+        #[arg(long)]
+        name: String,
+        /// The cluster token (etcd's --initial-cluster-token).
+        #[arg(long)]
+        token: String,
+        /// The URL to serve and advertise the client API on.
+        #[arg(long)]
+        client_url: String,
+        /// The URL to serve and advertise the peer port on.
+        #[arg(long)]
+        peer_url: String,
+        /// Every member of the new cluster: NAME=PEER_URL,...
+        #[arg(long)]
+        initial_cluster: String,
+        /// The data dir to create [default: ${name}.raftcd].
+        #[arg(long = "data-dir")]
+        init_data_dir: Option<PathBuf>,
+    },
 }
 
 /// `raftcd certs ...`: files named as cfssl names them.
@@ -273,27 +304,6 @@ pub enum SnapshotCommand {
         #[arg(long = "data-dir")]
         restore_data_dir: PathBuf,
     },
-}
-
-fn parse_cluster(s: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
-    let mut out: Vec<(String, Vec<Url>)> = Vec::new();
-    for entry in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = entry
-            .split_once('=')
-            .ok_or_else(|| ConfigError::BadClusterEntry(entry.to_string()))?;
-        if name.is_empty() {
-            return Err(ConfigError::BadClusterEntry(entry.to_string()));
-        }
-        let urls = parse_urls("initial-cluster", url)?;
-        match out.iter_mut().find(|(n, _)| n == name) {
-            Some((_, u)) => u.extend(urls),
-            None => out.push((name.to_string(), urls)),
-        }
-    }
-    if out.is_empty() {
-        return Err(ConfigError::BadClusterEntry(s.to_string()));
-    }
-    Ok(out)
 }
 
 impl Flags {
@@ -399,6 +409,15 @@ impl Flags {
         };
         let config = match table {
             Some((table, id)) => config.with_replica_table(table, id)?,
+            None => config,
+        };
+        // A data dir made by `raftcd storage init` names its member.
+        let start = StartFile::load(&config.data_dir).map_err(|e| match e {
+            InitError::Config(c) => c,
+            other => ConfigError::Invalid(other.to_string()),
+        })?;
+        let config = match start {
+            Some(file) => file.apply(config)?,
             None => config,
         };
         config.validate()?;

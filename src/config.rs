@@ -282,6 +282,28 @@ pub fn url_string(u: &Url) -> String {
     u.as_str().trim_end_matches('/').to_string()
 }
 
+/// `--initial-cluster`: `NAME=URL,...` (a name may repeat for more URLs).
+pub(crate) fn parse_cluster(s: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
+    let mut out: Vec<(String, Vec<Url>)> = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadClusterEntry(entry.to_string()))?;
+        if name.is_empty() {
+            return Err(ConfigError::BadClusterEntry(entry.to_string()));
+        }
+        let urls = parse_urls("initial-cluster", url)?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, u)) => u.extend(urls),
+            None => out.push((name.to_string(), urls)),
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError::BadClusterEntry(s.to_string()));
+    }
+    Ok(out)
+}
+
 /// Comma-separated `http(s)://HOST:PORT` URLs of flag `--{flag}`.
 pub(crate) fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<Url>, ConfigError> {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 //! etcd's flags and environment variables.
 
 use clap::Parser;
-use raftcd::cli::{CertsCommand, Flags, SnapshotCommand, SubCommand};
+use raftcd::cli::{CertsCommand, Flags, SnapshotCommand, StorageCommand, SubCommand};
 use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +39,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(SubCommand::Certs(cmd)) = &flags.command {
         return certs(cmd);
+    }
+    if let Some(SubCommand::Storage(cmd)) = &flags.command {
+        return storage(cmd);
     }
     let config = match flags.into_config() {
         Ok(c) => c,
@@ -126,6 +129,40 @@ fn certs(cmd: &CertsCommand) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("raftcd: error: certs: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `raftcd storage init`: write the data dir, say how to start it.
+fn storage(cmd: &StorageCommand) -> std::process::ExitCode {
+    let StorageCommand::Init {
+        name,
+        token,
+        client_url,
+        peer_url,
+        initial_cluster,
+        init_data_dir,
+    } = cmd;
+    let file = raftcd::init::StartFile {
+        name: name.clone(),
+        token: token.clone(),
+        client_url: client_url.clone(),
+        peer_url: peer_url.clone(),
+        initial_cluster: initial_cluster.clone(),
+    };
+    let dir = init_data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("{name}.raftcd")));
+    match raftcd::init::init(&dir, &file) {
+        Ok(path) => {
+            println!("wrote {}", path.display());
+            println!("start the member with:");
+            println!("  raftcd --data-dir {}", dir.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftcd: error: storage init: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -131,6 +131,9 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const LOCK: &str = "LOCK";
 /// Name of the log's directory.
 pub const WAL_DIR: &str = "wal";
+/// The member's configuration `raftcd storage init` writes (see
+/// `crate::init`); storage leaves it alone.
+pub const START_FILE: &str = "raftcd.toml";
 
 /// Handle to a data dir. Cheap to clone; the lock on the dir is released
 /// when the last clone goes.
@@ -199,7 +202,10 @@ impl Storage {
                 // A write interrupted by a crash: the old file is intact.
                 std::fs::remove_file(item.path()).map_err(open_err)?;
                 tracing::info!(file = %item.path().display(), "removed an interrupted write");
-            } else if name != LOCK && name != WAL_DIR && !Blob::ALL.iter().any(|b| b.name() == name)
+            } else if name != LOCK
+                && name != WAL_DIR
+                && name != START_FILE
+                && !Blob::ALL.iter().any(|b| b.name() == name)
             {
                 tracing::warn!(file = %item.path().display(), "a file raftcd did not write is in the data dir; it is left alone");
             }

@@ -62,7 +62,7 @@ const LAYERS: &[&[&str]] = &[
     // 9: etcd's API, in-process client.
     &["api", "client", "cluster"],
     // 10: wiring; the one start function.
-    &["node"],
+    &["node", "init"],
     // 11: the command line.
     &["cli"],
 ];

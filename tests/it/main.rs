@@ -31,6 +31,7 @@ mod metrics;
 mod partition;
 mod peer_port;
 mod snapshot_restore;
+mod storage_init;
 mod tls;
 mod watch;
 mod watch_api;
