@@ -406,6 +406,7 @@ impl Flags {
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
             growth: None,
+            forward_to: Vec::new(),
         };
         let config = match table {
             Some((table, id)) => config.with_replica_table(table, id)?,

@@ -84,6 +84,10 @@ pub struct Config {
     /// Set when the member is one replica of a replica table
     /// (`--replica-table`): the cluster forms and grows itself.
     pub growth: Option<Growth>,
+    /// Set for a replica that runs no member (fixed mode, `run_node =
+    /// false`): the members' client URLs its client API passes requests to
+    /// (`crate::proxy`).
+    pub forward_to: Vec<Url>,
 }
 
 /// A member started from a replica table: which table, which row.
@@ -131,6 +135,7 @@ impl Config {
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
             growth: None,
+            forward_to: Vec::new(),
         }
     }
 
@@ -152,9 +157,7 @@ impl Config {
             ))
         })?;
         if table.mode == Mode::Fixed && !row.run_node {
-            return Err(ConfigError::Invalid(format!(
-                "replica {replica_id} has run_node = false: it runs no member in fixed mode (serving clients without a member is not supported yet)"
-            )));
+            self.forward_to = table.members().map(|r| r.client_url.clone()).collect();
         }
         self.name = row.name.clone();
         self.listen_client_urls = vec![row.client_url.clone()];

@@ -61,6 +61,7 @@ pub mod mvcc;
 pub mod net;
 pub mod node;
 pub mod pb;
+pub mod proxy;
 pub mod raft;
 pub mod replicas;
 pub mod server;

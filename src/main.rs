@@ -57,6 +57,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if !config.forward_to.is_empty() {
+        return rt.block_on(proxy(config));
+    }
     rt.block_on(async move {
         let node = match Node::start(config).await {
             Ok(n) => n,
@@ -132,6 +135,27 @@ fn certs(cmd: &CertsCommand) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A replica without a member: serve its client API for the members
+/// until SIGINT or SIGTERM.
+async fn proxy(config: raftcd::Config) -> std::process::ExitCode {
+    let proxy = match raftcd::proxy::Proxy::start(&config, &config.forward_to).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("raftcd: error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = recv(&mut term) => {}
+    }
+    tracing::info!("shutting down");
+    proxy.shutdown().await;
+    std::process::ExitCode::SUCCESS
 }
 
 /// `raftcd storage init`: write the data dir, say how to start it.

@@ -233,3 +233,57 @@ fn a_bad_replica_table_is_one_clear_error() {
     );
     assert!(!r.dir.path().join("unused").exists(), "nothing written");
 }
+
+#[test]
+fn fixed_mode_runs_members_on_the_chosen_replicas_and_the_others_serve_clients() {
+    let run = |id: usize| format!("run_node = {}", matches!(id, 1 | 2 | 4));
+    let mut r = Replicas::new(5, "token = \"fixed-test\"\nmode = \"fixed\"", run);
+    for id in 1..=5 {
+        r.start(id);
+    }
+    for id in 1..=5 {
+        r.wait_ready(id, Duration::from_secs(30));
+    }
+    let voters = eventually(Duration::from_secs(10), || r.voters(3));
+    assert_eq!(voters, ["r1", "r2", "r4"]);
+    for id in [3, 5] {
+        assert!(!r.data_dir(id).exists(), "replica {id} runs no member");
+    }
+    let put = r.etcdctl(3, &["put", "via-3", "read-via-5"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    let got = r.etcdctl(5, &["get", "via-3", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "read-via-5", "{got:?}");
+    // A watch through one member-less replica sees a put through the other.
+    let endpoint = format!("127.0.0.1:{}", r.ports[4].0);
+    let watch = std::thread::spawn(move || {
+        let mut child = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([&format!("--endpoints={endpoint}"), "watch", "w"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("etcdctl watch");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains("hello") {
+            match std::io::Read::read(&mut out, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        String::from_utf8_lossy(&seen).to_string()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let put = r.etcdctl(3, &["put", "w", "hello"]);
+    assert_eq!(put.stdout.trim(), "OK");
+    assert_eq!(watch.join().unwrap(), "PUT\nw\nhello\n");
+    // A member down: the replicas without one go on through the others.
+    r.kill(1);
+    let put = r.etcdctl(5, &["put", "after", "member-1-died"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    let got = r.etcdctl(3, &["get", "after", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "member-1-died", "{got:?}");
+}
