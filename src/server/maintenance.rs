@@ -23,10 +23,52 @@ impl Server {
             raft_index: rs.last_log_index.load(Ordering::Relaxed),
             raft_term: rs.term.load(Ordering::Relaxed),
             raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
-            errors: self.tls_warnings(),
+            errors: self
+                .tls_warnings()
+                .into_iter()
+                .chain(self.quorum_problem())
+                .collect(),
             db_size_in_use: size,
             is_learner: self.is_learner(),
         }
+    }
+
+    /// Why this member sees no leader, if it sees none: how many voters it
+    /// can reach against the quorum the cluster needs (shown by `endpoint
+    /// status` in its errors column, and logged once by the unled probe).
+    pub fn quorum_problem(&self) -> Option<String> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.current_leader.is_some() {
+            return None;
+        }
+        let me = self.inner.identity.member_id;
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        if voters.is_empty() {
+            return Some("no leader: this member has not joined a cluster yet".into());
+        }
+        let window = std::time::Duration::from_millis(
+            self.inner
+                .config
+                .election_timeout_ms
+                .max(100)
+                .saturating_mul(8),
+        );
+        let reachable = voters
+            .iter()
+            .filter(|v| **v == me || self.inner.transport.is_active(**v, window))
+            .count();
+        let quorum = voters.len() / 2 + 1;
+        Some(if reachable < quorum {
+            format!(
+                "no leader: quorum lost ({reachable} of {} voters reachable, a quorum is {quorum}); writes fail until enough voters return",
+                voters.len()
+            )
+        } else {
+            format!(
+                "no leader: an election is under way ({reachable} of {} voters reachable)",
+                voters.len()
+            )
+        })
     }
 
     /// Defragment: write the state file now (a snapshot) and purge the log

@@ -87,10 +87,23 @@ pub(super) async fn probe_when_unled(node: Server, mut shutdown: watch::Receiver
             .saturating_mul(3),
     );
     let me = node.inner.identity.member_id;
+    // Said once when the leader is gone for a whole period, once when back.
+    let mut unled_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
+        }
+        match (node.quorum_problem(), unled_since) {
+            (Some(problem), None) => {
+                tracing::warn!(%problem, "the cluster has no leader");
+                unled_since = Some(tokio::time::Instant::now());
+            }
+            (None, Some(since)) => {
+                tracing::info!(after = ?since.elapsed(), "the cluster has a leader again");
+                unled_since = None;
+            }
+            _ => {}
         }
         let leads = node.inner.raft.metrics().borrow().current_leader == Some(me);
         if leads || node.inner.leader_contact.elapsed() < period {

@@ -287,3 +287,73 @@ fn fixed_mode_runs_members_on_the_chosen_replicas_and_the_others_serve_clients()
     let got = r.etcdctl(3, &["get", "after", "--print-value-only"]);
     assert_eq!(got.stdout.trim(), "member-1-died", "{got:?}");
 }
+
+/// Start replicas 1..=n one by one and wait until all are voters.
+fn grown(n: usize) -> Replicas {
+    let mut r = Replicas::new(n, SETTINGS, no_extra);
+    for id in 1..=n {
+        r.start(id);
+        r.wait_ready(id, Duration::from_secs(30));
+    }
+    eventually(Duration::from_secs(30), || {
+        (r.voters(1)?.len() == target(n)).then_some(())
+    });
+    r
+}
+
+fn target(live: usize) -> usize {
+    match live {
+        0..=2 => 1,
+        3..=4 => 3,
+        _ => 5,
+    }
+}
+
+#[test]
+fn losing_the_quorum_fails_writes_in_time_and_the_cluster_recovers_when_voters_return() {
+    let mut r = grown(5);
+    // Three of five voters die at once: faster than replacement can act.
+    for id in 1..=3 {
+        r.kill(id);
+    }
+    let started = Instant::now();
+    let put = r.etcdctl(4, &["put", "during", "loss"]);
+    let took = started.elapsed();
+    assert_ne!(put.code, 0, "{put:?}");
+    assert!(
+        put.stderr.contains("no leader") || put.stderr.contains("timed out"),
+        "{put:?}"
+    );
+    assert!(took < Duration::from_secs(9), "the write took {took:?}");
+    // `endpoint status` says why, and the log says so once.
+    let why = eventually(Duration::from_secs(10), || {
+        let out = r.etcdctl(4, &["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let errors = v[0]["Status"]["errors"].as_array()?.clone();
+        errors
+            .iter()
+            .filter_map(|e| e.as_str())
+            .find(|e| e.contains("quorum lost"))
+            .map(str::to_string)
+    });
+    assert!(
+        why.contains("2 of 5 voters reachable, a quorum is 3"),
+        "{why}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        r.log(4).matches("the cluster has no leader").count(),
+        1,
+        "{}",
+        r.log(4)
+    );
+    // One voter back is a quorum again: writes work without anyone's help.
+    r.start(1);
+    let put = eventually(Duration::from_secs(30), || {
+        let out = r.etcdctl(4, &["put", "after", "recovery"]);
+        (out.code == 0).then_some(out)
+    });
+    assert_eq!(put.stdout.trim(), "OK");
+    let got = r.etcdctl(5, &["get", "after", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "recovery");
+}
