@@ -190,6 +190,12 @@ pub struct Flags {
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true", value_parser = parse_bool)]
     pub strict_reconfig_check: bool,
+    /// Restart this member's data as a new one-member cluster, after its
+    /// cluster lost its quorum for good (drops what only the lost members
+    /// had; start without it afterwards).
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_bool)]
+    pub force_new_cluster: bool,
     /// Replica table (TOML): this member is one replica of it and the
     /// cluster forms and grows itself; name, URLs and token come from the
     /// row of --replica-id.
@@ -407,6 +413,7 @@ impl Flags {
             syncer: None,
             growth: None,
             forward_to: Vec::new(),
+            force_new_cluster: self.force_new_cluster,
         };
         let config = match table {
             Some((table, id)) => config.with_replica_table(table, id)?,

@@ -88,6 +88,9 @@ pub struct Config {
     /// false`): the members' client URLs its client API passes requests to
     /// (`crate::proxy`).
     pub forward_to: Vec<Url>,
+    /// Restart this member's data as a new one-member cluster (etcd's
+    /// `--force-new-cluster`; see `crate::server::recover`).
+    pub force_new_cluster: bool,
 }
 
 /// A member started from a replica table: which table, which row.
@@ -136,6 +139,7 @@ impl Config {
             syncer: None,
             growth: None,
             forward_to: Vec::new(),
+            force_new_cluster: false,
         }
     }
 

@@ -34,6 +34,9 @@ impl Node {
     /// Open the data dir, start Raft, serve the peer URLs, wait until the
     /// cluster has a leader, then serve the client URLs.
     pub async fn start(config: Config) -> Result<Node, StartError> {
+        if config.force_new_cluster {
+            crate::server::recover::force_new_cluster(&config).await?;
+        }
         // A replica of a replica table with an empty data dir first finds
         // its cluster (or forms it), answering on its peer port meanwhile.
         let mut bound = Vec::new();

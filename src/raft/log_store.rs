@@ -35,10 +35,10 @@ fn write_err(e: StorageError) -> RaftStorageError {
 
 /// Raft's hard state, as the `raft` file holds it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct HardState {
-    vote: Option<Vote<u64>>,
-    purged: Option<LogId>,
-    committed: Option<LogId>,
+pub(super) struct HardState {
+    pub(super) vote: Option<Vote<u64>>,
+    pub(super) purged: Option<LogId>,
+    pub(super) committed: Option<LogId>,
 }
 
 /// How often an advancing committed index is written at most.
@@ -56,6 +56,10 @@ struct Hard {
     safe: Option<LogId>,
     /// When the `raft` file was last written.
     written: Option<std::time::Instant>,
+    /// A write of the committed index is scheduled for when the rate
+    /// limit allows it (so the last commits before a quiet spell or a
+    /// crash reach the file too).
+    trailing: bool,
 }
 
 /// The log store. Clones share the same log.
@@ -74,6 +78,20 @@ fn decode_entry(storage: &Storage, bytes: &[u8]) -> Result<Entry, StorageError> 
     decode(bytes).map_err(|e| StorageError::Decode {
         file: storage.path().join(crate::storage::WAL_DIR),
         reason: format!("a log entry: {e}"),
+    })
+}
+
+/// The committed log id the `raft` file of `storage` holds.
+pub fn stored_committed(storage: &Storage) -> Result<Option<LogId>, StorageError> {
+    Ok(match storage.read(Blob::Raft)? {
+        Some(bytes) => {
+            let hard: HardState = decode(&bytes).map_err(|e| StorageError::Decode {
+                file: storage.file(Blob::Raft),
+                reason: e.to_string(),
+            })?;
+            hard.committed
+        }
+        None => None,
     })
 }
 
@@ -116,6 +134,7 @@ impl LogStore {
                 safe: hard.committed,
                 disk: hard,
                 written: None,
+                trailing: false,
             })),
             writer: Arc::default(),
             growth: Arc::default(),
@@ -229,17 +248,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             // Only what may be written counts: a committed index ahead of
             // the synced log would rewrite the same file every second.
-            let due = h.written.is_none_or(|w| w.elapsed() >= COMMITTED_EVERY)
-                && h.disk.committed < h.safe;
-            if due {
+            let behind = h.disk.committed < h.safe;
+            let wait = h.written.map_or(std::time::Duration::ZERO, |w| {
+                COMMITTED_EVERY.saturating_sub(w.elapsed())
+            });
+            if !behind || (h.trailing && !wait.is_zero()) {
+                None
+            } else if wait.is_zero() {
                 h.written = Some(std::time::Instant::now());
+                Some(wait)
+            } else {
+                h.trailing = true;
+                Some(wait)
             }
-            due
         };
-        if due {
+        if let Some(wait) = due {
             // In the background: never holds the apply of what was committed.
             let me = self.clone();
             tokio::spawn(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    me.lock().trailing = false;
+                }
                 if let Err(e) = me.save(|_| {}).await {
                     tracing::error!(error = %e, "cannot write the Raft hard state");
                 }

@@ -7,6 +7,7 @@
 //! publishes the new view to readers whole; the state reaches disk at
 //! snapshots (the log holds everything since).
 
+pub mod force;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;

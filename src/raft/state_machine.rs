@@ -145,10 +145,10 @@ impl RemovedMembers {
 
 /// What the `state` file holds besides the store itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct StateHead {
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    removed: BTreeSet<u64>,
+pub(super) struct StateHead {
+    pub(super) applied: Option<LogId>,
+    pub(super) membership: StoredMembership,
+    pub(super) removed: BTreeSet<u64>,
 }
 
 /// The state machine written whole: the length of the encoded
@@ -158,14 +158,21 @@ pub struct StateImage;
 
 impl StateImage {
     /// Stream the image into `w` (the store is never copied whole).
-    fn write_to(head: &StateHead, view: &View, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub(super) fn write_to(
+        head: &StateHead,
+        view: &View,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
         let head = crate::codec::encode(head);
         w.write_all(&(head.len() as u32).to_le_bytes())?;
         w.write_all(&head)?;
         write_view(view, w)
     }
 
-    fn decode(storage: &Storage, bytes: &[u8]) -> Result<(StateHead, View), StorageError> {
+    pub(super) fn decode(
+        storage: &Storage,
+        bytes: &[u8],
+    ) -> Result<(StateHead, View), StorageError> {
         let bad = |reason: String| StorageError::Decode {
             file: storage.file(Blob::State),
             reason,

@@ -13,6 +13,7 @@
 //! * [`ops`]: the leader requests and replies that cross the peer port.
 //! * [`membership`]: the member list and membership changes.
 //! * [`join`]: joining a running cluster.
+//! * [`recover`]: restarting a member as a new cluster (`--force-new-cluster`).
 //! * [`replica`]: a self-growing cluster's member side: discovery answers,
 //!   adding a replica, promotions and demotions.
 //! * [`maintenance`]: status, hashes, defragment, backups, metrics figures.
@@ -27,6 +28,7 @@ pub mod maintenance;
 pub mod membership;
 pub mod open;
 pub mod ops;
+pub mod recover;
 pub mod replica;
 pub mod tasks;
 

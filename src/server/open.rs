@@ -382,6 +382,20 @@ impl Server {
     }
 }
 
+/// Write the `member` file: `identity`, with the cluster `token` it
+/// belongs to.
+pub(super) fn store_identity(
+    storage: &Storage,
+    identity: &Identity,
+    token: &str,
+) -> Result<(), StorageError> {
+    let file = MemberFile {
+        identity: identity.clone(),
+        token: token_hash(token),
+    };
+    storage.write(Blob::Member, &encode(&file))
+}
+
 /// What the `member` file holds.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MemberFile {
@@ -424,11 +438,7 @@ async fn resolve_identity(
         (None, ClusterState::New) => Identity::derive(config),
         (None, ClusterState::Existing) => join(config).await?,
     };
-    let file = MemberFile {
-        identity: id.clone(),
-        token,
-    };
-    storage.write(Blob::Member, &encode(&file))?;
+    store_identity(storage, &id, &config.initial_cluster_token)?;
     Ok(id)
 }
 

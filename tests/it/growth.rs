@@ -357,3 +357,42 @@ fn losing_the_quorum_fails_writes_in_time_and_the_cluster_recovers_when_voters_r
     let got = r.etcdctl(5, &["get", "after", "--print-value-only"]);
     assert_eq!(got.stdout.trim(), "recovery");
 }
+
+#[test]
+fn force_new_cluster_restarts_a_survivor_as_a_cluster_of_its_own() {
+    let mut r = grown(3);
+    let put = r.etcdctl(3, &["put", "before", "the-loss"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    // Let the followers learn the commit and write it down.
+    std::thread::sleep(Duration::from_secs(2));
+    r.kill(1);
+    r.kill(2);
+    r.kill(3);
+    r.start_with(3, &["--force-new-cluster"]);
+    r.wait_ready(3, Duration::from_secs(30));
+    let members = r.members(3).expect("member list");
+    assert_eq!(members, [("r3".to_string(), false)]);
+    let got = r.etcdctl(3, &["get", "before", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "the-loss", "{got:?}");
+    let put = r.etcdctl(3, &["put", "after", "forced"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    assert!(r
+        .log(3)
+        .contains("--force-new-cluster: this member now forms a new cluster alone"));
+    // An old member with its old data belongs to the old cluster: refused.
+    r.start(1);
+    let code = r.wait_exit(1, Duration::from_secs(30));
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{}", r.log(1));
+    assert!(r.log(1).contains("cluster id mismatch"), "{}", r.log(1));
+    // With an empty data dir it joins the new cluster.
+    std::fs::remove_dir_all(r.data_dir(1)).unwrap();
+    r.start(1);
+    r.wait_ready(1, Duration::from_secs(30));
+    let got = eventually(Duration::from_secs(10), || {
+        let out = r.etcdctl(1, &["get", "after", "--print-value-only"]);
+        (out.stdout.trim() == "forced").then_some(out.stdout)
+    });
+    assert_eq!(got.trim(), "forced");
+    let members = r.members(3).expect("member list");
+    assert_eq!(members.len(), 2, "{members:?}");
+}

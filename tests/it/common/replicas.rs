@@ -59,6 +59,11 @@ impl Replicas {
 
     /// Start replica `id` (appending to its log).
     pub fn start(&mut self, id: usize) {
+        self.start_with(id, &[]);
+    }
+
+    /// Start replica `id` with extra flags.
+    pub fn start_with(&mut self, id: usize, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -69,6 +74,7 @@ impl Replicas {
             .args(["--replica-id", &id.to_string()])
             .args(["--data-dir", &self.data_dir(id).display().to_string()])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(extra)
             .env("ETCD_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -83,6 +89,21 @@ impl Replicas {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Wait up to `timeout` for replica `id` to exit on its own; its code.
+    pub fn wait_exit(&mut self, id: usize, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.children[id - 1].as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.children[id - 1] = None;
+                    return Some(status.code().unwrap_or(-1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Whether replica `id`'s process runs.
