@@ -396,3 +396,53 @@ fn force_new_cluster_restarts_a_survivor_as_a_cluster_of_its_own() {
     let members = r.members(3).expect("member list");
     assert_eq!(members.len(), 2, "{members:?}");
 }
+
+/// The embedding API grows the same way: two nodes in one process, each
+/// started from its row of one table, form one cluster with one voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_nodes_started_from_one_table_form_one_cluster() {
+    let r = Replicas::new(2, SETTINGS, no_extra);
+    let table = raftcd::replicas::ReplicaTable::load(&r.table).expect("table");
+    let start = |id: usize| {
+        let config = raftcd::Config::embedded(r.data_dir(id))
+            .with_replica_table(table.clone(), id as u64)
+            .expect("row");
+        raftcd::Node::start(config)
+    };
+    let first = start(1).await.expect("node 1");
+    let second = start(2).await.expect("node 2");
+    assert_eq!(first.identity().cluster_id, second.identity().cluster_id);
+    second
+        .client()
+        .put("grown", "embedded")
+        .await
+        .expect("put via 2");
+    let kv = first
+        .client()
+        .get("grown")
+        .await
+        .expect("get via 1")
+        .expect("key");
+    assert_eq!(&kv.value[..], b"embedded");
+    let members = first.members();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members.iter().filter(|m| !m.is_learner).count(), 1);
+    let rows = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let rows = first
+                .client()
+                .get_prefix("/raftcd/replicas/")
+                .await
+                .expect("rows");
+            if rows.len() == 2 {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both rows");
+    assert!(String::from_utf8_lossy(&rows[1].value).contains("\"role\":\"learner\""));
+    second.shutdown().await.expect("shutdown 2");
+    first.shutdown().await.expect("shutdown 1");
+}
