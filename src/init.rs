@@ -100,6 +100,11 @@ impl StartFile {
 
     /// The start file of data dir `dir`, if it holds one.
     pub fn load(dir: &Path) -> Result<Option<StartFile>, InitError> {
+        // A data dir that is no directory is the data dir's check to
+        // report, with its own words.
+        if !dir.is_dir() {
+            return Ok(None);
+        }
         let path = dir.join(START_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,

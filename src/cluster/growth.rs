@@ -8,8 +8,8 @@
 //!   (rounded up to whole seconds, at least the lease minimum). A dead
 //!   replica stops refreshing, its lease expires, its row disappears.
 //!   `etcdctl get /raftcd/replicas/ --prefix` shows the table.
-//! * **Rule.** With L live replicas (rows present, the leader counting
-//!   itself) the cluster wants [`target_voters`]`(L)` voters: 1 for 1–2, 3
+//! * **Rule.** With L live replicas (rows present and members answering
+//!   the leader within `dead_after_ms`, the leader counting itself) the cluster wants [`target_voters`]`(L)` voters: 1 for 1–2, 3
 //!   for 3–4, 5 for 5 or more, capped by `max_voters`. The leader takes one
 //!   step at a time ([`next_step`]): demote a dead voter to learner; else
 //!   promote the lowest-id live learner that has caught up, while voters
@@ -281,8 +281,13 @@ async fn apply_rule(server: &Server, growth: &Growth) -> Result<bool, String> {
             .filter_map(|m| by_member.get(m).copied())
             .collect()
     };
+    // Live: the row is there, and the member answers the leader (its own
+    // status, not only what it last wrote).
     let mut live = live_replicas(server)?;
-    live.retain(|id| table.replica(*id).is_some_and(|r| r.run_node));
+    live.retain(|id| {
+        table.replica(*id).is_some_and(|r| r.run_node)
+            && server.answered_within(replica_member_id(&table.token, *id), table.dead_after)
+    });
     live.insert(growth.replica_id);
     let census = Census {
         voters: ids(&roles.voters),

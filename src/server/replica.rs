@@ -179,6 +179,12 @@ impl Server {
             .map_err(|e| StartError::Raft(e.to_string()))
     }
 
+    /// Whether member `id` answered this member within `window` (this
+    /// member itself always has).
+    pub(crate) fn answered_within(&self, id: u64, window: std::time::Duration) -> bool {
+        id == self.inner.identity.member_id || self.inner.transport.is_active(id, window)
+    }
+
     /// The leader makes learner `id` a voter.
     pub(crate) async fn promote_replica(&self, id: u64) -> Result<Vec<MemberRow>, Refusal> {
         self.ensure_leader()?;

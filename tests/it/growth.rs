@@ -446,3 +446,51 @@ async fn embedded_nodes_started_from_one_table_form_one_cluster() {
     second.shutdown().await.expect("shutdown 2");
     first.shutdown().await.expect("shutdown 1");
 }
+
+/// The table works beside the TLS flags: mutual TLS on the peer port,
+/// discovery and joining included.
+#[test]
+fn a_table_with_mutual_tls_peers_grows_as_well() {
+    let mut r = Replicas::new(3, SETTINGS, no_extra);
+    let text = std::fs::read_to_string(&r.table).unwrap();
+    std::fs::write(
+        &r.table,
+        text.replace("peer_url = \"http://", "peer_url = \"https://"),
+    )
+    .unwrap();
+    let dir = r.dir.path().join("certs");
+    crate::common::certs(&dir, &["init"]);
+    for id in 1..=3 {
+        crate::common::certs(&dir, &["peer", "--name", &format!("r{id}")]);
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    for id in 1..=3 {
+        let (cert, key) = (file(&format!("r{id}.pem")), file(&format!("r{id}-key.pem")));
+        let ca = file("ca.pem");
+        r.start_with(
+            id,
+            &[
+                "--peer-cert-file",
+                &cert,
+                "--peer-key-file",
+                &key,
+                "--peer-trusted-ca-file",
+                &ca,
+                "--peer-client-cert-auth",
+            ],
+        );
+        r.wait_ready(id, Duration::from_secs(30));
+    }
+    let voters = eventually(Duration::from_secs(20), || {
+        let v = r.voters(1)?;
+        (v.len() == 3).then_some(v)
+    });
+    assert_eq!(voters, ["r1", "r2", "r3"]);
+    let put = r.etcdctl(3, &["put", "over", "tls"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    let got = r.etcdctl(1, &["get", "over", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "tls");
+    assert!(r.members(1).unwrap().len() == 3);
+    let list = r.etcdctl(1, &["member", "list"]);
+    assert!(list.stdout.contains("https://127.0.0.1:"), "{list:?}");
+}
