@@ -96,6 +96,26 @@ impl Server {
         let id = replica_member_id(&growth.table.token, replica_id);
         let metrics = self.inner.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == id) {
+            // It asks to join, so it starts from an empty data dir: a voter
+            // without its log must not vote. A learner first; the rule
+            // promotes it again once it has caught up.
+            if id == self.inner.identity.member_id {
+                return Err(Refusal::Api(ApiError::Internal(
+                    "a replica cannot join through itself".into(),
+                )));
+            }
+            let m = self.demote_replica(id).await?;
+            tracing::warn!(
+                replica = replica_id,
+                member = format!("{id:x}"),
+                "a voter's replica rejoins with an empty data dir: demoted to learner until it catches up"
+            );
+            return Ok(LeaderReply::Members {
+                member: m.iter().find(|r| r.id == id).cloned(),
+                members: m,
+            });
+        }
         if membership.get_node(&id).is_some() {
             return Ok(members_reply(&membership, id));
         }

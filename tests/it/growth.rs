@@ -494,3 +494,37 @@ fn a_table_with_mutual_tls_peers_grows_as_well() {
     let list = r.etcdctl(1, &["member", "list"]);
     assert!(list.stdout.contains("https://127.0.0.1:"), "{list:?}");
 }
+
+/// A replica that lost its data dir rejoins under its member id with an
+/// empty log: the leader takes it back as a learner (it must not vote
+/// without its log) and its log going back to nothing is no crash (openraft
+/// `loosen-follower-log-revert`; without it the leader's Raft panicked in a
+/// debug build and, in a release build, kept counting entries the replica
+/// no longer has).
+#[test]
+fn a_voter_whose_data_dir_is_lost_rejoins_as_a_learner_first() {
+    let mut r = grown(3);
+    let leader = eventually(Duration::from_secs(10), || leader_replica(&r, 1));
+    let lost = if leader == 3 { 2 } else { 3 };
+    r.kill(lost);
+    std::fs::remove_dir_all(r.data_dir(lost)).unwrap();
+    r.start(lost);
+    r.wait_ready(lost, Duration::from_secs(30));
+    assert!(
+        r.log(leader)
+            .contains("rejoins with an empty data dir: demoted to learner"),
+        "{}",
+        r.log(leader)
+    );
+    let voters = eventually(Duration::from_secs(20), || {
+        let v = r.voters(leader)?;
+        (v.len() == 3).then_some(v)
+    });
+    assert!(voters.contains(&format!("r{lost}")));
+    let put = r.etcdctl(lost, &["put", "after", "rejoin"]);
+    assert_eq!(put.stdout.trim(), "OK", "{put:?}");
+    for id in 1..=3 {
+        assert!(r.running(id), "replica {id} stopped:\n{}", r.log(id));
+        assert!(!r.log(id).contains("panicked"), "{}", r.log(id));
+    }
+}
