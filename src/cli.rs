@@ -223,6 +223,32 @@ pub enum SubCommand {
     /// Data dirs.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Multi-Party Escrow payment channels.
+    #[command(subcommand)]
+    Escrow(EscrowCommand),
+}
+
+/// `raftcd escrow ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EscrowCommand {
+    /// Offline: print the EIP-55 address that signed a payment.
+    Recover {
+        /// The MPE contract address (20 bytes hex).
+        #[arg(long)]
+        mpe_contract: String,
+        /// The channel id (uint256, decimal or 0x hex).
+        #[arg(long)]
+        channel_id: String,
+        /// The channel nonce the payment is for.
+        #[arg(long)]
+        nonce: String,
+        /// The amount the payment authorizes in all.
+        #[arg(long)]
+        amount: String,
+        /// The 65-byte signature r ‖ s ‖ v, hex.
+        #[arg(long)]
+        signature: String,
+    },
 }
 
 /// `raftcd storage ...`.

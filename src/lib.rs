@@ -54,6 +54,7 @@ pub mod codec;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod escrow;
 pub mod init;
 pub mod lessor;
 pub mod metrics;

@@ -2,7 +2,9 @@
 //! etcd's flags and environment variables.
 
 use clap::Parser;
-use raftcd::cli::{CertsCommand, Flags, SnapshotCommand, StorageCommand, SubCommand};
+use raftcd::cli::{
+    CertsCommand, EscrowCommand, Flags, SnapshotCommand, StorageCommand, SubCommand,
+};
 use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 
@@ -42,6 +44,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(SubCommand::Storage(cmd)) = &flags.command {
         return storage(cmd);
+    }
+    if let Some(SubCommand::Escrow(cmd)) = &flags.command {
+        return escrow(cmd);
     }
     let config = match flags.into_config() {
         Ok(c) => c,
@@ -156,6 +161,38 @@ async fn proxy(config: raftcd::Config) -> std::process::ExitCode {
     tracing::info!("shutting down");
     proxy.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// `raftcd escrow ...`: the offline commands.
+fn escrow(cmd: &EscrowCommand) -> std::process::ExitCode {
+    use raftcd::escrow::payment::{parse_address, parse_signature, parse_u256, Payment};
+    let EscrowCommand::Recover {
+        mpe_contract,
+        channel_id,
+        nonce,
+        amount,
+        signature,
+    } = cmd;
+    let recovered = (|| {
+        let payment = Payment {
+            mpe_contract: parse_address("--mpe-contract", mpe_contract)?,
+            channel_id: parse_u256("--channel-id", channel_id)?,
+            nonce: parse_u256("--nonce", nonce)?,
+            amount: parse_u256("--amount", amount)?,
+            signature: parse_signature(signature)?,
+        };
+        payment.signer()
+    })();
+    match recovered {
+        Ok(signer) => {
+            println!("{}", signer.to_checksum(None));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftcd: error: escrow recover: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `raftcd storage init`: write the data dir, say how to start it.

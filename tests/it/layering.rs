@@ -60,7 +60,7 @@ const LAYERS: &[&[&str]] = &[
     // 8: the server core.
     &["server"],
     // 9: etcd's API, in-process client.
-    &["api", "client", "cluster", "proxy"],
+    &["api", "client", "cluster", "proxy", "escrow"],
     // 10: wiring; the one start function.
     &["node", "init"],
     // 11: the command line.

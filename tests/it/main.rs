@@ -20,6 +20,7 @@ mod cluster;
 mod disk;
 mod durability;
 mod embed;
+mod escrow;
 mod etcd_client;
 mod etcdctl;
 mod group_commit;
