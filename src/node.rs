@@ -122,6 +122,11 @@ impl Node {
         })
     }
 
+    /// The payment-channel operations, in-process (see `crate::escrow`).
+    pub fn escrow(&self) -> crate::escrow::Escrow {
+        crate::escrow::Escrow::new(self.client())
+    }
+
     /// A typed, linearizable KV handle working in-process (no ports).
     pub fn client(&self) -> Client {
         Client::new(self.server.clone())

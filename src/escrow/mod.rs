@@ -1,6 +1,11 @@
 //! Payment channels of Multi-Party Escrow (MPE), the first users' state:
-//! what a signed payment is and who signed it ([`payment`]). The channel
-//! store and its race-free acceptance across replicas build on it (see
-//! docs/escrow.md).
+//! what a signed payment is and who signed it ([`payment`]), a channel and
+//! a claim as stored ([`channel`]), and the operations that change them,
+//! each one transaction compared on the channel's revision ([`store`]).
+//! See docs/escrow.md.
 
+pub mod channel;
 pub mod payment;
+pub mod store;
+
+pub use store::{Escrow, EscrowError, Refusal, Updated};

@@ -97,3 +97,256 @@ fn recover_says_what_is_wrong_with_bad_input() {
     assert_eq!(code, Some(0));
     assert_ne!(stdout, v["signer"].as_str().unwrap());
 }
+
+mod store {
+    //! The escrow operations on an embedded node (`Node::escrow`), with
+    //! payments signed here by k256 keys.
+
+    use std::sync::Arc;
+
+    use alloy_primitives::{Address, U256};
+    use k256::ecdsa::SigningKey;
+    use raftcd::escrow::channel::{Channel, ChannelKey};
+    use raftcd::escrow::payment::Payment;
+    use raftcd::escrow::{EscrowError, Refusal, Updated};
+    use raftcd::{Config, Node};
+
+    struct Key(SigningKey);
+
+    impl Key {
+        fn new(seed: u8) -> Key {
+            Key(SigningKey::from_bytes(&[seed; 32].into()).expect("key"))
+        }
+
+        fn address(&self) -> Address {
+            Address::from_public_key(self.0.verifying_key())
+        }
+
+        fn pay(&self, contract: Address, channel: u64, nonce: u64, amount: u64) -> Payment {
+            let mut p = Payment {
+                mpe_contract: contract,
+                channel_id: U256::from(channel),
+                nonce: U256::from(nonce),
+                amount: U256::from(amount),
+                signature: [0; 65],
+            };
+            let (sig, recid) = self
+                .0
+                .sign_prehash_recoverable(p.digest().as_slice())
+                .expect("sign");
+            p.signature[..64].copy_from_slice(&sig.to_bytes());
+            p.signature[64] = 27 + recid.to_byte();
+            p
+        }
+    }
+
+    fn contract() -> Address {
+        Address::repeat_byte(0xc0)
+    }
+
+    fn channel(id: u64, signer: Address, sender: Address) -> Channel {
+        Channel {
+            channel_id: U256::from(id),
+            nonce: U256::ZERO,
+            sender,
+            signer,
+            recipient: Address::repeat_byte(0x77),
+            group_id: [5; 32],
+            value: U256::from(1000),
+            expiration: U256::from(500),
+            authorized_amount: U256::ZERO,
+            signature: Vec::new(),
+        }
+    }
+
+    async fn node() -> (Node, tempfile::TempDir, crate::common::Machine) {
+        let machine = crate::common::machine_share();
+        let tmp = tempfile::tempdir().unwrap();
+        let node = Node::start(Config::embedded(tmp.path().join("escrow")))
+            .await
+            .expect("start");
+        (node, tmp, machine)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn payments_follow_the_rules_and_claims_move_the_nonce() {
+        let (node, _tmp, _m) = node().await;
+        let e = node.escrow();
+        let (signer, sender, stranger) = (Key::new(1), Key::new(2), Key::new(3));
+        let ch = channel(7, signer.address(), sender.address());
+        assert_eq!(
+            e.update_channel(contract(), ch.clone()).await.unwrap(),
+            Ok(Updated::Created)
+        );
+        let block = U256::from(100);
+        let ok = |amount: u64| Ok(U256::from(amount));
+        assert_eq!(
+            e.accept_payment(&signer.pay(contract(), 7, 0, 10), block)
+                .await
+                .unwrap(),
+            ok(10)
+        );
+        // The sender may sign too; amounts must grow.
+        assert_eq!(
+            e.accept_payment(&sender.pay(contract(), 7, 0, 20), block)
+                .await
+                .unwrap(),
+            ok(20)
+        );
+        let refused = |r: Result<Result<U256, Refusal>, EscrowError>| r.unwrap().unwrap_err();
+        assert!(matches!(
+            refused(
+                e.accept_payment(&signer.pay(contract(), 7, 0, 20), block)
+                    .await
+            ),
+            Refusal::NotMore { .. }
+        ));
+        assert!(matches!(
+            refused(
+                e.accept_payment(&stranger.pay(contract(), 7, 0, 30), block)
+                    .await
+            ),
+            Refusal::WrongSigner { .. }
+        ));
+        assert!(matches!(
+            refused(
+                e.accept_payment(&signer.pay(contract(), 7, 1, 30), block)
+                    .await
+            ),
+            Refusal::WrongNonce { .. }
+        ));
+        assert!(matches!(
+            refused(
+                e.accept_payment(&signer.pay(contract(), 7, 0, 1001), block)
+                    .await
+            ),
+            Refusal::AboveValue { .. }
+        ));
+        assert!(matches!(
+            refused(
+                e.accept_payment(&signer.pay(contract(), 7, 0, 30), U256::from(500))
+                    .await
+            ),
+            Refusal::Expired { .. }
+        ));
+        assert!(matches!(
+            e.accept_payment(&signer.pay(contract(), 8, 0, 30), block)
+                .await,
+            Err(EscrowError::NotFound(_))
+        ));
+        // A tampered amount recovers someone else.
+        let mut forged = signer.pay(contract(), 7, 0, 30);
+        forged.amount = U256::from(900);
+        assert!(matches!(
+            refused(e.accept_payment(&forged, block).await),
+            Refusal::WrongSigner { .. }
+        ));
+        let key = ChannelKey {
+            mpe_contract: contract(),
+            channel_id: U256::from(7),
+        };
+        let stored = e.channel(&key).await.unwrap().unwrap();
+        assert_eq!(stored.authorized_amount, U256::from(20));
+
+        // A claim takes the accepted payment and moves to the next nonce.
+        let claim = e.start_claim(&key).await.unwrap().unwrap();
+        assert_eq!((claim.nonce, claim.amount), (U256::ZERO, U256::from(20)));
+        let stored = e.channel(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.nonce, stored.authorized_amount),
+            (U256::from(1), U256::ZERO)
+        );
+        assert!(matches!(
+            refused(
+                e.accept_payment(&signer.pay(contract(), 7, 0, 40), block)
+                    .await
+            ),
+            Refusal::WrongNonce { .. }
+        ));
+        assert_eq!(
+            e.accept_payment(&signer.pay(contract(), 7, 1, 5), block)
+                .await
+                .unwrap(),
+            ok(5)
+        );
+        assert!(matches!(
+            e.start_claim(&ChannelKey {
+                channel_id: U256::from(9),
+                ..key
+            })
+            .await,
+            Err(EscrowError::NotFound(_))
+        ));
+        let claims = e.claims(contract(), None).await.unwrap();
+        assert_eq!(claims, vec![claim.clone()]);
+        let settled = e.settle_claim(&key, U256::ZERO).await.unwrap().unwrap();
+        assert!(settled.settled);
+        assert!(matches!(
+            e.settle_claim(&key, U256::ZERO).await.unwrap(),
+            Err(Refusal::Settled { .. })
+        ));
+
+        // Updates from the chain: a deposit, a stale one, a raised nonce.
+        let mut chain = e.channel(&key).await.unwrap().unwrap();
+        chain.value = U256::from(2000);
+        assert_eq!(
+            e.update_channel(contract(), chain.clone()).await.unwrap(),
+            Ok(Updated::Changed)
+        );
+        assert_eq!(
+            e.update_channel(contract(), chain.clone()).await.unwrap(),
+            Ok(Updated::Unchanged)
+        );
+        let mut stale = chain.clone();
+        stale.nonce = U256::ZERO;
+        assert!(matches!(
+            e.update_channel(contract(), stale).await.unwrap(),
+            Err(Refusal::Stale(_))
+        ));
+        let mut raised = chain.clone();
+        raised.nonce = U256::from(2);
+        assert_eq!(
+            e.update_channel(contract(), raised).await.unwrap(),
+            Ok(Updated::Changed)
+        );
+        let stored = e.channel(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.nonce, stored.authorized_amount, stored.value),
+            (U256::from(2), U256::ZERO, U256::from(2000))
+        );
+        node.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_payment_raced_many_times_is_accepted_once() {
+        let (node, _tmp, _m) = node().await;
+        let e = node.escrow();
+        let signer = Key::new(4);
+        e.update_channel(contract(), channel(1, signer.address(), signer.address()))
+            .await
+            .unwrap()
+            .unwrap();
+        for amount in [10u64, 11, 50] {
+            let p = Arc::new(signer.pay(contract(), 1, 0, amount));
+            let racers: Vec<_> = (0..16)
+                .map(|_| {
+                    let (e, p) = (e.clone(), p.clone());
+                    tokio::spawn(async move { e.accept_payment(&p, U256::from(1)).await })
+                })
+                .collect();
+            let mut accepted = 0;
+            for r in racers {
+                match r.await.unwrap().unwrap() {
+                    Ok(a) => {
+                        assert_eq!(a, U256::from(amount));
+                        accepted += 1;
+                    }
+                    Err(Refusal::NotMore { .. }) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            assert_eq!(accepted, 1, "amount {amount}");
+        }
+        node.shutdown().await.unwrap();
+    }
+}

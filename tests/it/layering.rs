@@ -60,10 +60,12 @@ const LAYERS: &[&[&str]] = &[
     // 8: the server core.
     &["server"],
     // 9: etcd's API, in-process client.
-    &["api", "client", "cluster", "proxy", "escrow"],
-    // 10: wiring; the one start function.
+    &["api", "client", "cluster", "proxy"],
+    // 10: payment channels over the in-process client.
+    &["escrow"],
+    // 11: wiring; the one start function.
     &["node", "init"],
-    // 11: the command line.
+    // 12: the command line.
     &["cli"],
 ];
 

@@ -1,0 +1,371 @@
+//! The escrow operations over the replicated store: every state change of
+//! a channel is one transaction compared on the channel key's
+//! `mod_revision` (retried on conflict), so two replicas racing on one
+//! channel cannot both win, and a claim and its channel move together.
+
+use alloy_primitives::{Address, U256};
+use bytes::Bytes;
+
+use super::channel::{Channel, ChannelKey, Claim};
+use super::payment::{Payment, PaymentError};
+use crate::client::{prefix_end, Client};
+use crate::error::ApiError;
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request as Op;
+use crate::pb::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+
+/// How many times one operation re-reads a channel that changed under it.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Why the rules refuse a payment or a claim (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the signature recovers {recovered}, neither the channel's signer {signer} nor its sender {sender}")]
+    WrongSigner {
+        recovered: Address,
+        signer: Address,
+        sender: Address,
+    },
+    #[error("nonce {got} is not the channel's nonce {channel}")]
+    WrongNonce { got: U256, channel: U256 },
+    #[error("amount {amount} is not above the authorized amount {authorized}")]
+    NotMore { amount: U256, authorized: U256 },
+    #[error("amount {amount} is above the channel's value {value}")]
+    AboveValue { amount: U256, value: U256 },
+    #[error("the channel expired at block {expiration} (current block {block})")]
+    Expired { block: U256, expiration: U256 },
+    #[error("nothing to claim: no payment accepted at nonce {nonce}")]
+    NothingToClaim { nonce: U256 },
+    #[error("the claim of nonce {nonce} is settled already")]
+    Settled { nonce: U256 },
+    #[error("stale update: {0}")]
+    Stale(String),
+}
+
+/// Errors that are not the rules' answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EscrowError {
+    /// Bad input (InvalidArgument).
+    #[error("{0}")]
+    Invalid(#[from] PaymentError),
+    /// No such channel or claim (NotFound).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed or the outcome is unknown.
+    #[error("{0}")]
+    Store(#[from] ApiError),
+    /// The channel kept changing under this operation.
+    #[error("the channel kept changing: gave up after {MAX_ATTEMPTS} attempts")]
+    Contended,
+}
+
+/// What an update from the chain did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    Created,
+    Changed,
+    /// Nothing newer than what is stored (a stale or repeated update).
+    Unchanged,
+}
+
+/// The escrow operations of one member (`Node::escrow`).
+#[derive(Clone)]
+pub struct Escrow {
+    client: Client,
+}
+
+fn put(key: String, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(Op::RequestPut(PutRequest {
+            key: Bytes::from(key),
+            value: Bytes::from(value),
+            ..Default::default()
+        })),
+    }
+}
+
+fn mod_is(key: &str, rev: i64) -> Compare {
+    Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Mod as i32,
+        key: Bytes::from(key.to_string()),
+        range_end: Bytes::new(),
+        target_union: Some(TargetUnion::ModRevision(rev)),
+    }
+}
+
+impl Escrow {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The channel and its key's mod revision (0: absent).
+    async fn read(&self, key: &ChannelKey) -> Result<Option<(Channel, i64)>, EscrowError> {
+        match self.client.get(key.key()).await? {
+            None => Ok(None),
+            Some(kv) => Ok(Some((Channel::from_json(&kv.value)?, kv.mod_revision))),
+        }
+    }
+
+    /// Write `ops` if the channel key's mod revision is still `rev`.
+    async fn swap(
+        &self,
+        key: &ChannelKey,
+        rev: i64,
+        ops: Vec<RequestOp>,
+    ) -> Result<bool, EscrowError> {
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: vec![mod_is(&key.key(), rev)],
+                success: ops,
+                failure: vec![],
+            })
+            .await?;
+        Ok(resp.succeeded)
+    }
+
+    /// The channel, if known.
+    pub async fn channel(&self, key: &ChannelKey) -> Result<Option<Channel>, EscrowError> {
+        Ok(self.read(key).await?.map(|(c, _)| c))
+    }
+
+    /// A channel as the chain has it now: a new one, a deposit added, the
+    /// expiration extended, the nonce raised by a claim on chain (which
+    /// clears the authorized amount). A lower nonce, or at the same nonce a
+    /// lower value or expiration, is stale: nothing changes.
+    pub async fn update_channel(
+        &self,
+        mpe_contract: Address,
+        chain: Channel,
+    ) -> Result<Result<Updated, Refusal>, EscrowError> {
+        let key = ChannelKey {
+            mpe_contract,
+            channel_id: chain.channel_id,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let (next, rev, created) = match self.read(&key).await? {
+                None => {
+                    let fresh = Channel {
+                        authorized_amount: U256::ZERO,
+                        signature: Vec::new(),
+                        ..chain.clone()
+                    };
+                    (fresh, 0, true)
+                }
+                Some((cur, rev)) => {
+                    if chain.nonce < cur.nonce {
+                        return Ok(Err(Refusal::Stale(format!(
+                            "nonce {} is below the stored {}",
+                            chain.nonce, cur.nonce
+                        ))));
+                    }
+                    if chain.nonce == cur.nonce
+                        && (chain.value < cur.value || chain.expiration < cur.expiration)
+                    {
+                        return Ok(Err(Refusal::Stale(format!(
+                            "value {} / expiration {} below the stored {} / {}",
+                            chain.value, chain.expiration, cur.value, cur.expiration
+                        ))));
+                    }
+                    let mut next = Channel {
+                        authorized_amount: cur.authorized_amount,
+                        signature: cur.signature.clone(),
+                        ..chain.clone()
+                    };
+                    if chain.nonce > cur.nonce {
+                        next.authorized_amount = U256::ZERO;
+                        next.signature.clear();
+                    }
+                    if next == cur {
+                        return Ok(Ok(Updated::Unchanged));
+                    }
+                    (next, rev, false)
+                }
+            };
+            if self
+                .swap(&key, rev, vec![put(key.key(), next.to_json())])
+                .await?
+            {
+                return Ok(Ok(if created {
+                    Updated::Created
+                } else {
+                    Updated::Changed
+                }));
+            }
+        }
+        Err(EscrowError::Contended)
+    }
+
+    /// Accept `payment` if, at once: it is signed by the channel's signer
+    /// or sender, for the channel's nonce, for more than the authorized
+    /// amount and at most the value, before the expiration block. Returns
+    /// the new authorized amount.
+    pub async fn accept_payment(
+        &self,
+        payment: &Payment,
+        current_block: U256,
+    ) -> Result<Result<U256, Refusal>, EscrowError> {
+        let recovered = payment.signer()?;
+        let key = ChannelKey {
+            mpe_contract: payment.mpe_contract,
+            channel_id: payment.channel_id,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let (cur, rev) = self.read(&key).await?.ok_or_else(|| {
+                EscrowError::NotFound(format!(
+                    "no channel {} of contract {}",
+                    payment.channel_id, payment.mpe_contract
+                ))
+            })?;
+            if recovered != cur.signer && recovered != cur.sender {
+                return Ok(Err(Refusal::WrongSigner {
+                    recovered,
+                    signer: cur.signer,
+                    sender: cur.sender,
+                }));
+            }
+            if payment.nonce != cur.nonce {
+                return Ok(Err(Refusal::WrongNonce {
+                    got: payment.nonce,
+                    channel: cur.nonce,
+                }));
+            }
+            if payment.amount <= cur.authorized_amount {
+                return Ok(Err(Refusal::NotMore {
+                    amount: payment.amount,
+                    authorized: cur.authorized_amount,
+                }));
+            }
+            if payment.amount > cur.value {
+                return Ok(Err(Refusal::AboveValue {
+                    amount: payment.amount,
+                    value: cur.value,
+                }));
+            }
+            if current_block >= cur.expiration {
+                return Ok(Err(Refusal::Expired {
+                    block: current_block,
+                    expiration: cur.expiration,
+                }));
+            }
+            let next = Channel {
+                authorized_amount: payment.amount,
+                signature: payment.signature.to_vec(),
+                ..cur
+            };
+            if self
+                .swap(&key, rev, vec![put(key.key(), next.to_json())])
+                .await?
+            {
+                return Ok(Ok(payment.amount));
+            }
+        }
+        Err(EscrowError::Contended)
+    }
+
+    /// Start a claim: in one transaction, record the accepted payment of
+    /// the current nonce as a claim and move the channel to the next nonce
+    /// with nothing authorized. Payments for the old nonce are refused from
+    /// then on.
+    pub async fn start_claim(
+        &self,
+        key: &ChannelKey,
+    ) -> Result<Result<Claim, Refusal>, EscrowError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (cur, rev) = self.read(key).await?.ok_or_else(|| {
+                EscrowError::NotFound(format!(
+                    "no channel {} of contract {}",
+                    key.channel_id, key.mpe_contract
+                ))
+            })?;
+            if cur.authorized_amount.is_zero() {
+                return Ok(Err(Refusal::NothingToClaim { nonce: cur.nonce }));
+            }
+            let claim = Claim {
+                channel_id: cur.channel_id,
+                nonce: cur.nonce,
+                amount: cur.authorized_amount,
+                signature: cur.signature.clone(),
+                settled: false,
+            };
+            let next = Channel {
+                nonce: cur.nonce.saturating_add(U256::from(1)),
+                authorized_amount: U256::ZERO,
+                signature: Vec::new(),
+                ..cur
+            };
+            let ops = vec![
+                put(key.key(), next.to_json()),
+                put(key.claim_key(claim.nonce), claim.to_json()),
+            ];
+            if self.swap(key, rev, ops).await? {
+                return Ok(Ok(claim));
+            }
+        }
+        Err(EscrowError::Contended)
+    }
+
+    /// The claims of contract `mpe_contract` (of one channel if given),
+    /// oldest first.
+    pub async fn claims(
+        &self,
+        mpe_contract: Address,
+        channel_id: Option<U256>,
+    ) -> Result<Vec<Claim>, EscrowError> {
+        let prefix = match channel_id {
+            Some(id) => ChannelKey {
+                mpe_contract,
+                channel_id: id,
+            }
+            .claims_prefix(),
+            None => ChannelKey::contract_claims_prefix(mpe_contract),
+        };
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: Bytes::from(prefix.clone()),
+                range_end: prefix_end(prefix.as_bytes()),
+                ..Default::default()
+            })
+            .await?;
+        resp.kvs
+            .iter()
+            .map(|kv| Claim::from_json(&kv.value).map_err(EscrowError::from))
+            .collect()
+    }
+
+    /// Mark the claim of `nonce` settled (it was redeemed on chain).
+    pub async fn settle_claim(
+        &self,
+        key: &ChannelKey,
+        nonce: U256,
+    ) -> Result<Result<Claim, Refusal>, EscrowError> {
+        let claim_key = key.claim_key(nonce);
+        for _ in 0..MAX_ATTEMPTS {
+            let kv = self.client.get(claim_key.clone()).await?.ok_or_else(|| {
+                EscrowError::NotFound(format!(
+                    "no claim of nonce {nonce} on channel {}",
+                    key.channel_id
+                ))
+            })?;
+            let mut claim = Claim::from_json(&kv.value)?;
+            if claim.settled {
+                return Ok(Err(Refusal::Settled { nonce }));
+            }
+            claim.settled = true;
+            let resp = self
+                .client
+                .txn(TxnRequest {
+                    compare: vec![mod_is(&claim_key, kv.mod_revision)],
+                    success: vec![put(claim_key.clone(), claim.to_json())],
+                    failure: vec![],
+                })
+                .await?;
+            if resp.succeeded {
+                return Ok(Ok(claim));
+            }
+        }
+        Err(EscrowError::Contended)
+    }
+}
