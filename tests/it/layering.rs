@@ -843,7 +843,7 @@ mod fixtures {
             r.layering,
             [
                 "src/zzz.rs: top-level module `zzz` is not in LAYERS; add it to its layer",
-                "src/api/kv.rs:1: api (layer 9) uses node (layer 10) via crate::node::Node -> src/node.rs",
+                "src/api/kv.rs:1: api (layer 9) uses node (layer 11) via crate::node::Node -> src/node.rs",
             ]
         );
     }
