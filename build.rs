@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/authpb/auth.proto",
         "etcd/etcdserverpb/rpc.proto",
         "raftcd/peer.proto",
+        "raftcd/escrow.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed=proto/{p}");

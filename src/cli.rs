@@ -249,6 +249,102 @@ pub enum EscrowCommand {
         #[arg(long)]
         signature: String,
     },
+    /// Record a channel as the chain has it (new, or updated).
+    OpenChannel {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[command(flatten)]
+        id: EscrowChannelId,
+        #[arg(long)]
+        nonce: String,
+        #[arg(long)]
+        sender: String,
+        #[arg(long)]
+        signer: String,
+        #[arg(long)]
+        recipient: String,
+        /// 32 bytes, hex.
+        #[arg(long)]
+        group_id: String,
+        /// The deposit.
+        #[arg(long)]
+        value: String,
+        /// The block number the channel expires at.
+        #[arg(long)]
+        expiration: String,
+    },
+    /// Offer a signed payment: exit 0 `accepted`, 1 `refused: <reason>`,
+    /// 2 when the outcome is unknown.
+    Pay {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[command(flatten)]
+        id: EscrowChannelId,
+        #[arg(long)]
+        nonce: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        signature: String,
+        /// The chain's current block.
+        #[arg(long)]
+        block: String,
+    },
+    /// Show a channel (`-w json`: numbers as decimal strings).
+    Channel {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[command(flatten)]
+        id: EscrowChannelId,
+    },
+    /// Claim the accepted payment: the channel moves to the next nonce.
+    StartClaim {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[command(flatten)]
+        id: EscrowChannelId,
+    },
+    /// List claims (of one channel with --channel-id).
+    Claims {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[arg(long)]
+        mpe_contract: String,
+        #[arg(long)]
+        channel_id: Option<String>,
+    },
+    /// Mark a claim settled (redeemed on chain).
+    Settle {
+        #[command(flatten)]
+        conn: EscrowConn,
+        #[command(flatten)]
+        id: EscrowChannelId,
+        /// The nonce of the claim.
+        #[arg(long)]
+        nonce: String,
+    },
+}
+
+/// Where `raftcd escrow` commands send their request, and how they print.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EscrowConn {
+    /// Comma-separated client URLs or HOST:PORTs of members.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// Output: simple or json.
+    #[arg(short = 'w', long = "write-out", default_value = "simple")]
+    pub write_out: String,
+}
+
+/// A channel: contract and id.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EscrowChannelId {
+    /// The MPE contract address.
+    #[arg(long)]
+    pub mpe_contract: String,
+    /// The channel id (uint256).
+    #[arg(long)]
+    pub channel_id: String,
 }
 
 /// `raftcd storage ...`.

@@ -163,36 +163,131 @@ async fn proxy(config: raftcd::Config) -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// `raftcd escrow ...`: the offline commands.
+/// `raftcd escrow ...`: `recover` offline, the others over the service.
 fn escrow(cmd: &EscrowCommand) -> std::process::ExitCode {
     use raftcd::escrow::payment::{parse_address, parse_signature, parse_u256, Payment};
-    let EscrowCommand::Recover {
-        mpe_contract,
-        channel_id,
-        nonce,
-        amount,
-        signature,
-    } = cmd;
-    let recovered = (|| {
-        let payment = Payment {
-            mpe_contract: parse_address("--mpe-contract", mpe_contract)?,
-            channel_id: parse_u256("--channel-id", channel_id)?,
-            nonce: parse_u256("--nonce", nonce)?,
-            amount: parse_u256("--amount", amount)?,
-            signature: parse_signature(signature)?,
-        };
-        payment.signer()
-    })();
-    match recovered {
-        Ok(signer) => {
-            println!("{}", signer.to_checksum(None));
-            std::process::ExitCode::SUCCESS
+    use raftcd::escrow::remote::{run, Op};
+    use raftcd::pb::escrowpb;
+    let id = |i: &raftcd::cli::EscrowChannelId| escrowpb::ChannelId {
+        mpe_contract: i.mpe_contract.clone(),
+        channel_id: i.channel_id.clone(),
+    };
+    let (conn, op) = match cmd {
+        EscrowCommand::Recover {
+            mpe_contract,
+            channel_id,
+            nonce,
+            amount,
+            signature,
+        } => {
+            let recovered = (|| {
+                let payment = Payment {
+                    mpe_contract: parse_address("--mpe-contract", mpe_contract)?,
+                    channel_id: parse_u256("--channel-id", channel_id)?,
+                    nonce: parse_u256("--nonce", nonce)?,
+                    amount: parse_u256("--amount", amount)?,
+                    signature: parse_signature(signature)?,
+                };
+                payment.signer()
+            })();
+            return match recovered {
+                Ok(signer) => {
+                    println!("{}", signer.to_checksum(None));
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("raftcd: error: escrow recover: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
         }
+        EscrowCommand::OpenChannel {
+            conn,
+            id: i,
+            nonce,
+            sender,
+            signer,
+            recipient,
+            group_id,
+            value,
+            expiration,
+        } => (
+            conn,
+            Op::Open(escrowpb::Channel {
+                mpe_contract: i.mpe_contract.clone(),
+                channel_id: i.channel_id.clone(),
+                nonce: nonce.clone(),
+                sender: sender.clone(),
+                signer: signer.clone(),
+                recipient: recipient.clone(),
+                group_id: group_id.clone(),
+                value: value.clone(),
+                expiration: expiration.clone(),
+                ..Default::default()
+            }),
+        ),
+        EscrowCommand::Pay {
+            conn,
+            id: i,
+            nonce,
+            amount,
+            signature,
+            block,
+        } => (
+            conn,
+            Op::Pay(escrowpb::PaymentRequest {
+                mpe_contract: i.mpe_contract.clone(),
+                channel_id: i.channel_id.clone(),
+                nonce: nonce.clone(),
+                amount: amount.clone(),
+                signature: signature.clone(),
+                current_block: block.clone(),
+            }),
+        ),
+        EscrowCommand::Channel { conn, id: i } => (conn, Op::Get(id(i))),
+        EscrowCommand::StartClaim { conn, id: i } => (conn, Op::StartClaim(id(i))),
+        EscrowCommand::Claims {
+            conn,
+            mpe_contract,
+            channel_id,
+        } => (
+            conn,
+            Op::Claims(escrowpb::ListClaimsRequest {
+                mpe_contract: mpe_contract.clone(),
+                channel_id: channel_id.clone().unwrap_or_default(),
+            }),
+        ),
+        EscrowCommand::Settle { conn, id: i, nonce } => (
+            conn,
+            Op::Settle(escrowpb::SettleClaimRequest {
+                mpe_contract: i.mpe_contract.clone(),
+                channel_id: i.channel_id.clone(),
+                nonce: nonce.clone(),
+            }),
+        ),
+    };
+    let json_out = match conn.write_out.as_str() {
+        "json" => true,
+        "simple" => false,
+        other => {
+            eprintln!("raftcd: error: -w must be simple or json, not {other:?}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("raftcd: error: escrow recover: {e}");
-            std::process::ExitCode::FAILURE
+            eprintln!("raftcd: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
         }
+    };
+    let printed = rt.block_on(run(&conn.endpoints, op, json_out));
+    if printed.reply {
+        println!("{}", printed.text);
+    } else {
+        eprintln!("raftcd: {}", printed.text);
     }
+    std::process::ExitCode::from(printed.code)
 }
 
 /// `raftcd storage init`: write the data dir, say how to start it.

@@ -97,8 +97,11 @@ impl Node {
             client_addrs.extend(listener.local_addr().ok());
             tracing::info!(url = %url, addr = ?listener.local_addr().ok(), "serving client requests");
             let tls = server.client_tls().filter(|_| url.scheme() == "https");
+            let router = crate::api::router(&server).merge(crate::escrow::service::router(
+                crate::escrow::Escrow::new(Client::new(server.clone())),
+            ));
             server.spawn(crate::net::serve_router(
-                crate::api::router(&server),
+                router,
                 listener,
                 tls,
                 server.shutdown_signal(),

@@ -18,3 +18,8 @@ pub mod etcdserverpb {
 pub mod raftcdpb {
     tonic::include_proto!("raftcdpb");
 }
+
+/// raftcd's payment-channel service (`proto/raftcd/escrow.proto`).
+pub mod escrowpb {
+    tonic::include_proto!("raftcd.escrow.v1");
+}

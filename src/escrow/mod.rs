@@ -6,6 +6,8 @@
 
 pub mod channel;
 pub mod payment;
+pub mod remote;
+pub mod service;
 pub mod store;
 
 pub use store::{Escrow, EscrowError, Refusal, Updated};

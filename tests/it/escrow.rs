@@ -350,3 +350,130 @@ mod store {
         node.shutdown().await.unwrap();
     }
 }
+
+/// `raftcd escrow` over the gRPC service of a real member: open a channel
+/// for a vector's signer, pay, read, claim, settle; exit codes say
+/// accepted (0), refused (1) and unknown (2).
+#[test]
+fn the_escrow_commands_work_against_a_member() {
+    let server = crate::common::Server::start();
+    let endpoint = server.endpoint();
+    let escrow = |args: &[&str]| {
+        let out = Command::new(raftcd_bin())
+            .arg("escrow")
+            .args(args)
+            .args(["--endpoints", &endpoint])
+            .output()
+            .expect("run raftcd escrow");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let v = &vectors()[0];
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    let (contract, channel, signer) = (s("mpe_contract"), s("channel_id"), s("signer"));
+    let (nonce, amount, signature) = (s("nonce"), s("amount"), s("signature"));
+    let group = format!("0x{}", "11".repeat(32));
+    let id = ["--mpe-contract", &contract, "--channel-id", &channel];
+    let open = [
+        &id[..],
+        &["--nonce", &nonce, "--sender", &signer, "--signer", &signer],
+        &["--recipient", "0x00000000000000000000000000000000000000aa"],
+        &[
+            "--group-id",
+            &group,
+            "--value",
+            "1000",
+            "--expiration",
+            "500",
+        ],
+    ]
+    .concat();
+    let (code, out, err) = escrow(&[&["open-channel"], &open[..]].concat());
+    assert_eq!((code, out.as_str()), (Some(0), "created"), "{err}");
+    let pay = [
+        &id[..],
+        &[
+            "--nonce",
+            &nonce,
+            "--amount",
+            &amount,
+            "--signature",
+            &signature,
+            "--block",
+            "10",
+        ],
+    ]
+    .concat();
+    let (code, out, err) = escrow(&[&["pay"], &pay[..]].concat());
+    assert_eq!((code, out.as_str()), (Some(0), "accepted"), "{err}");
+    let (code, out, _) = escrow(&[&["pay"], &pay[..]].concat());
+    assert_eq!(code, Some(1));
+    assert!(
+        out.starts_with("refused: amount 100 is not above the authorized amount 100"),
+        "{out}"
+    );
+    let (code, out, _) = escrow(&[&["channel"], &id[..], &["-w", "json"]].concat());
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["nonce"], "0");
+    assert_eq!(json["authorized_amount"], amount);
+    // Bad input: refused before anything changes.
+    let mut bad = pay.clone();
+    let sig = bad.iter().position(|a| *a == "--signature").unwrap() + 1;
+    bad[sig] = "0x1234";
+    let (code, _, err) = escrow(&[&["pay"], &bad[..]].concat());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("2 bytes; a signature is 65"), "{err}");
+    // Claim, then the old nonce is refused, then settle.
+    let (code, out, err) = escrow(&[&["start-claim"], &id[..]].concat());
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "claim of nonce 0 for 100"),
+        "{err}"
+    );
+    let (code, out, _) = escrow(&[&["pay"], &pay[..]].concat());
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("nonce 0 is not the channel's nonce 1"),
+        "{out}"
+    );
+    let (code, out, _) = escrow(&["claims", "--mpe-contract", &contract, "-w", "json"]);
+    assert_eq!(code, Some(0));
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims.as_array().unwrap().len(), 1);
+    assert_eq!(claims[0]["amount"], "100");
+    let (code, out, _) = escrow(&[&["settle"], &id[..], &["--nonce", "0"]].concat());
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "claim of nonce 0 for 100, settled")
+    );
+    // An unknown channel is NotFound; a dead endpoint an unknown outcome.
+    let (code, _, err) = escrow(&[
+        "channel",
+        "--mpe-contract",
+        &contract,
+        "--channel-id",
+        "999",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no channel 999"), "{err}");
+    let dead = format!("127.0.0.1:{}", crate::common::free_port());
+    let out = Command::new(raftcd_bin())
+        .args(["escrow", "pay"])
+        .args(&pay)
+        .args(["--endpoints", &dead])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outcome unknown"));
+    // etcdctl sees the state under /raftcd/escrow/.
+    let keys = server.etcdctl(&["get", "/raftcd/escrow/", "--prefix", "--keys-only"]);
+    assert_eq!(
+        keys.stdout.lines().filter(|l| !l.is_empty()).count(),
+        2,
+        "{keys:?}"
+    );
+}
