@@ -477,3 +477,252 @@ fn the_escrow_commands_work_against_a_member() {
         "{keys:?}"
     );
 }
+
+mod race {
+    //! Three members, three daemon-like clients (one per member), 64 tasks
+    //! paying increasingly on the same 10 channels through the gRPC
+    //! service, the leader killed once mid-run. Checked on the channel
+    //! keys' whole history: per channel the authorized amount only grows
+    //! (no amount accepted twice), every accepted payment is in it, the
+    //! final amount is the largest ever accepted, and every member reads the
+    //! same final channels.
+
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use alloy_primitives::{Address, U256};
+    use k256::ecdsa::SigningKey;
+    use raftcd::escrow::payment::Payment;
+    use raftcd::pb::escrowpb::escrow_client::EscrowClient;
+    use raftcd::pb::escrowpb::{self, ChannelId, PaymentRequest};
+
+    use crate::common::cluster::Cluster;
+
+    const CHANNELS: u64 = 10;
+    const TASKS: usize = 64;
+
+    fn contract() -> Address {
+        Address::repeat_byte(0x5e)
+    }
+
+    fn sign(key: &SigningKey, channel: u64, amount: u64) -> String {
+        let mut p = Payment {
+            mpe_contract: contract(),
+            channel_id: U256::from(channel),
+            nonce: U256::ZERO,
+            amount: U256::from(amount),
+            signature: [0; 65],
+        };
+        let (sig, recid) = key.sign_prehash_recoverable(p.digest().as_slice()).unwrap();
+        p.signature[..64].copy_from_slice(&sig.to_bytes());
+        p.signature[64] = 27 + recid.to_byte();
+        p.signature.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn client(port: u16) -> EscrowClient<tonic::transport::Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
+        EscrowClient::new(ch)
+    }
+
+    fn id(channel: u64) -> ChannelId {
+        ChannelId {
+            mpe_contract: contract().to_string(),
+            channel_id: channel.to_string(),
+        }
+    }
+
+    #[test]
+    fn racing_payments_through_three_members_with_the_leader_killed() {
+        let mut cluster = Cluster::start(3, &[]);
+        let leader = cluster.wait_leader(Duration::from_secs(20));
+        let ports: Vec<u16> = cluster.members.iter().map(|m| m.client_port).collect();
+        let key = SigningKey::from_bytes(&[42u8; 32].into()).unwrap();
+        let signer = Address::from_public_key(key.verifying_key());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // accepted (channel, amount) as the clients saw them.
+        let accepted: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        rt.block_on(async {
+            let mut c = client(ports[0]).await;
+            for ch in 0..CHANNELS {
+                let r = c
+                    .open_channel(escrowpb::Channel {
+                        mpe_contract: contract().to_string(),
+                        channel_id: ch.to_string(),
+                        nonce: "0".into(),
+                        sender: signer.to_string(),
+                        signer: signer.to_string(),
+                        recipient: Address::repeat_byte(1).to_string(),
+                        group_id: format!("0x{}", "00".repeat(32)),
+                        value: "1000000000".into(),
+                        expiration: "1000000".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.result, "created");
+            }
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let (key, accepted, stop) = (key.clone(), accepted.clone(), stop.clone());
+                    let port = ports[t % 3];
+                    tokio::spawn(async move {
+                        let mut c = client(port).await;
+                        let mut n = t as u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            n = n
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let ch = (n >> 33) % CHANNELS;
+                            let Ok(cur) = c.get_channel(id(ch)).await else {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            };
+                            let cur: u64 = cur.into_inner().authorized_amount.parse().unwrap();
+                            let amount = cur + 1 + (n >> 60) % 3;
+                            let req = PaymentRequest {
+                                mpe_contract: contract().to_string(),
+                                channel_id: ch.to_string(),
+                                nonce: "0".into(),
+                                amount: amount.to_string(),
+                                signature: sign(&key, ch, amount),
+                                current_block: "1".into(),
+                            };
+                            match c.accept_payment(req).await {
+                                Ok(r) if r.get_ref().accepted => {
+                                    accepted.lock().unwrap().push((ch, amount));
+                                }
+                                // Refused (someone else got there) or an
+                                // unknown outcome across the leader change.
+                                Ok(_) | Err(_) => {}
+                            }
+                        }
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster.members[leader].kill();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let accepted = accepted.lock().unwrap().clone();
+        assert!(accepted.len() > 100, "only {} accepted", accepted.len());
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        // The history of every channel key, from one survivor.
+        let watcher = &cluster.members[survivors[0]];
+        let mut history: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for ch in 0..CHANNELS {
+            let key = raftcd::escrow::channel::ChannelKey {
+                mpe_contract: contract(),
+                channel_id: U256::from(ch),
+            }
+            .key();
+            let latest = watcher.etcdctl(&["get", &key, "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&latest.stdout).unwrap();
+            let kv = &v["kvs"][0];
+            let (create, modr) = (
+                kv["create_revision"].as_i64().unwrap(),
+                kv["mod_revision"].as_i64().unwrap(),
+            );
+            let mut amounts = Vec::new();
+            let mut rev = modr;
+            // Walk back through the key's revisions.
+            while rev >= create {
+                let at = watcher.etcdctl(&["get", &key, &format!("--rev={rev}"), "-w", "json"]);
+                let v: serde_json::Value = serde_json::from_str(&at.stdout).unwrap();
+                let kv = &v["kvs"][0];
+                let value = base64_decode(kv["value"].as_str().unwrap());
+                let json: serde_json::Value = serde_json::from_slice(&value).unwrap();
+                amounts.push(
+                    json["authorized_amount"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap(),
+                );
+                let prev = kv["mod_revision"].as_i64().unwrap();
+                rev = prev - 1;
+                if kv["version"].as_i64().unwrap() == 1 {
+                    break;
+                }
+            }
+            amounts.reverse();
+            history.insert(ch, amounts);
+        }
+        for (ch, amounts) in &history {
+            assert!(
+                amounts.windows(2).all(|w| w[0] < w[1]),
+                "channel {ch}: {amounts:?}"
+            );
+            let mine: Vec<u64> = accepted
+                .iter()
+                .filter(|(c, _)| c == ch)
+                .map(|(_, a)| *a)
+                .collect();
+            for a in &mine {
+                assert!(
+                    amounts.contains(a),
+                    "channel {ch}: accepted {a} is not in {amounts:?}"
+                );
+            }
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                mine.len(),
+                "channel {ch}: an amount accepted twice"
+            );
+            let last = *amounts.last().unwrap();
+            assert!(mine.iter().all(|a| *a <= last));
+            // Every survivor reads the same final channel.
+            for i in &survivors {
+                let got = cluster.members[*i].etcdctl(&[
+                    "get",
+                    &raftcd::escrow::channel::ChannelKey {
+                        mpe_contract: contract(),
+                        channel_id: U256::from(*ch),
+                    }
+                    .key(),
+                    "--print-value-only",
+                ]);
+                let json: serde_json::Value = serde_json::from_str(got.stdout.trim()).unwrap();
+                assert_eq!(
+                    json["authorized_amount"],
+                    last.to_string(),
+                    "member {i}, channel {ch}"
+                );
+            }
+        }
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            let v = ALPHA.iter().position(|a| *a == c).unwrap() as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+}
