@@ -709,6 +709,110 @@ mod race {
         }
     }
 
+    fn sign_at(key: &SigningKey, channel: u64, nonce: u64, amount: u64) -> String {
+        let mut p = Payment {
+            mpe_contract: contract(),
+            channel_id: U256::from(channel),
+            nonce: U256::from(nonce),
+            amount: U256::from(amount),
+            signature: [0; 65],
+        };
+        let (sig, recid) = key.sign_prehash_recoverable(p.digest().as_slice()).unwrap();
+        p.signature[..64].copy_from_slice(&sig.to_bytes());
+        p.signature[64] = recid.to_byte();
+        p.signature.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn pay(channel: u64, nonce: u64, amount: u64, signature: String) -> PaymentRequest {
+        PaymentRequest {
+            mpe_contract: contract().to_string(),
+            channel_id: channel.to_string(),
+            nonce: nonce.to_string(),
+            amount: amount.to_string(),
+            signature,
+            current_block: "1".into(),
+        }
+    }
+
+    /// The same payment through all three members at once: one accepted;
+    /// a payment racing a claim through two members: accepted and in the
+    /// claim, or refused and not in it; never both, never neither.
+    #[test]
+    fn one_payment_through_three_members_and_a_payment_racing_a_claim() {
+        let mut cluster = Cluster::start(3, &[]);
+        cluster.wait_leader(Duration::from_secs(20));
+        let ports: Vec<u16> = cluster.members.iter().map(|m| m.client_port).collect();
+        let key = SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
+        let signer = Address::from_public_key(key.verifying_key());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut clients = Vec::new();
+            for p in &ports {
+                clients.push(client(*p).await);
+            }
+            clients[0]
+                .open_channel(escrowpb::Channel {
+                    mpe_contract: contract().to_string(),
+                    channel_id: "3".into(),
+                    nonce: "0".into(),
+                    sender: signer.to_string(),
+                    signer: signer.to_string(),
+                    recipient: Address::repeat_byte(1).to_string(),
+                    group_id: format!("0x{}", "00".repeat(32)),
+                    value: "1000000".into(),
+                    expiration: "1000000".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut authorized = 0u64;
+            for round in 0..20u64 {
+                let amount = authorized + 10;
+                let sig = sign_at(&key, 3, round, amount);
+                let offers = clients.iter().map(|c| {
+                    let mut c = c.clone();
+                    let req = pay(3, round, amount, sig.clone());
+                    async move { c.accept_payment(req).await.unwrap().into_inner().accepted }
+                });
+                let won = futures::future::join_all(offers).await;
+                assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {won:?}");
+                authorized = amount;
+                // A bigger payment and a claim, through two members at once.
+                let bigger = authorized + 5;
+                let sig = sign_at(&key, 3, round, bigger);
+                let (mut a, mut b) = (clients[1].clone(), clients[2].clone());
+                let (paid, claimed) = tokio::join!(
+                    async move { a.accept_payment(pay(3, round, bigger, sig)).await.unwrap().into_inner() },
+                    async move { b.start_claim(id(3)).await.unwrap().into_inner() }
+                );
+                assert!(claimed.done, "round {round}: {claimed:?}");
+                let claim = claimed.claim.unwrap();
+                assert_eq!(claim.nonce, round.to_string());
+                if paid.accepted {
+                    assert_eq!(claim.amount, bigger.to_string(), "round {round}: accepted but not claimed");
+                } else {
+                    assert!(paid.refusal.contains("not the channel's nonce"), "{paid:?}");
+                    assert_eq!(claim.amount, authorized.to_string(), "round {round}");
+                }
+                authorized = 0;
+            }
+            let claims = clients[0]
+                .list_claims(escrowpb::ListClaimsRequest {
+                    mpe_contract: contract().to_string(),
+                    channel_id: "3".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .claims;
+            assert_eq!(claims.len(), 20);
+        });
+    }
+
     fn base64_decode(s: &str) -> Vec<u8> {
         const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = Vec::new();
