@@ -8,8 +8,8 @@ use crate::error::ApiError;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, TxnRequest, TxnResponse,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
 use crate::server::Server;
@@ -122,6 +122,28 @@ impl Client {
             })
             .await?;
         Ok(resp.succeeded)
+    }
+
+    /// Grant a lease of `ttl` seconds; its id.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64, ApiError> {
+        let resp = self
+            .server
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await?;
+        Ok(resp.id)
+    }
+
+    /// Keep lease `id` alive once: its TTL, or 0 if it is gone.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, ApiError> {
+        Ok(self.server.lease_keep_alive(id).await?.ttl)
+    }
+
+    /// Revoke lease `id`, deleting its keys.
+    pub async fn revoke_lease(&self, id: i64) -> Result<(), ApiError> {
+        self.server
+            .lease_revoke(LeaseRevokeRequest { id })
+            .await
+            .map(|_| ())
     }
 
     /// Compact history up to `revision`.

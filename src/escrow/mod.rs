@@ -5,6 +5,7 @@
 //! See docs/escrow.md.
 
 pub mod channel;
+pub mod lock;
 pub mod payment;
 pub mod remote;
 pub mod service;

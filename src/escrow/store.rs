@@ -125,6 +125,19 @@ impl Escrow {
         Ok(resp.succeeded)
     }
 
+    /// Take channel `key`'s lock for `holder`, bound to a lease of
+    /// `ttl_secs` (see [`super::lock`]); `None` if still held by someone
+    /// else after `wait`.
+    pub async fn lock_channel(
+        &self,
+        key: &ChannelKey,
+        holder: &str,
+        ttl_secs: i64,
+        wait: std::time::Duration,
+    ) -> Result<Option<super::lock::ChannelLock>, EscrowError> {
+        super::lock::lock(&self.client, key, holder, ttl_secs, wait).await
+    }
+
     /// The channel, if known.
     pub async fn channel(&self, key: &ChannelKey) -> Result<Option<Channel>, EscrowError> {
         Ok(self.read(key).await?.map(|(c, _)| c))

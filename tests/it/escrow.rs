@@ -317,6 +317,63 @@ mod store {
         node.shutdown().await.unwrap();
     }
 
+    /// A holder that dies holding a channel lock loses it within the lease
+    /// TTL; an unlock frees it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_holders_channel_lock_goes_with_its_lease() {
+        let (node, _tmp, _m) = node().await;
+        let e = node.escrow();
+        let key = ChannelKey {
+            mpe_contract: contract(),
+            channel_id: U256::from(5),
+        };
+        let short = std::time::Duration::from_millis(500);
+        let held = e
+            .lock_channel(&key, "replica-1", 2, short)
+            .await
+            .unwrap()
+            .expect("free");
+        assert!(e
+            .lock_channel(&key, "replica-2", 2, short)
+            .await
+            .unwrap()
+            .is_none());
+        // The holder crashes: nobody keeps its lease alive any more.
+        let died = std::time::Instant::now();
+        held.abandon();
+        let next = e
+            .lock_channel(&key, "replica-2", 2, std::time::Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("released with the lease");
+        let waited = died.elapsed();
+        assert!(
+            waited < std::time::Duration::from_millis(2000 + 1500),
+            "{waited:?}"
+        );
+        let holder = node
+            .client()
+            .get(raftcd::escrow::lock::lock_key(&key))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&holder.value[..], b"replica-2");
+        // Kept alive, it outlives its TTL; unlocked, it is free at once.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(e
+            .lock_channel(&key, "replica-3", 2, short)
+            .await
+            .unwrap()
+            .is_none());
+        next.unlock().await.unwrap();
+        assert!(e
+            .lock_channel(&key, "replica-3", 2, short)
+            .await
+            .unwrap()
+            .is_some());
+        node.shutdown().await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_same_payment_raced_many_times_is_accepted_once() {
         let (node, _tmp, _m) = node().await;
@@ -779,21 +836,34 @@ mod race {
                     async move { c.accept_payment(req).await.unwrap().into_inner().accepted }
                 });
                 let won = futures::future::join_all(offers).await;
-                assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {won:?}");
+                assert_eq!(
+                    won.iter().filter(|w| **w).count(),
+                    1,
+                    "round {round}: {won:?}"
+                );
                 authorized = amount;
                 // A bigger payment and a claim, through two members at once.
                 let bigger = authorized + 5;
                 let sig = sign_at(&key, 3, round, bigger);
                 let (mut a, mut b) = (clients[1].clone(), clients[2].clone());
                 let (paid, claimed) = tokio::join!(
-                    async move { a.accept_payment(pay(3, round, bigger, sig)).await.unwrap().into_inner() },
+                    async move {
+                        a.accept_payment(pay(3, round, bigger, sig))
+                            .await
+                            .unwrap()
+                            .into_inner()
+                    },
                     async move { b.start_claim(id(3)).await.unwrap().into_inner() }
                 );
                 assert!(claimed.done, "round {round}: {claimed:?}");
                 let claim = claimed.claim.unwrap();
                 assert_eq!(claim.nonce, round.to_string());
                 if paid.accepted {
-                    assert_eq!(claim.amount, bigger.to_string(), "round {round}: accepted but not claimed");
+                    assert_eq!(
+                        claim.amount,
+                        bigger.to_string(),
+                        "round {round}: accepted but not claimed"
+                    );
                 } else {
                     assert!(paid.refusal.contains("not the channel's nonce"), "{paid:?}");
                     assert_eq!(claim.amount, authorized.to_string(), "round {round}");
