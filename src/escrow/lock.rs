@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::channel::{ChannelKey, PREFIX};
-use super::store::EscrowError;
+use super::error::EscrowError;
 use crate::client::Client;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;

@@ -5,10 +5,12 @@
 //! See docs/escrow.md.
 
 pub mod channel;
+pub mod error;
 pub mod lock;
 pub mod payment;
 pub mod remote;
 pub mod service;
 pub mod store;
 
-pub use store::{Escrow, EscrowError, Refusal, Updated};
+pub use error::{EscrowError, Refusal};
+pub use store::{Escrow, Updated};
