@@ -98,6 +98,21 @@ fn claim_to(key: &ChannelKey, c: &Claim) -> escrowpb::Claim {
     }
 }
 
+fn claim_reply(key: &ChannelKey, done: Result<Claim, super::Refusal>) -> escrowpb::ClaimReply {
+    match done {
+        Ok(c) => escrowpb::ClaimReply {
+            done: true,
+            refusal: String::new(),
+            claim: Some(claim_to(key, &c)),
+        },
+        Err(r) => escrowpb::ClaimReply {
+            done: false,
+            refusal: r.to_string(),
+            claim: None,
+        },
+    }
+}
+
 impl EscrowService {
     async fn update(
         &self,
@@ -200,18 +215,7 @@ impl escrowpb::escrow_server::Escrow for EscrowService {
     ) -> Result<Response<escrowpb::ClaimReply>, Status> {
         let req = req.into_inner();
         let key = channel_key(&req.mpe_contract, &req.channel_id)?;
-        let reply = match self.escrow.start_claim(&key).await.map_err(status)? {
-            Ok(c) => escrowpb::ClaimReply {
-                done: true,
-                refusal: String::new(),
-                claim: Some(claim_to(&key, &c)),
-            },
-            Err(r) => escrowpb::ClaimReply {
-                done: false,
-                refusal: r.to_string(),
-                claim: None,
-            },
-        };
+        let reply = claim_reply(&key, self.escrow.start_claim(&key).await.map_err(status)?);
         Ok(Response::new(reply))
     }
 
@@ -251,23 +255,13 @@ impl escrowpb::escrow_server::Escrow for EscrowService {
         let req = req.into_inner();
         let key = channel_key(&req.mpe_contract, &req.channel_id)?;
         let nonce = parse_u256("nonce", &req.nonce).map_err(invalid)?;
-        let reply = match self
-            .escrow
-            .settle_claim(&key, nonce)
-            .await
-            .map_err(status)?
-        {
-            Ok(c) => escrowpb::ClaimReply {
-                done: true,
-                refusal: String::new(),
-                claim: Some(claim_to(&key, &c)),
-            },
-            Err(r) => escrowpb::ClaimReply {
-                done: false,
-                refusal: r.to_string(),
-                claim: None,
-            },
-        };
+        let reply = claim_reply(
+            &key,
+            self.escrow
+                .settle_claim(&key, nonce)
+                .await
+                .map_err(status)?,
+        );
         Ok(Response::new(reply))
     }
 }

@@ -25,8 +25,7 @@ use std::sync::Arc;
 use super::identity::{grown_cluster_id, Identity};
 use super::open::store_identity;
 use super::{Server, StartError};
-use crate::config::{url_string, Config};
-use crate::raft::MemberInfo;
+use crate::config::Config;
 use crate::storage::{OsSync, Storage};
 
 /// Wait until Raft applied every entry the `raft` file says is
@@ -101,19 +100,7 @@ pub async fn force_new_cluster(config: &Config) -> Result<(), StartError> {
         .clone()
         .unwrap_or_else(|| Arc::new(OsSync) as Arc<dyn crate::storage::Syncer>);
     let storage = Storage::open(&config.data_dir, syncer)?;
-    let info = MemberInfo {
-        name: identity.name.clone(),
-        peer_urls: config
-            .initial_advertise_peer_urls
-            .iter()
-            .map(url_string)
-            .collect(),
-        client_urls: config
-            .advertise_client_urls
-            .iter()
-            .map(url_string)
-            .collect(),
-    };
+    let info = super::replica::own_info(config, &identity.name);
     let from = crate::raft::force::single_member(&storage, identity.member_id, info)?;
     let cluster_id = grown_cluster_id(&config.initial_cluster_token, identity.member_id);
     store_identity(

@@ -61,6 +61,24 @@ pub struct Roles {
     pub changing: bool,
 }
 
+/// This member as the membership describes it: `name` and the peer and
+/// client URLs it advertises.
+pub(super) fn own_info(config: &crate::config::Config, name: &str) -> MemberInfo {
+    MemberInfo {
+        name: name.to_string(),
+        peer_urls: config
+            .initial_advertise_peer_urls
+            .iter()
+            .map(url_string)
+            .collect(),
+        client_urls: config
+            .advertise_client_urls
+            .iter()
+            .map(url_string)
+            .collect(),
+    }
+}
+
 impl Server {
     /// Answer a replica looking for its cluster.
     pub(crate) fn serve_discover(&self, req: DiscoverRequest) -> DiscoverReply {
@@ -180,20 +198,7 @@ impl Server {
             tracing::info!("waiting for the leader to replicate to this replica");
             return Ok(());
         }
-        let config = &self.inner.config;
-        let me = MemberInfo {
-            name: self.inner.identity.name.clone(),
-            peer_urls: config
-                .initial_advertise_peer_urls
-                .iter()
-                .map(url_string)
-                .collect(),
-            client_urls: config
-                .advertise_client_urls
-                .iter()
-                .map(url_string)
-                .collect(),
-        };
+        let me = own_info(&self.inner.config, &self.inner.identity.name);
         raft.initialize(BTreeMap::from([(self.inner.identity.member_id, me)]))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))
