@@ -196,7 +196,7 @@ impl escrowpb::escrow_server::Escrow for EscrowService {
                 authorized_amount: authorized.to_string(),
             },
             Err(r) => {
-                let now = self.escrow.channel(&key).await.map_err(status)?;
+                let now = self.escrow.channel_here(&key).await.map_err(status)?;
                 escrowpb::PaymentReply {
                     accepted: false,
                     refusal: r.to_string(),

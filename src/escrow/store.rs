@@ -50,6 +50,47 @@ fn mod_is(key: &str, rev: i64) -> Compare {
     }
 }
 
+/// The rules of a payment against the channel as read.
+fn check(
+    payment: &Payment,
+    recovered: Address,
+    cur: &Channel,
+    current_block: U256,
+) -> Result<(), Refusal> {
+    if recovered != cur.signer && recovered != cur.sender {
+        return Err(Refusal::WrongSigner {
+            recovered,
+            signer: cur.signer,
+            sender: cur.sender,
+        });
+    }
+    if payment.nonce != cur.nonce {
+        return Err(Refusal::WrongNonce {
+            got: payment.nonce,
+            channel: cur.nonce,
+        });
+    }
+    if payment.amount <= cur.authorized_amount {
+        return Err(Refusal::NotMore {
+            amount: payment.amount,
+            authorized: cur.authorized_amount,
+        });
+    }
+    if payment.amount > cur.value {
+        return Err(Refusal::AboveValue {
+            amount: payment.amount,
+            value: cur.value,
+        });
+    }
+    if current_block >= cur.expiration {
+        return Err(Refusal::Expired {
+            block: current_block,
+            expiration: cur.expiration,
+        });
+    }
+    Ok(())
+}
+
 impl Escrow {
     pub fn new(client: Client) -> Self {
         Self { client }
@@ -57,10 +98,35 @@ impl Escrow {
 
     /// The channel and its key's mod revision (0: absent).
     async fn read(&self, key: &ChannelKey) -> Result<Option<(Channel, i64)>, EscrowError> {
-        match self.client.get(key.key()).await? {
+        self.read_as(key, true).await
+    }
+
+    /// Read the channel linearizably (`fresh`), or from this member's own
+    /// state, which may lag: good enough to try a compare-and-swap (a stale
+    /// read only makes it fail), never to refuse.
+    async fn read_as(
+        &self,
+        key: &ChannelKey,
+        fresh: bool,
+    ) -> Result<Option<(Channel, i64)>, EscrowError> {
+        let resp = self
+            .client
+            .range(RangeRequest {
+                key: Bytes::from(key.key()),
+                serializable: !fresh,
+                ..Default::default()
+            })
+            .await?;
+        match resp.kvs.first() {
             None => Ok(None),
             Some(kv) => Ok(Some((Channel::from_json(&kv.value)?, kv.mod_revision))),
         }
+    }
+
+    /// The channel as this member has it (may lag the leader by a few
+    /// entries).
+    pub async fn channel_here(&self, key: &ChannelKey) -> Result<Option<Channel>, EscrowError> {
+        Ok(self.read_as(key, false).await?.map(|(c, _)| c))
     }
 
     /// Write `ops` if the channel key's mod revision is still `rev`.
@@ -180,43 +246,27 @@ impl Escrow {
             mpe_contract: payment.mpe_contract,
             channel_id: payment.channel_id,
         };
+        // The first attempt reads this member's own state (no round trip
+        // to the leader); the compare-and-swap catches a stale read, and a
+        // refusal is only given on a fresh one.
+        let mut fresh = false;
         for _ in 0..MAX_ATTEMPTS {
-            let (cur, rev) = self.read(&key).await?.ok_or_else(|| {
-                EscrowError::NotFound(format!(
-                    "no channel {} of contract {}",
-                    payment.channel_id, payment.mpe_contract
-                ))
-            })?;
-            if recovered != cur.signer && recovered != cur.sender {
-                return Ok(Err(Refusal::WrongSigner {
-                    recovered,
-                    signer: cur.signer,
-                    sender: cur.sender,
-                }));
-            }
-            if payment.nonce != cur.nonce {
-                return Ok(Err(Refusal::WrongNonce {
-                    got: payment.nonce,
-                    channel: cur.nonce,
-                }));
-            }
-            if payment.amount <= cur.authorized_amount {
-                return Ok(Err(Refusal::NotMore {
-                    amount: payment.amount,
-                    authorized: cur.authorized_amount,
-                }));
-            }
-            if payment.amount > cur.value {
-                return Ok(Err(Refusal::AboveValue {
-                    amount: payment.amount,
-                    value: cur.value,
-                }));
-            }
-            if current_block >= cur.expiration {
-                return Ok(Err(Refusal::Expired {
-                    block: current_block,
-                    expiration: cur.expiration,
-                }));
+            let Some((cur, rev)) = self.read_as(&key, fresh).await? else {
+                if fresh {
+                    return Err(EscrowError::NotFound(format!(
+                        "no channel {} of contract {}",
+                        payment.channel_id, payment.mpe_contract
+                    )));
+                }
+                fresh = true;
+                continue;
+            };
+            if let Err(refusal) = check(payment, recovered, &cur, current_block) {
+                if fresh {
+                    return Ok(Err(refusal));
+                }
+                fresh = true;
+                continue;
             }
             let next = Channel {
                 authorized_amount: payment.amount,
@@ -229,6 +279,7 @@ impl Escrow {
             {
                 return Ok(Ok(payment.amount));
             }
+            fresh = true;
         }
         Err(EscrowError::Contended)
     }
