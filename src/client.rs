@@ -14,6 +14,9 @@ use crate::pb::etcdserverpb::{
 use crate::pb::mvccpb::KeyValue;
 use crate::server::Server;
 
+/// The range end of a key prefix (re-exported for embedding programs).
+pub use crate::mvcc::prefix_end;
+
 /// A KV handle bound to a running member (see `Node::client`).
 #[derive(Clone)]
 pub struct Client {
@@ -156,17 +159,4 @@ impl Client {
             .await?;
         Ok(())
     }
-}
-
-/// The range end selecting every key with `prefix` (etcd's `GetPrefixRangeEnd`).
-pub fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return Bytes::from(end);
-        }
-        end.pop();
-    }
-    Bytes::from_static(&[0])
 }

@@ -233,16 +233,12 @@ async fn refresh_row(
 
 /// The replica ids whose rows are present.
 fn live_replicas(server: &Server) -> Result<BTreeSet<u64>, String> {
-    let mut end = ROWS_PREFIX.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
     let view = server.view();
     let rows = view
         .range(
             &RangeRequest {
                 key: Bytes::from_static(ROWS_PREFIX.as_bytes()),
-                range_end: end.into(),
+                range_end: crate::mvcc::prefix_end(ROWS_PREFIX.as_bytes()),
                 keys_only: true,
                 ..Default::default()
             },

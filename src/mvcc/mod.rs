@@ -31,3 +31,16 @@ pub mod view;
 
 pub use command::{Command, MvccError, Reply};
 pub use view::{ReadView, Rev, View};
+
+/// The range end selecting every key with `prefix` (etcd's `GetPrefixRangeEnd`).
+pub fn prefix_end(prefix: &[u8]) -> bytes::Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return bytes::Bytes::from(end);
+        }
+        end.pop();
+    }
+    bytes::Bytes::from_static(&[0])
+}
