@@ -289,7 +289,7 @@ async fn run(ports: &[u16], way: Way, o: &Opts) -> Res<Arc<Tally>> {
                             channel_id: ch.to_string(),
                             nonce: "0".into(),
                             amount: amount.to_string(),
-                            signature: p.signature.iter().map(|b| format!("{b:02x}")).collect(),
+                            signature: raftcd::escrow::payment::to_hex(&p.signature),
                             current_block: "1".into(),
                         };
                         match escrow.accept_payment(req).await {

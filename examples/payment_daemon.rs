@@ -118,11 +118,7 @@ async fn demo(args: &[String]) -> Res<()> {
         channel_id: channel_id.to_string(),
         nonce: payment.nonce.to_string(),
         amount: amount.to_string(),
-        signature: payment
-            .signature
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        signature: raftcd::escrow::payment::to_hex(&payment.signature),
         current_block: "1".into(),
     };
     let (mut two, mut three) = (

@@ -104,7 +104,28 @@ impl Client {
         expected_mod_revision: i64,
         value: impl Into<Bytes>,
     ) -> Result<bool, ApiError> {
-        let key = key.into();
+        self.put_if_mod(key.into(), expected_mod_revision, value.into(), 0)
+            .await
+    }
+
+    /// Put `value` bound to lease `lease` only if `key` does not exist
+    /// (a lock, a registration). Returns whether it was written.
+    pub async fn put_if_absent(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        lease: i64,
+    ) -> Result<bool, ApiError> {
+        self.put_if_mod(key.into(), 0, value.into(), lease).await
+    }
+
+    async fn put_if_mod(
+        &self,
+        key: Bytes,
+        expected_mod_revision: i64,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<bool, ApiError> {
         let resp = self
             .txn(TxnRequest {
                 compare: vec![Compare {
@@ -117,7 +138,8 @@ impl Client {
                 success: vec![RequestOp {
                     request: Some(Op::RequestPut(PutRequest {
                         key,
-                        value: value.into(),
+                        value,
+                        lease,
                         ..Default::default()
                     })),
                 }],

@@ -12,10 +12,15 @@
 use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
-use super::payment::{parse_address, parse_u256, PaymentError};
+use super::payment::{parse_address, parse_hex, parse_u256, to_hex, PaymentError};
 
 /// The prefix of every escrow key.
 pub const PREFIX: &str = "/raftcd/escrow/";
+
+/// A contract's part of a key: lowercase hex without `0x`.
+fn contract_dir(mpe_contract: Address) -> String {
+    to_hex(mpe_contract.as_slice())[2..].to_string()
+}
 
 /// A channel's identity: `[MPE contract address, channel id]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +31,7 @@ pub struct ChannelKey {
 
 impl ChannelKey {
     fn contract(&self) -> String {
-        hex(self.mpe_contract.as_slice())
+        contract_dir(self.mpe_contract)
     }
 
     /// The channel's key.
@@ -54,7 +59,7 @@ impl ChannelKey {
 
     /// The prefix of every claim of contract `mpe_contract`.
     pub fn contract_claims_prefix(mpe_contract: Address) -> String {
-        format!("{PREFIX}claims/{}/", hex(mpe_contract.as_slice()))
+        format!("{PREFIX}claims/{}/", contract_dir(mpe_contract))
     }
 }
 
@@ -110,28 +115,12 @@ struct ClaimJson {
     settled: bool,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(what: &'static str, s: &str) -> Result<Vec<u8>, PaymentError> {
-    let h = s.strip_prefix("0x").unwrap_or(s);
-    let bad = || PaymentError::Field {
+    parse_hex(s).map_err(|reason| PaymentError::Field {
         what,
         value: s.to_string(),
-        reason: "not hex".into(),
-    };
-    if !h.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    (0..h.len())
-        .step_by(2)
-        .map(|i| {
-            h.get(i..i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
+        reason,
+    })
 }
 
 /// A 32-byte group id from hex.
@@ -153,11 +142,11 @@ impl Channel {
             sender: self.sender.to_checksum(None),
             signer: self.signer.to_checksum(None),
             recipient: self.recipient.to_checksum(None),
-            group_id: format!("0x{}", hex(&self.group_id)),
+            group_id: to_hex(&self.group_id),
             value: self.value.to_string(),
             expiration: self.expiration.to_string(),
             authorized_amount: self.authorized_amount.to_string(),
-            signature: format!("0x{}", hex(&self.signature)),
+            signature: to_hex(&self.signature),
         };
         serde_json::to_vec(&j).unwrap_or_default()
     }
@@ -192,7 +181,7 @@ impl Claim {
             channel_id: self.channel_id.to_string(),
             nonce: self.nonce.to_string(),
             amount: self.amount.to_string(),
-            signature: format!("0x{}", hex(&self.signature)),
+            signature: to_hex(&self.signature),
             settled: self.settled,
         };
         serde_json::to_vec(&j).unwrap_or_default()

@@ -12,9 +12,6 @@ use bytes::Bytes;
 use super::channel::{ChannelKey, PREFIX};
 use super::error::EscrowError;
 use crate::client::Client;
-use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::pb::etcdserverpb::request_op::Request as Op;
-use crate::pb::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
 
 /// A held lock; [`ChannelLock::unlock`] releases it at once, dropping it
 /// (or the holder dying) releases it when its lease expires.
@@ -56,27 +53,10 @@ pub async fn lock(
             }
             kept = tokio::time::Instant::now();
         }
-        let resp = client
-            .txn(TxnRequest {
-                compare: vec![Compare {
-                    result: CompareResult::Equal as i32,
-                    target: CompareTarget::Create as i32,
-                    key: k.clone(),
-                    range_end: Bytes::new(),
-                    target_union: Some(TargetUnion::CreateRevision(0)),
-                }],
-                success: vec![RequestOp {
-                    request: Some(Op::RequestPut(PutRequest {
-                        key: k.clone(),
-                        value: Bytes::from(holder.to_string()),
-                        lease,
-                        ..Default::default()
-                    })),
-                }],
-                failure: vec![],
-            })
+        let taken = client
+            .put_if_absent(k.clone(), Bytes::from(holder.to_string()), lease)
             .await?;
-        if resp.succeeded {
+        if taken {
             break;
         }
         if tokio::time::Instant::now() >= deadline {

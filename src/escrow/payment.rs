@@ -141,7 +141,19 @@ pub fn parse_u256(what: &'static str, s: &str) -> Result<U256, PaymentError> {
     U256::from_str_radix(digits, radix as u64).map_err(|_| bad("above 2^256-1"))
 }
 
-fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+/// `0x`-prefixed lowercase hex of `bytes`: how signatures, group ids and
+/// the like are written everywhere in escrow (store, gRPC, CLI).
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + bytes.len() * 2);
+    s.push_str("0x");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Hex (`0x` optional) to bytes; the error says where it is not hex.
+pub(crate) fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let h = s.trim();
     let h = h.strip_prefix("0x").unwrap_or(h);
     if !h.len().is_multiple_of(2) {

@@ -7,7 +7,7 @@ use alloy_primitives::U256;
 use tonic::{Request, Response, Status};
 
 use super::channel::{parse_group_id, Channel, ChannelKey, Claim};
-use super::payment::{parse_address, parse_signature, parse_u256, Payment, PaymentError};
+use super::payment::{parse_address, parse_signature, parse_u256, to_hex, Payment, PaymentError};
 use super::store::{Escrow, EscrowError, Updated};
 use crate::pb::escrowpb;
 use crate::pb::escrowpb::escrow_server::EscrowServer;
@@ -36,15 +36,6 @@ fn status(e: EscrowError) -> Status {
 
 fn invalid(e: PaymentError) -> Status {
     Status::invalid_argument(e.to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + bytes.len() * 2);
-    s.push_str("0x");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 fn channel_key(mpe_contract: &str, channel_id: &str) -> Result<ChannelKey, Status> {
@@ -79,11 +70,11 @@ fn channel_to(key: &ChannelKey, c: &Channel) -> escrowpb::Channel {
         sender: c.sender.to_checksum(None),
         signer: c.signer.to_checksum(None),
         recipient: c.recipient.to_checksum(None),
-        group_id: hex(&c.group_id),
+        group_id: to_hex(&c.group_id),
         value: c.value.to_string(),
         expiration: c.expiration.to_string(),
         authorized_amount: c.authorized_amount.to_string(),
-        signature: hex(&c.signature),
+        signature: to_hex(&c.signature),
     }
 }
 
@@ -93,7 +84,7 @@ fn claim_to(key: &ChannelKey, c: &Claim) -> escrowpb::Claim {
         channel_id: c.channel_id.to_string(),
         nonce: c.nonce.to_string(),
         amount: c.amount.to_string(),
-        signature: hex(&c.signature),
+        signature: to_hex(&c.signature),
         settled: c.settled,
     }
 }

@@ -575,7 +575,7 @@ mod race {
         let (sig, recid) = key.sign_prehash_recoverable(p.digest().as_slice()).unwrap();
         p.signature[..64].copy_from_slice(&sig.to_bytes());
         p.signature[64] = 27 + recid.to_byte();
-        p.signature.iter().map(|b| format!("{b:02x}")).collect()
+        raftcd::escrow::payment::to_hex(&p.signature)
     }
 
     async fn client(port: u16) -> EscrowClient<tonic::transport::Channel> {
@@ -777,7 +777,7 @@ mod race {
         let (sig, recid) = key.sign_prehash_recoverable(p.digest().as_slice()).unwrap();
         p.signature[..64].copy_from_slice(&sig.to_bytes());
         p.signature[64] = recid.to_byte();
-        p.signature.iter().map(|b| format!("{b:02x}")).collect()
+        raftcd::escrow::payment::to_hex(&p.signature)
     }
 
     fn pay(channel: u64, nonce: u64, amount: u64, signature: String) -> PaymentRequest {
