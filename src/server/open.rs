@@ -222,20 +222,10 @@ impl Server {
     /// without a split vote. A member joining an existing cluster waits for
     /// the leader's entries instead.
     pub async fn bootstrap(&self) -> Result<(), StartError> {
-        let raft = &self.inner.raft;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if initialized {
-            let metrics = raft.metrics().borrow().clone();
-            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
-            if voters == [self.inner.identity.member_id] {
-                // The only voter: no need to wait a whole election timeout.
-                let _ = raft.trigger().elect().await;
-            }
+        if self.resume().await? {
             return Ok(());
         }
+        let raft = &self.inner.raft;
         if self.inner.config.initial_cluster_state == ClusterState::Existing {
             tracing::info!("waiting for the leader to replicate to this new member");
             return Ok(());
@@ -268,6 +258,25 @@ impl Server {
             }
         });
         Ok(())
+    }
+
+    /// A member whose Raft holds state carries on from it (the only voter
+    /// campaigns at once, not after an election timeout). Whether it did:
+    /// false for a member that has yet to form or join its cluster.
+    pub(super) async fn resume(&self) -> Result<bool, StartError> {
+        let raft = &self.inner.raft;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if initialized {
+            let metrics = raft.metrics().borrow().clone();
+            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            if voters == [self.inner.identity.member_id] {
+                let _ = raft.trigger().elect().await;
+            }
+        }
+        Ok(initialized)
     }
 
     /// Publish this member's name and client URLs in the membership (as

@@ -186,20 +186,17 @@ impl Server {
     /// with itself as the only voter; a replica that joined waits for the
     /// leader's entries; a restarted one carries on.
     pub async fn bootstrap_replica(&self, founder: bool) -> Result<(), StartError> {
-        let raft = &self.inner.raft;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if initialized {
-            return self.bootstrap().await;
+        if self.resume().await? {
+            return Ok(());
         }
         if !founder {
             tracing::info!("waiting for the leader to replicate to this replica");
             return Ok(());
         }
         let me = own_info(&self.inner.config, &self.inner.identity.name);
-        raft.initialize(BTreeMap::from([(self.inner.identity.member_id, me)]))
+        self.inner
+            .raft
+            .initialize(BTreeMap::from([(self.inner.identity.member_id, me)]))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))
     }
