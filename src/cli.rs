@@ -533,6 +533,7 @@ impl Flags {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            stale_follower_reads: cfg!(feature = "fault-stale-reads"),
             growth: None,
             forward_to: Vec::new(),
             force_new_cluster: self.force_new_cluster,

@@ -91,6 +91,12 @@ pub struct Config {
     /// Restart this member's data as a new one-member cluster (etcd's
     /// `--force-new-cluster`; see `crate::server::recover`).
     pub force_new_cluster: bool,
+    /// Deliberately broken, for the linearizability checker's own proof:
+    /// followers answer linearizable reads from their local state, skipping
+    /// the read index. `false` unless built with the `fault-stale-reads`
+    /// feature; never set it in production.
+    #[doc(hidden)]
+    pub stale_follower_reads: bool,
 }
 
 /// A member started from a replica table: which table, which row.
@@ -137,6 +143,7 @@ impl Config {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            stale_follower_reads: cfg!(feature = "fault-stale-reads"),
             growth: None,
             forward_to: Vec::new(),
             force_new_cluster: false,

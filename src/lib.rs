@@ -57,6 +57,7 @@ pub mod error;
 pub mod escrow;
 pub mod init;
 pub mod lessor;
+pub mod linearizability;
 pub mod metrics;
 pub mod mvcc;
 pub mod net;

@@ -41,8 +41,8 @@ const MAX_LINES: usize = 600;
 /// Top-level modules by layer, bottom (rank 0) first. A module may only use
 /// modules of strictly lower rank.
 const LAYERS: &[&[&str]] = &[
-    // 0: protobuf, postcard codec, Go durations.
-    &["pb", "codec", "duration"],
+    // 0: protobuf, postcard codec, Go durations, the history checker.
+    &["pb", "codec", "duration", "linearizability"],
     // 1: leaves: storage engine, metrics, TLS, the certificate tool.
     &["storage", "metrics", "tls", "certs", "replicas"],
     // 2: configuration; listeners (bind, serve loop, connection limit).

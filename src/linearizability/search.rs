@@ -1,0 +1,293 @@
+//! The search for one key group: segments between quiescent points, each
+//! searched Wing & Gong's way with memoisation, carrying the reachable
+//! (state, possibly-applied operations used) set from one to the next.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use super::{step, Bytes, CheckError, Input, Operation, Output, State, Violation};
+
+/// A fixed-size bit set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        Bits(vec![0; len.div_ceil(64)])
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn with(&self, i: usize) -> Self {
+        let mut b = self.clone();
+        b.0[i / 64] |= 1 << (i % 64);
+        b
+    }
+
+    fn is_subset(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// Where the search stands after a prefix of the history: the state, and
+/// which operations of unknown outcome it already applied.
+type Reached = (State, Bits);
+
+/// One segment's search: `ops` (known outcome, all to be placed) and the
+/// group's operations of unknown outcome (each placed at most once).
+struct Segment<'a> {
+    ops: &'a [&'a Operation],
+    floating: &'a [&'a Operation],
+}
+
+/// The search ran out of budget.
+struct Exhausted(u64);
+
+impl Segment<'_> {
+    /// Every (state, applied) an order of the segment's operations can
+    /// reach from `starts`, and how many configurations that took.
+    fn run(&self, starts: &[Reached], budget: u64) -> Result<(HashSet<Reached>, u64), Exhausted> {
+        let n = self.ops.len();
+        let mut visited: HashSet<(Bits, Bits, State)> = HashSet::new();
+        let mut stack: Vec<(Bits, Bits, State)> = starts
+            .iter()
+            .map(|(s, f)| (Bits::new(n), f.clone(), s.clone()))
+            .collect();
+        let mut ends = HashSet::new();
+        while let Some(config) = stack.pop() {
+            if visited.contains(&config) {
+                continue;
+            }
+            if visited.len() as u64 >= budget {
+                return Err(Exhausted(visited.len() as u64));
+            }
+            visited.insert(config.clone());
+            let (placed, applied, state) = config;
+            // An operation may come next only if no unplaced one returned
+            // before it was invoked.
+            let min_ret: Option<Duration> = (0..n)
+                .filter(|&j| !placed.get(j))
+                .filter_map(|j| self.ops[j].ret)
+                .min();
+            let Some(min_ret) = min_ret else {
+                ends.insert((state, applied));
+                continue;
+            };
+            for j in (0..n).filter(|&j| !placed.get(j)) {
+                let op = self.ops[j];
+                if op.call > min_ret {
+                    continue;
+                }
+                if let Some(next) = step(&state, &op.input, &op.output) {
+                    let next = (placed.with(j), applied.clone(), next);
+                    if !visited.contains(&next) {
+                        stack.push(next);
+                    }
+                }
+            }
+            for (f, op) in self.floating.iter().enumerate() {
+                if applied.get(f) || op.call > min_ret {
+                    continue;
+                }
+                if let Some(next) = step(&state, &op.input, &Output::Unknown) {
+                    let next = (placed.clone(), applied.with(f), next);
+                    if !visited.contains(&next) {
+                        stack.push(next);
+                    }
+                }
+            }
+            if (visited.len() + stack.len()) as u64 >= budget {
+                return Err(Exhausted(visited.len() as u64));
+            }
+        }
+        Ok((ends, visited.len() as u64))
+    }
+}
+
+/// Keep, per state, only the applied-sets no other one is contained in: a
+/// prefix that applied fewer unknown operations can still apply the rest
+/// right away, so it reaches everything the other one reaches.
+fn prune(ends: HashSet<Reached>) -> Vec<Reached> {
+    let mut by_state: BTreeMap<State, Vec<Bits>> = BTreeMap::new();
+    for (state, bits) in ends {
+        by_state.entry(state).or_default().push(bits);
+    }
+    let mut out = Vec::new();
+    for (state, mut sets) in by_state {
+        sets.sort_by_key(|b| b.0.iter().map(|w| w.count_ones()).sum::<u32>());
+        let mut kept: Vec<Bits> = Vec::new();
+        for b in sets {
+            if !kept.iter().any(|k| k.is_subset(&b)) {
+                kept.push(b);
+            }
+        }
+        out.extend(kept.into_iter().map(|b| (state.clone(), b)));
+    }
+    out
+}
+
+/// Check one key group; `Ok` with the configurations visited.
+pub(super) fn check_group(
+    keys: &[Bytes],
+    ops: &[Operation],
+    budget: u64,
+) -> Result<u64, CheckError> {
+    let mut known: Vec<&Operation> = ops.iter().filter(|o| !o.is_unknown()).collect();
+    known.sort_by_key(|o| o.call);
+    // A read without an answer constrains nothing; a write without one may
+    // take effect at any moment after its call, or never.
+    let floating: Vec<&Operation> = ops
+        .iter()
+        .filter(|o| o.is_unknown() && o.writes())
+        .collect();
+    // Fast path: first assume that every such write whose value nobody
+    // read never happened. That history allows fewer orders, so if it
+    // passes the real one does; most do, and the search stays small. Only
+    // if it fails is every unknown write taken into account.
+    let read: HashSet<&Bytes> = known
+        .iter()
+        .filter_map(|o| match (&o.input, &o.output) {
+            (_, Output::Get(Some(v))) => Some(v),
+            (
+                Input::Cas {
+                    expect: Some(v), ..
+                },
+                Output::Cas { succeeded: true },
+            ) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let seen: Vec<&Operation> = floating
+        .iter()
+        .copied()
+        .filter(|o| match &o.input {
+            Input::Put { value, .. } | Input::Cas { value, .. } => read.contains(value),
+            _ => false,
+        })
+        .collect();
+    if seen.len() < floating.len() {
+        if let Ok(visited) = search_segments(keys, ops.len(), &known, &seen, budget / 4) {
+            return Ok(visited);
+        }
+    }
+    search_segments(keys, ops.len(), &known, &floating, budget)
+}
+
+/// Search the segments of `known` in turn, with `floating` operations of
+/// unknown outcome.
+fn search_segments(
+    keys: &[Bytes],
+    group_operations: usize,
+    known: &[&Operation],
+    floating: &[&Operation],
+    budget: u64,
+) -> Result<u64, CheckError> {
+    // Quiescent points: an operation invoked after every earlier one returned.
+    let mut segments = Vec::new();
+    let mut start = 0;
+    let mut latest: Option<Duration> = None;
+    for (i, op) in known.iter().enumerate() {
+        if latest.is_some_and(|l| op.call > l) {
+            segments.push(start..i);
+            start = i;
+        }
+        latest = latest.max(op.ret);
+    }
+    if start < known.len() {
+        segments.push(start..known.len());
+    }
+
+    let too_complex = |visited: u64| CheckError::TooComplex {
+        visited,
+        keys: keys
+            .iter()
+            .map(|k| super::show(k))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut reached: Vec<Reached> = vec![(State::new(), Bits::new(floating.len()))];
+    let mut visited = 0u64;
+    for range in segments {
+        let segment = Segment {
+            ops: &known[range.clone()],
+            floating,
+        };
+        let (ends, used) = segment
+            .run(&reached, budget.saturating_sub(visited))
+            .map_err(|Exhausted(n)| too_complex(visited + n))?;
+        visited += used;
+        if ends.is_empty() {
+            return Err(explain(keys, group_operations, segment, &reached, budget));
+        }
+        reached = prune(ends);
+    }
+    Ok(visited)
+}
+
+/// The violation for a segment no order explains: drop each read whose
+/// absence still leaves no order (reads only make a search harder, so what
+/// stays is still a contradiction on its own).
+fn explain(
+    keys: &[Bytes],
+    group_operations: usize,
+    segment: Segment<'_>,
+    reached: &[Reached],
+    budget: u64,
+) -> CheckError {
+    const TRIM_UP_TO: usize = 200;
+    let mut window: Vec<&Operation> = segment.ops.to_vec();
+    if window.len() <= TRIM_UP_TO {
+        let mut i = window.len();
+        while i > 0 {
+            i -= 1;
+            if window[i].writes() {
+                continue;
+            }
+            let mut fewer = window.clone();
+            fewer.remove(i);
+            let trial = Segment {
+                ops: &fewer,
+                floating: segment.floating,
+            };
+            if let Ok((ends, _)) = trial.run(reached, budget.min(1_000_000)) {
+                if ends.is_empty() {
+                    window = fewer;
+                }
+            }
+        }
+    }
+    let end = window.iter().filter_map(|o| o.ret).max();
+    let possibly_applied: Vec<Operation> = segment
+        .floating
+        .iter()
+        .filter(|op| end.is_some_and(|e| op.call <= e))
+        .map(|op| (*op).clone())
+        .collect();
+    let before: BTreeSet<State> = reached.iter().map(|(s, _)| s.clone()).collect();
+    CheckError::Violation(Box::new(Violation {
+        keys: keys.to_vec(),
+        group_operations,
+        since: segment.ops.first().map_or(Duration::ZERO, |o| o.call),
+        before: before.into_iter().take(8).collect(),
+        window: window.into_iter().cloned().collect(),
+        possibly_applied,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_and_prune() {
+        let a = Bits::new(70).with(3);
+        let ab = a.with(65);
+        assert!(a.is_subset(&ab) && !ab.is_subset(&a));
+        let mut ends = HashSet::new();
+        ends.insert((State::new(), ab.clone()));
+        ends.insert((State::new(), a.clone()));
+        assert_eq!(prune(ends), vec![(State::new(), a)]);
+    }
+}

@@ -1,0 +1,162 @@
+//! Proof of safety, part one: histories of real clients against real
+//! clusters under faults, checked for linearizability.
+//!
+//! - `checker`: the checker's own tests (`raftcd::linearizability`).
+//! - `schedules_on_3_and_5_members`: proptest generates fault schedules
+//!   (kill / restart / pause the leader or a follower, isolate the leader or
+//!   a follower, cut a minority off, heal) and runs each against a fresh
+//!   in-process cluster (`cluster`) while clients over gRPC (`workload`)
+//!   record a history; every history goes to the checker. It prints
+//!   `histories checked: N`. A failure shrinks to a small schedule and
+//!   prints it as a `RAFTCD_LIN_REPLAY` line for the `replay` test.
+//! - `stale_follower_reads_are_caught`: the same harness with followers
+//!   deliberately answering linearizable reads from local state: the checker
+//!   must find the violation (with the `fault-stale-reads` feature the
+//!   whole binary is that broken raftcd, and `schedules_on_3_and_5_members`
+//!   must fail).
+//! - Long runs: `RAFTCD_SOAK=1 cargo test --release --test linearizability
+//!   -- --ignored --nocapture` (`RAFTCD_LIN_CASES`, default 100 per size).
+
+mod checker;
+mod cluster;
+mod schedule;
+mod workload;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
+use schedule::{Run, Schedule};
+
+/// Clusters of this binary run one at a time (timing: a 2-core machine).
+static MACHINE: Mutex<()> = Mutex::new(());
+
+/// Histories checked by this process.
+static CHECKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Print past the test harness's capture (the line is the test's result).
+fn say(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Run `cases` generated schedules on clusters of `members`.
+fn explore(members: usize, cases: u32, max_steps: usize) {
+    let config = ProptestConfig {
+        cases,
+        max_shrink_iters: 12,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&schedule::schedules(members, max_steps), |s| {
+        let outcome = schedule::run(&s, Run::default()).map_err(TestCaseError::fail)?;
+        CHECKED.fetch_add(1, Ordering::SeqCst);
+        say(&format!(
+            "  {s}: {} ops ({} answered, {} unknown), {} groups, {} configurations, {:.1} s",
+            outcome.checked.operations,
+            outcome.answered,
+            outcome.checked.unknown,
+            outcome.checked.partitions,
+            outcome.checked.configurations,
+            outcome.took.as_secs_f64()
+        ));
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, schedule)) => {
+            panic!("schedule {schedule} failed:\n{why}")
+        }
+        Err(TestError::Abort(why)) => panic!("aborted: {why}"),
+    }
+}
+
+#[test]
+fn schedules_on_3_and_5_members() {
+    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = CHECKED.load(Ordering::SeqCst);
+    explore(3, 8, 4);
+    explore(5, 8, 4);
+    say(&format!(
+        "histories checked: {}",
+        CHECKED.load(Ordering::SeqCst) - before
+    ));
+}
+
+#[test]
+fn stale_follower_reads_are_caught() {
+    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    let broken = Run {
+        stale_reads: true,
+        ..Run::default()
+    };
+    // A follower cut off for a while keeps answering from its own state.
+    let mut found = None;
+    for seed in 1..=3 {
+        let s: Schedule = format!("members=3 seed={seed} steps=600:isolate-follower,1500:heal")
+            .parse()
+            .expect("schedule");
+        if let Err(why) = schedule::run(&s, broken) {
+            found = Some(why);
+            break;
+        }
+    }
+    let why = found.expect("stale follower reads went unnoticed in 3 histories");
+    say(&format!("caught, as it must be:\n{why}"));
+    assert!(why.contains("the history is not linearizable"), "{why}");
+    assert!(why.contains("no order of these"), "{why}");
+    assert!(why.contains("replay: RAFTCD_LIN_REPLAY="), "{why}");
+}
+
+#[test]
+fn schedules_parse_back_from_their_text() {
+    let s: Schedule = "members=5 seed=42 steps=600:kill-leader,250:pause-follower-700,400:heal"
+        .parse()
+        .expect("parse");
+    assert_eq!(s.members, 5);
+    assert_eq!(s.steps.len(), 3);
+    assert_eq!(s.to_string().parse::<Schedule>().expect("again"), s);
+    assert!("members=3 steps=5:explode".parse::<Schedule>().is_err());
+}
+
+/// Replay one schedule: `RAFTCD_LIN_REPLAY='members=3 seed=..' cargo test
+/// --release --test linearizability replay -- --ignored --nocapture`.
+#[test]
+#[ignore = "replays RAFTCD_LIN_REPLAY"]
+fn replay() {
+    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = std::env::var("RAFTCD_LIN_REPLAY").expect("set RAFTCD_LIN_REPLAY");
+    let s: Schedule = text.parse().expect("RAFTCD_LIN_REPLAY");
+    match schedule::run(&s, Run::default()) {
+        Ok(outcome) => say(&format!("{s}: linearizable: {outcome:?}")),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// The long run: `RAFTCD_SOAK=1 cargo test --release --test linearizability
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "long run: RAFTCD_SOAK=1"]
+fn soak() {
+    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        std::env::var_os("RAFTCD_SOAK").is_some(),
+        "the soak run needs RAFTCD_SOAK=1"
+    );
+    let cases: u32 = std::env::var("RAFTCD_LIN_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let before = CHECKED.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    explore(3, cases, 8);
+    explore(5, cases, 8);
+    say(&format!(
+        "histories checked: {} in {:.0} s",
+        CHECKED.load(Ordering::SeqCst) - before,
+        started.elapsed().as_secs_f64()
+    ));
+}
