@@ -2,10 +2,10 @@
 //! searched Wing & Gong's way with memoisation, carrying the reachable
 //! (state, possibly-applied operations used) set from one to the next.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use super::{step, Bytes, CheckError, Input, Operation, Output, State, Violation};
+use super::{step, Bytes, CheckError, Input, Operation, Output, State, Violation, UNREAD};
 
 /// A fixed-size bit set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,11 +35,22 @@ impl Bits {
 /// which operations of unknown outcome it already applied.
 type Reached = (State, Bits);
 
+/// The operations of unknown outcome of a group, as one search treats them.
+struct Unknowns<'a> {
+    /// Each placed at most once, exactly as sent.
+    exact: Vec<&'a Operation>,
+    /// Relaxed: placed any number of times, a put's value replaced by
+    /// [`UNREAD`] (`(call, input)`).
+    relaxed: Vec<(Duration, Input)>,
+    /// All of them, for the explanation.
+    all: Vec<&'a Operation>,
+}
+
 /// One segment's search: `ops` (known outcome, all to be placed) and the
-/// group's operations of unknown outcome (each placed at most once).
+/// group's operations of unknown outcome.
 struct Segment<'a> {
     ops: &'a [&'a Operation],
-    floating: &'a [&'a Operation],
+    unknowns: &'a Unknowns<'a>,
 }
 
 /// The search ran out of budget.
@@ -50,21 +61,32 @@ impl Segment<'_> {
     /// reach from `starts`, and how many configurations that took.
     fn run(&self, starts: &[Reached], budget: u64) -> Result<(HashSet<Reached>, u64), Exhausted> {
         let n = self.ops.len();
-        let mut visited: HashSet<(Bits, Bits, State)> = HashSet::new();
+        // Per (operations placed, state): the applied-sets explored from
+        // there. One that applied a subset of another's unknown operations
+        // reaches all it reaches (it may still apply the rest at once: an
+        // operation that could come next stays eligible as more are placed),
+        // so a configuration whose applied-set contains an explored one is
+        // skipped.
+        let mut visited: HashMap<(Bits, State), Vec<Bits>> = HashMap::new();
+        let mut count = 0u64;
         let mut stack: Vec<(Bits, Bits, State)> = starts
             .iter()
             .map(|(s, f)| (Bits::new(n), f.clone(), s.clone()))
             .collect();
         let mut ends = HashSet::new();
-        while let Some(config) = stack.pop() {
-            if visited.contains(&config) {
+        while let Some((placed, applied, state)) = stack.pop() {
+            let key = (placed, state);
+            let seen = visited.entry(key.clone()).or_default();
+            if seen.iter().any(|a| a.is_subset(&applied)) {
                 continue;
             }
-            if visited.len() as u64 >= budget {
-                return Err(Exhausted(visited.len() as u64));
+            seen.retain(|a| !applied.is_subset(a));
+            seen.push(applied.clone());
+            count += 1;
+            if count + stack.len() as u64 >= budget {
+                return Err(Exhausted(count));
             }
-            visited.insert(config.clone());
-            let (placed, applied, state) = config;
+            let (placed, state) = key;
             // An operation may come next only if no unplaced one returned
             // before it was invoked.
             let min_ret: Option<Duration> = (0..n)
@@ -75,34 +97,38 @@ impl Segment<'_> {
                 ends.insert((state, applied));
                 continue;
             };
+            // Pushed last, explored first: the operations with an answer,
+            // so the paths that apply no unknown operation come first and
+            // the others are mostly skipped as above.
+            for (f, op) in self.unknowns.exact.iter().enumerate() {
+                if applied.get(f) || op.call > min_ret {
+                    continue;
+                }
+                if let Some(next) = step(&state, &op.input, &Output::Unknown) {
+                    stack.push((placed.clone(), applied.with(f), next));
+                }
+            }
+            for (call, input) in &self.unknowns.relaxed {
+                if *call > min_ret {
+                    continue;
+                }
+                if let Some(next) = step(&state, input, &Output::Unknown) {
+                    if next != state {
+                        stack.push((placed.clone(), applied.clone(), next));
+                    }
+                }
+            }
             for j in (0..n).filter(|&j| !placed.get(j)) {
                 let op = self.ops[j];
                 if op.call > min_ret {
                     continue;
                 }
                 if let Some(next) = step(&state, &op.input, &op.output) {
-                    let next = (placed.with(j), applied.clone(), next);
-                    if !visited.contains(&next) {
-                        stack.push(next);
-                    }
+                    stack.push((placed.with(j), applied.clone(), next));
                 }
-            }
-            for (f, op) in self.floating.iter().enumerate() {
-                if applied.get(f) || op.call > min_ret {
-                    continue;
-                }
-                if let Some(next) = step(&state, &op.input, &Output::Unknown) {
-                    let next = (placed.clone(), applied.with(f), next);
-                    if !visited.contains(&next) {
-                        stack.push(next);
-                    }
-                }
-            }
-            if (visited.len() + stack.len()) as u64 >= budget {
-                return Err(Exhausted(visited.len() as u64));
             }
         }
-        Ok((ends, visited.len() as u64))
+        Ok((ends, count))
     }
 }
 
@@ -142,11 +168,8 @@ pub(super) fn check_group(
         .iter()
         .filter(|o| o.is_unknown() && o.writes())
         .collect();
-    // Fast path: first assume that every such write whose value nobody
-    // read never happened. That history allows fewer orders, so if it
-    // passes the real one does; most do, and the search stays small. Only
-    // if it fails is every unknown write taken into account.
-    let read: HashSet<&Bytes> = known
+    // Values some answer showed, or some compare-and-swap expected.
+    let read: HashSet<&Bytes> = ops
         .iter()
         .filter_map(|o| match (&o.input, &o.output) {
             (_, Output::Get(Some(v))) => Some(v),
@@ -154,34 +177,76 @@ pub(super) fn check_group(
                 Input::Cas {
                     expect: Some(v), ..
                 },
-                Output::Cas { succeeded: true },
+                _,
             ) => Some(v),
             _ => None,
         })
         .collect();
-    let seen: Vec<&Operation> = floating
-        .iter()
-        .copied()
-        .filter(|o| match &o.input {
-            Input::Put { value, .. } | Input::Cas { value, .. } => read.contains(value),
-            _ => false,
-        })
-        .collect();
-    if seen.len() < floating.len() {
-        if let Ok(visited) = search_segments(keys, ops.len(), &known, &seen, budget / 4) {
-            return Ok(visited);
+    let is_read = |o: &&Operation| match &o.input {
+        Input::Put { value, .. } | Input::Cas { value, .. } => read.contains(value),
+        _ => false,
+    };
+    let (seen, unseen): (Vec<&Operation>, Vec<&Operation>) =
+        floating.iter().copied().partition(is_read);
+    let search = |exact: Vec<&'_ Operation>, relaxed: Vec<(Duration, Input)>, budget| {
+        let unknowns = Unknowns {
+            exact,
+            relaxed,
+            all: floating.clone(),
+        };
+        search_segments(keys, ops.len(), &known, &unknowns, budget)
+    };
+    if unseen.is_empty() {
+        return search(floating.clone(), Vec::new(), budget);
+    }
+    // 1. Assume every unknown write whose value nobody read never happened.
+    // That allows fewer orders: if it passes, the history passes. Most do,
+    // and the search stays small.
+    if let Ok(visited) = search(seen.clone(), Vec::new(), budget / 4) {
+        return Ok(visited);
+    }
+    // 2. Allow more than can happen: those writes may take effect any number
+    // of times, each leaving "a value nobody read" (no answer can tell such
+    // values apart). That allows more orders: if it fails, the history
+    // fails; and it needs no memory of which of them were applied.
+    let taken = ops.iter().any(|o| match &o.input {
+        Input::Put { value, .. } | Input::Cas { value, .. } => value.as_slice() == UNREAD,
+        _ => false,
+    });
+    if !taken {
+        let relaxed = unseen
+            .iter()
+            .map(|o| {
+                let input = match &o.input {
+                    Input::Put { key, .. } => Input::Put {
+                        key: key.clone(),
+                        value: UNREAD.to_vec(),
+                    },
+                    Input::Cas { key, expect, .. } => Input::Cas {
+                        key: key.clone(),
+                        expect: expect.clone(),
+                        value: UNREAD.to_vec(),
+                    },
+                    other => other.clone(),
+                };
+                (o.call, input)
+            })
+            .collect();
+        match search(seen, relaxed, budget / 4) {
+            Err(CheckError::Violation(v)) => return Err(CheckError::Violation(v)),
+            Ok(_) | Err(CheckError::TooComplex { .. }) => {}
         }
     }
-    search_segments(keys, ops.len(), &known, &floating, budget)
+    // 3. Between the two: every unknown write exactly as it could happen.
+    search(floating.clone(), Vec::new(), budget)
 }
 
-/// Search the segments of `known` in turn, with `floating` operations of
-/// unknown outcome.
+/// Search the segments of `known` in turn, with `unknowns`.
 fn search_segments(
     keys: &[Bytes],
     group_operations: usize,
     known: &[&Operation],
-    floating: &[&Operation],
+    unknowns: &Unknowns<'_>,
     budget: u64,
 ) -> Result<u64, CheckError> {
     // Quiescent points: an operation invoked after every earlier one returned.
@@ -207,12 +272,12 @@ fn search_segments(
             .collect::<Vec<_>>()
             .join(", "),
     };
-    let mut reached: Vec<Reached> = vec![(State::new(), Bits::new(floating.len()))];
+    let mut reached: Vec<Reached> = vec![(State::new(), Bits::new(unknowns.exact.len()))];
     let mut visited = 0u64;
     for range in segments {
         let segment = Segment {
             ops: &known[range.clone()],
-            floating,
+            unknowns,
         };
         let (ends, used) = segment
             .run(&reached, budget.saturating_sub(visited))
@@ -238,9 +303,10 @@ fn explain(
 ) -> CheckError {
     const TRIM_UP_TO: usize = 200;
     let mut window: Vec<&Operation> = segment.ops.to_vec();
+    let mut left = budget.min(2_000_000);
     if window.len() <= TRIM_UP_TO {
         let mut i = window.len();
-        while i > 0 {
+        while i > 0 && left > 0 {
             i -= 1;
             if window[i].writes() {
                 continue;
@@ -249,18 +315,23 @@ fn explain(
             fewer.remove(i);
             let trial = Segment {
                 ops: &fewer,
-                floating: segment.floating,
+                unknowns: segment.unknowns,
             };
-            if let Ok((ends, _)) = trial.run(reached, budget.min(1_000_000)) {
-                if ends.is_empty() {
-                    window = fewer;
+            match trial.run(reached, left) {
+                Ok((ends, used)) => {
+                    left = left.saturating_sub(used);
+                    if ends.is_empty() {
+                        window = fewer;
+                    }
                 }
+                Err(Exhausted(_)) => left = 0,
             }
         }
     }
     let end = window.iter().filter_map(|o| o.ret).max();
     let possibly_applied: Vec<Operation> = segment
-        .floating
+        .unknowns
+        .all
         .iter()
         .filter(|op| end.is_some_and(|e| op.call <= e))
         .map(|op| (*op).clone())

@@ -315,3 +315,52 @@ proptest! {
         prop_assert!(matches!(check(&History::new(ops)), Err(CheckError::Violation(_))));
     }
 }
+
+#[test]
+fn an_unread_unknown_write_counts_once_and_only_after_its_call() {
+    let del = |deleted| {
+        (
+            Input::Delete { key: "k".into() },
+            Output::Delete { deleted },
+        )
+    };
+    let mut lost = op(1, put("k", "unread"), Output::Unknown, 0, 0);
+    lost.ret = None;
+    // The unanswered put explains one delete that found the key ...
+    let (di, dout) = del(1);
+    let once = vec![lost.clone(), op(2, di, dout, 100, 110)];
+    check(&History::new(once.clone())).expect("the put happened");
+    // ... but not two: it happened at most once.
+    let (di, dout) = del(1);
+    let mut twice = once;
+    twice.push(op(2, di, dout, 200, 210));
+    let text = violation(twice);
+    assert!(text.contains("delete \"k\"  ->  deleted 1"), "{text}");
+    // An unanswered delete explains a read that finds nothing after a put.
+    let mut gone = op(1, Input::Delete { key: "k".into() }, Output::Unknown, 20, 0);
+    gone.ret = None;
+    let ops = vec![
+        op(1, put("k", "a"), Output::Put, 0, 10),
+        gone,
+        op(2, get("k"), Output::Get(None), 100, 110),
+    ];
+    check(&History::new(ops)).expect("the delete happened");
+}
+
+#[test]
+fn many_unknown_writes_do_not_hide_a_stale_read() {
+    // Forty unanswered puts nobody read, then a read of a value overwritten
+    // before it was sent.
+    let mut ops: Vec<Operation> = (0..40)
+        .map(|i| {
+            let mut o = op(i, put("k", &format!("lost{i}")), Output::Unknown, i, 0);
+            o.ret = None;
+            o
+        })
+        .collect();
+    ops.push(op(50, put("k", "a"), Output::Put, 100, 110));
+    ops.push(op(50, put("k", "b"), Output::Put, 120, 130));
+    ops.push(op(51, get("k"), got("a"), 140, 150));
+    let text = violation(ops);
+    assert!(text.contains("get \"k\"  ->  \"a\""), "{text}");
+}

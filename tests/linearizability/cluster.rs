@@ -7,10 +7,15 @@
 //!   peer and client traffic, applies — until it resumes, while its peers'
 //!   messages wait in the sockets (as SIGSTOP/SIGCONT);
 //! - **partitions** cut real peer traffic with the transport's fault filter
-//!   (both directions: each side drops what it would send across).
+//!   (both directions: each side drops what it would send across);
+//! - **the network** is never perfect: every peer message is delayed by a
+//!   random 0-15 ms, one in 25 by 40-80 ms (jitter and a tail: followers
+//!   lag, messages overtake each other), and a **slow** member's messages by
+//!   100 ms more.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,34 +40,69 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Which side of a partition each member is on (absent: side 0).
+/// The network between the members: which side of a partition each member
+/// is on (absent: side 0), which member's links are slow, and the jitter
+/// every message sees.
 #[derive(Default)]
-struct Sides(RwLock<HashMap<u64, u32>>);
+struct Net {
+    sides: RwLock<HashMap<u64, u32>>,
+    slow: RwLock<Option<u64>>,
+    /// xorshift state for the jitter.
+    dice: AtomicU64,
+}
 
-impl Sides {
+/// Every message between members is delayed by up to this much (a real
+/// network's jitter: it lets followers lag and reorders messages) ...
+const JITTER_MS: u64 = 15;
+/// ... and one in [`TAIL_ONE_IN`] by [`TAIL_MS`] to twice that (a real
+/// network's tail: a follower's replication stalls for a moment).
+const TAIL_ONE_IN: u64 = 25;
+const TAIL_MS: u64 = 40;
+/// A slow member's messages, both ways, take this much longer.
+const SLOW_MS: u64 = 100;
+
+impl Net {
     fn side(&self, member: u64) -> u32 {
-        self.0
+        self.sides
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&member)
             .copied()
             .unwrap_or(0)
     }
+
+    fn jitter(&self) -> u64 {
+        let mut x = self.dice.load(Ordering::Relaxed) | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.dice.store(x, Ordering::Relaxed);
+        if (x >> 32) % TAIL_ONE_IN == 0 {
+            TAIL_MS + x % (TAIL_MS + 1)
+        } else {
+            x % (JITTER_MS + 1)
+        }
+    }
 }
 
 /// The fault filter of one member.
 struct Cut {
     me: u64,
-    sides: Arc<Sides>,
+    net: Arc<Net>,
 }
 
 impl FaultFilter for Cut {
     fn outgoing(&self, to: u64, _rpc: Rpc) -> Fault {
-        if self.sides.side(self.me) == self.sides.side(to) {
-            Fault::Deliver
-        } else {
-            Fault::Drop
+        if self.net.side(self.me) != self.net.side(to) {
+            return Fault::Drop;
         }
+        let slow = *self.net.slow.read().unwrap_or_else(PoisonError::into_inner);
+        let extra = if slow == Some(self.me) || slow == Some(to) {
+            SLOW_MS
+        } else {
+            0
+        };
+        Fault::Delay(Duration::from_millis(self.net.jitter() + extra))
     }
 }
 
@@ -84,8 +124,19 @@ impl Member {
 /// A cluster of in-process members on loopback, on temporary storage.
 pub struct Cluster {
     pub members: Vec<Member>,
-    sides: Arc<Sides>,
-    _dir: tempfile::TempDir,
+    net: Arc<Net>,
+    /// Members started to replace removed ones so far.
+    replaced: usize,
+    dir: tempfile::TempDir,
+}
+
+async fn connect_admin(endpoint: &str) -> Result<etcd_client::Client, String> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(5));
+    etcd_client::Client::connect([endpoint], Some(options))
+        .await
+        .map_err(|e| format!("connect to {endpoint}: {e}"))
 }
 
 fn start_member(config: Config) -> Result<(Runtime, Node), String> {
@@ -126,10 +177,67 @@ impl Cluster {
                 c.initial_cluster_token = "linearizability".into();
                 c.heartbeat_interval_ms = 50;
                 c.election_timeout_ms = 500;
-                c.stale_follower_reads = stale_reads;
+                c.stale_follower_reads |= stale_reads;
                 c
             })
             .collect();
+        Cluster::launch(configs, dir)
+    }
+
+    /// Start `n` replicas of one replica table (`--replica-table`, mode
+    /// incremental): the cluster forms and grows itself (1 voter for 1-2
+    /// live replicas, 3 for 3-4, 5 for 5+), and replaces dead voters.
+    /// Waits until the voter count is the rule's.
+    pub fn start_grown(n: usize, stale_reads: bool) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = "token = \"linearizability-grown\"\nheartbeat_interval_ms = 100\ndead_after_ms = 1000\n".to_string();
+        for id in 1..=n {
+            text.push_str(&format!(
+                "\n[[replica]]\nid = {id}\nname = \"g{id}\"\nclient_url = \"http://127.0.0.1:{}\"\npeer_url = \"http://127.0.0.1:{}\"\n",
+                free_port(),
+                free_port()
+            ));
+        }
+        let table = raftcd::replicas::ReplicaTable::parse("replicas.toml", &text).expect("table");
+        let configs: Vec<Config> = (1..=n)
+            .map(|id| {
+                let mut c = Config::embedded(dir.path().join(format!("g{id}")))
+                    .with_replica_table(table.clone(), id as u64)
+                    .expect("replica config");
+                c.heartbeat_interval_ms = 50;
+                c.election_timeout_ms = 500;
+                c.stale_follower_reads |= stale_reads;
+                c
+            })
+            .collect();
+        let cluster = Cluster::launch(configs, dir);
+        let want = match n {
+            0..=2 => 1,
+            3..=4 => 3,
+            _ => 5,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.voters() != want {
+            assert!(
+                Instant::now() < deadline,
+                "the grown cluster has {} voters after 30 s, not {want}",
+                cluster.voters()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Running members that are voters.
+    pub fn voters(&self) -> usize {
+        self.members
+            .iter()
+            .filter_map(|m| m.running.as_ref())
+            .filter(|(_, node)| !node.is_learner())
+            .count()
+    }
+
+    fn launch(configs: Vec<Config>, dir: tempfile::TempDir) -> Cluster {
         // Each member's start waits for the others: start them side by side.
         let started: Vec<(Runtime, Node)> = std::thread::scope(|s| {
             let handles: Vec<_> = configs
@@ -144,7 +252,7 @@ impl Cluster {
                 .map(|h| h.join().expect("start thread").expect("start member"))
                 .collect()
         });
-        let sides = Arc::new(Sides::default());
+        let net = Arc::new(Net::default());
         let members = configs
             .into_iter()
             .zip(started)
@@ -152,7 +260,7 @@ impl Cluster {
                 let id = node.identity().member_id;
                 node.set_fault_filter(Some(Arc::new(Cut {
                     me: id,
-                    sides: sides.clone(),
+                    net: net.clone(),
                 })));
                 Member {
                     name: config.name.clone(),
@@ -165,8 +273,9 @@ impl Cluster {
             .collect();
         Cluster {
             members,
-            sides,
-            _dir: dir,
+            net,
+            replaced: 0,
+            dir,
         }
     }
 
@@ -221,8 +330,8 @@ impl Cluster {
             }
         };
         node.set_fault_filter(Some(Arc::new(Cut {
-            me: self.members[i].id,
-            sides: self.sides.clone(),
+            me: node.identity().member_id,
+            net: self.net.clone(),
         })));
         self.members[i].running = Some((runtime, node));
         Ok(())
@@ -240,19 +349,110 @@ impl Cluster {
 
     /// Cut the members in `minority` off from the others.
     pub fn partition(&self, minority: &[usize]) {
-        let mut sides = self.sides.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut sides = self
+            .net
+            .sides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         sides.clear();
         for &i in minority {
             sides.insert(self.members[i].id, 1);
         }
     }
 
+    /// Slow down every message to and from member `i`.
+    pub fn slow(&self, i: usize) {
+        *self
+            .net
+            .slow
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(self.members[i].id);
+    }
+
+    /// End partitions and slow links.
     pub fn heal(&self) {
-        self.sides
-            .0
+        self.net
+            .sides
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        *self
+            .net
+            .slow
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Replace running member `i` the way an operator would: `member
+    /// remove` it (asked of the leader, over gRPC), kill it, `member add` a
+    /// new one with a new peer URL and an empty data dir, and start that one
+    /// with `--initial-cluster-state existing` on the old one's client URL
+    /// (so the clients bound there follow). Says what happened; a refusal
+    /// (etcd's strict reconfiguration check under faults) changes nothing.
+    pub fn replace(&mut self, i: usize) -> Result<String, String> {
+        let leader = self.leader().ok_or("no leader")?;
+        let admin = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let endpoint = self.members[leader].client_url.clone();
+        let old = self.members[i].id;
+        let old_name = self.members[i].name.clone();
+        admin.block_on(async {
+            let mut client = connect_admin(&endpoint).await?;
+            client
+                .member_remove(old)
+                .await
+                .map_err(|e| format!("member remove {old_name} refused: {e}"))?;
+            Ok::<_, String>(())
+        })?;
+        self.kill(i);
+
+        self.replaced += 1;
+        let name = format!("{old_name}r{}", self.replaced);
+        let peer =
+            Url::parse(&format!("http://127.0.0.1:{}", free_port())).map_err(|e| e.to_string())?;
+        let initial_cluster: Vec<(String, Vec<Url>)> = admin.block_on(async {
+            let mut client = connect_admin(&endpoint).await?;
+            let added = client
+                .member_add([peer.to_string()], None)
+                .await
+                .map_err(|e| format!("member add {name} refused: {e}"))?;
+            let mut cluster = Vec::new();
+            for m in added.member_list() {
+                let member_name = if m.name().is_empty() {
+                    name.clone()
+                } else {
+                    m.name().to_string()
+                };
+                let urls = m
+                    .peer_urls()
+                    .iter()
+                    .map(|u| Url::parse(u).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                cluster.push((member_name, urls));
+            }
+            Ok::<_, String>(cluster)
+        })?;
+        let mut config = self.members[i].config.clone();
+        config.name = name.clone();
+        config.data_dir = self.dir.path().join(&name);
+        config.listen_peer_urls = vec![peer.clone()];
+        config.initial_advertise_peer_urls = vec![peer];
+        config.initial_cluster = initial_cluster;
+        config.initial_cluster_state = raftcd::config::ClusterState::Existing;
+        self.members[i] = Member {
+            name: name.clone(),
+            client_url: self.members[i].client_url.clone(),
+            config,
+            id: 0,
+            running: None,
+        };
+        self.restart(i)?;
+        if let Some((_, node)) = &self.members[i].running {
+            self.members[i].id = node.identity().member_id;
+        }
+        Ok(format!("removed {old_name}, added and started {name}"))
     }
 
     /// Kill every member.

@@ -26,6 +26,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use proptest::strategy::Strategy;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
 use schedule::{Run, Schedule};
 
@@ -42,8 +43,9 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Run `cases` generated schedules on clusters of `members`.
-fn explore(members: usize, cases: u32, max_steps: usize) {
+/// Run `cases` generated schedules on clusters of `members` (replicas of a
+/// self-growing cluster if `grown`).
+fn explore(members: usize, grown: bool, cases: u32, max_steps: usize) {
     let config = ProptestConfig {
         cases,
         max_shrink_iters: 12,
@@ -51,7 +53,12 @@ fn explore(members: usize, cases: u32, max_steps: usize) {
         ..ProptestConfig::default()
     };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&schedule::schedules(members, max_steps), |s| {
+    let strategy = if grown {
+        schedule::grown_schedules(members, max_steps).boxed()
+    } else {
+        schedule::schedules(members, max_steps).boxed()
+    };
+    let result = runner.run(&strategy, |s| {
         let outcome = schedule::run(&s, Run::default()).map_err(TestCaseError::fail)?;
         CHECKED.fetch_add(1, Ordering::SeqCst);
         say(&format!(
@@ -78,8 +85,22 @@ fn explore(members: usize, cases: u32, max_steps: usize) {
 fn schedules_on_3_and_5_members() {
     let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
     let before = CHECKED.load(Ordering::SeqCst);
-    explore(3, 8, 4);
-    explore(5, 8, 4);
+    explore(3, false, 8, 4);
+    explore(5, false, 8, 4);
+    say(&format!(
+        "histories checked: {}",
+        CHECKED.load(Ordering::SeqCst) - before
+    ));
+}
+
+/// The self-growing cluster under the same faults: 4 replicas (3 voters, a
+/// learner); killed voters are replaced by the cluster, restarted ones come
+/// back, while clients on every replica record the history.
+#[test]
+fn schedules_on_a_self_growing_cluster() {
+    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = CHECKED.load(Ordering::SeqCst);
+    explore(4, true, 4, 4);
     say(&format!(
         "histories checked: {}",
         CHECKED.load(Ordering::SeqCst) - before
@@ -152,8 +173,9 @@ fn soak() {
         .unwrap_or(100);
     let before = CHECKED.load(Ordering::SeqCst);
     let started = std::time::Instant::now();
-    explore(3, cases, 8);
-    explore(5, cases, 8);
+    explore(3, false, cases, 8);
+    explore(5, false, cases, 8);
+    explore(4, true, cases / 2, 6);
     say(&format!(
         "histories checked: {} in {:.0} s",
         CHECKED.load(Ordering::SeqCst) - before,

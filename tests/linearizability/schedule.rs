@@ -32,8 +32,12 @@ pub enum Fault {
     IsolateFollower,
     /// Cut a random minority off from the others.
     PartitionMinority,
-    /// End every partition.
+    /// Slow every message to and from a follower (until healed).
+    SlowFollower,
+    /// End every partition and slow link.
     Heal,
+    /// `member remove` a follower, `member add` a new one in its place.
+    ReplaceFollower,
 }
 
 /// A fault, this long after the previous step.
@@ -47,6 +51,9 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     pub members: usize,
+    /// Replicas of a replica table that grows itself (else a static
+    /// cluster started with `--initial-cluster`).
+    pub grown: bool,
     pub seed: u64,
     pub steps: Vec<Step>,
 }
@@ -63,6 +70,8 @@ impl fmt::Display for Fault {
             Fault::IsolateFollower => write!(f, "isolate-follower"),
             Fault::PartitionMinority => write!(f, "partition-minority"),
             Fault::Heal => write!(f, "heal"),
+            Fault::SlowFollower => write!(f, "slow-follower"),
+            Fault::ReplaceFollower => write!(f, "replace-follower"),
         }
     }
 }
@@ -80,6 +89,8 @@ impl FromStr for Fault {
             "isolate-follower" => Fault::IsolateFollower,
             "partition-minority" => Fault::PartitionMinority,
             "heal" => Fault::Heal,
+            "slow-follower" => Fault::SlowFollower,
+            "replace-follower" => Fault::ReplaceFollower,
             _ => {
                 if let Some(rest) = s.strip_prefix("pause-leader-") {
                     Fault::PauseLeader(ms(rest)?)
@@ -102,8 +113,9 @@ impl fmt::Display for Schedule {
             .collect();
         write!(
             f,
-            "members={} seed={} steps={}",
+            "members={}{} seed={} steps={}",
             self.members,
+            if self.grown { " grown" } else { "" },
             self.seed,
             steps.join(",")
         )
@@ -113,14 +125,20 @@ impl fmt::Display for Schedule {
 impl FromStr for Schedule {
     type Err = String;
 
-    /// `members=3 seed=7 steps=600:kill-leader,400:heal` (steps may be empty).
+    /// `members=3 seed=7 steps=600:kill-leader,400:heal` (steps may be
+    /// empty; `members=4 grown ...` for a self-growing cluster).
     fn from_str(s: &str) -> Result<Self, String> {
         let mut schedule = Schedule {
             members: 3,
+            grown: false,
             seed: 0,
             steps: Vec::new(),
         };
         for part in s.split_whitespace() {
+            if part == "grown" {
+                schedule.grown = true;
+                continue;
+            }
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?}: expected key=value"))?;
@@ -156,6 +174,8 @@ fn fault() -> impl Strategy<Value = Fault> {
         Just(Fault::IsolateFollower),
         Just(Fault::PartitionMinority),
         Just(Fault::Heal),
+        Just(Fault::SlowFollower),
+        Just(Fault::ReplaceFollower),
     ]
 }
 
@@ -171,6 +191,31 @@ pub fn schedules(members: usize, max_steps: usize) -> impl Strategy<Value = Sche
     )
         .prop_map(move |(seed, steps)| Schedule {
             members,
+            grown: false,
+            seed,
+            steps,
+        })
+}
+
+/// Schedules for `replicas` replicas of a self-growing cluster: the same
+/// faults but the operator's replacement (the cluster replaces dead voters
+/// itself: a killed voter's place goes to a live learner within
+/// `dead_after`), 300 ms to 2 s apart so replacements happen in between.
+pub fn grown_schedules(replicas: usize, max_steps: usize) -> impl Strategy<Value = Schedule> {
+    (
+        any::<u64>(),
+        proptest::collection::vec(
+            (300u64..2000, fault())
+                .prop_filter("the cluster replaces members itself", |(_, f)| {
+                    *f != Fault::ReplaceFollower
+                })
+                .prop_map(|(after_ms, fault)| Step { after_ms, fault }),
+            1..=max_steps,
+        ),
+    )
+        .prop_map(move |(seed, steps)| Schedule {
+            members: replicas,
+            grown: true,
             seed,
             steps,
         })
@@ -207,7 +252,11 @@ pub struct Outcome {
 /// checker's explanation, the faults as they happened and the replay line.
 pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
     let started = Instant::now();
-    let mut cluster = Cluster::start(schedule.members, run.stale_reads);
+    let mut cluster = if schedule.grown {
+        Cluster::start_grown(schedule.members, run.stale_reads)
+    } else {
+        Cluster::start(schedule.members, run.stale_reads)
+    };
     if cluster.wait_leader(Duration::from_secs(10)).is_none() {
         cluster.stop();
         return Err(format!("no leader elected\nreplay: {schedule}"));
@@ -246,7 +295,8 @@ pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
             step.fault
         ));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The last fault lasts a while too.
+    std::thread::sleep(Duration::from_millis(1000));
     cluster.heal();
     for i in 0..cluster.members.len() {
         if let Err(e) = cluster.restart(i) {
@@ -264,6 +314,10 @@ pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
     cluster.stop();
 
     let history = recorder.history();
+    if let Ok(path) = std::env::var("RAFTCD_LIN_DUMP") {
+        let text: Vec<String> = history.operations.iter().map(|o| o.to_string()).collect();
+        let _ = std::fs::write(path, text.join("\n") + "\n" + &log.join("\n"));
+    }
     match linearizability::check(&history) {
         Ok(checked) => Ok(Outcome {
             checked,
@@ -276,9 +330,14 @@ pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
                 CheckError::TooComplex { .. } => "the checker gave up",
             };
             Err(format!(
-                "{what} ({} operations, {answered} answered)\n{e}\nfaults:\n{}\nreplay: RAFTCD_LIN_REPLAY='{schedule}' cargo test --release --test linearizability replay -- --ignored --nocapture",
+                "{what} ({} operations, {answered} answered)\n{e}\nfaults:\n{}\nreplay: RAFTCD_LIN_REPLAY='{schedule}' cargo test --release{} --test linearizability replay -- --ignored --nocapture",
                 history.len(),
-                log.join("\n")
+                log.join("\n"),
+                if cfg!(feature = "fault-stale-reads") {
+                    " --features fault-stale-reads"
+                } else {
+                    ""
+                }
             ))
         }
     }
@@ -372,5 +431,16 @@ fn apply(cluster: &mut Cluster, fault: Fault, rng: &mut Rng) -> String {
             cluster.heal();
             "healed".into()
         }
+        Fault::SlowFollower => match pick(rng, &followers) {
+            Some(i) => {
+                cluster.slow(i);
+                format!("slowed {} down", name(i))
+            }
+            None => "no follower running".into(),
+        },
+        Fault::ReplaceFollower => match pick(rng, &followers) {
+            Some(i) => cluster.replace(i).unwrap_or_else(|e| e),
+            None => "no follower running".into(),
+        },
     }
 }

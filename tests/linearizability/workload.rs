@@ -36,7 +36,7 @@ impl Rng {
 }
 
 /// How long a client waits for one answer before it counts as unknown.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 
 const COUNT_PREFIX: &str = "c/";
 const COUNT_END: &str = "c0";
