@@ -2,18 +2,18 @@
 //! clusters under faults, checked for linearizability.
 //!
 //! - `checker`: the checker's own tests (`raftcd::linearizability`).
-//! - `schedules_on_3_and_5_members`: proptest generates fault schedules
-//!   (kill / restart / pause the leader or a follower, isolate the leader or
-//!   a follower, cut a minority off, heal) and runs each against a fresh
-//!   in-process cluster (`cluster`) while clients over gRPC (`workload`)
-//!   record a history; every history goes to the checker. It prints
-//!   `histories checked: N`. A failure shrinks to a small schedule and
+//! - `fault_schedules`: proptest generates fault schedules (kill / restart /
+//!   pause the leader or a follower, isolate the leader or a follower, cut a
+//!   minority off, slow a follower, replace a follower, heal) and runs each
+//!   against a fresh in-process cluster (`cluster`; 3 and 5 members, and 4
+//!   replicas of a self-growing cluster) while clients over gRPC
+//!   (`workload`) record a history; every history goes to the checker. It
+//!   prints `histories checked: N`. A failure shrinks to a small schedule and
 //!   prints it as a `RAFTCD_LIN_REPLAY` line for the `replay` test.
 //! - `stale_follower_reads_are_caught`: the same harness with followers
 //!   deliberately answering linearizable reads from local state: the checker
 //!   must find the violation (with the `fault-stale-reads` feature the
-//!   whole binary is that broken raftcd, and `schedules_on_3_and_5_members`
-//!   must fail).
+//!   whole binary is that broken raftcd, and `fault_schedules` must fail).
 //! - Long runs: `RAFTCD_SOAK=1 cargo test --release --test linearizability
 //!   -- --ignored --nocapture` (`RAFTCD_LIN_CASES`, default 100 per size).
 
@@ -81,25 +81,15 @@ fn explore(members: usize, grown: bool, cases: u32, max_steps: usize) {
     }
 }
 
+/// 8 schedules on 3 members, 8 on 5, and 4 on a self-growing cluster of 4
+/// replicas (3 voters, a learner: killed voters are replaced by the
+/// cluster itself, restarted ones come back).
 #[test]
-fn schedules_on_3_and_5_members() {
+fn fault_schedules() {
     let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
     let before = CHECKED.load(Ordering::SeqCst);
     explore(3, false, 8, 4);
     explore(5, false, 8, 4);
-    say(&format!(
-        "histories checked: {}",
-        CHECKED.load(Ordering::SeqCst) - before
-    ));
-}
-
-/// The self-growing cluster under the same faults: 4 replicas (3 voters, a
-/// learner); killed voters are replaced by the cluster, restarted ones come
-/// back, while clients on every replica record the history.
-#[test]
-fn schedules_on_a_self_growing_cluster() {
-    let _machine = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
-    let before = CHECKED.load(Ordering::SeqCst);
     explore(4, true, 4, 4);
     say(&format!(
         "histories checked: {}",
