@@ -82,48 +82,37 @@ fn stale_read_fails_with_the_shortest_window() {
     assert!(lines[0].contains("get \"k\"  ->  \"a\""), "{text}");
 }
 
+/// A put of "0", then two concurrent compare-and-swaps from "0" with these
+/// answers.
+fn two_swaps(first: bool, second: bool) -> Vec<Operation> {
+    vec![
+        op(1, put("k", "0"), Output::Put, 0, 10),
+        op(
+            1,
+            cas("k", Some("0"), "1"),
+            Output::Cas { succeeded: first },
+            20,
+            40,
+        ),
+        op(
+            2,
+            cas("k", Some("0"), "2"),
+            Output::Cas { succeeded: second },
+            25,
+            45,
+        ),
+    ]
+}
+
 #[test]
 fn lost_update_fails() {
-    // Two compare-and-swaps from the same value both claim success.
-    let ops = vec![
-        op(1, put("k", "0"), Output::Put, 0, 10),
-        op(
-            1,
-            cas("k", Some("0"), "1"),
-            Output::Cas { succeeded: true },
-            20,
-            40,
-        ),
-        op(
-            2,
-            cas("k", Some("0"), "2"),
-            Output::Cas { succeeded: true },
-            25,
-            45,
-        ),
-    ];
-    let text = violation(ops);
+    // Both claim success: one of them overwrote the other's update.
+    let text = violation(two_swaps(true, true));
     assert!(text.contains("if \"k\" == \"0\" then put \"1\""), "{text}");
     assert!(text.contains("if \"k\" == \"0\" then put \"2\""), "{text}");
-    // One of them alone is fine.
-    let ops = vec![
-        op(1, put("k", "0"), Output::Put, 0, 10),
-        op(
-            1,
-            cas("k", Some("0"), "1"),
-            Output::Cas { succeeded: true },
-            20,
-            40,
-        ),
-        op(
-            2,
-            cas("k", Some("0"), "2"),
-            Output::Cas { succeeded: false },
-            25,
-            45,
-        ),
-        op(2, get("k"), got("1"), 50, 60),
-    ];
+    // One winner is fine.
+    let mut ops = two_swaps(true, false);
+    ops.push(op(2, get("k"), got("1"), 50, 60));
     check(&History::new(ops)).expect("one winner");
 }
 

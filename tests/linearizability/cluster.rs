@@ -14,9 +14,8 @@
 //!   100 ms more.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use raftcd::raft::network::{Fault, FaultFilter, Rpc};
@@ -24,21 +23,9 @@ use raftcd::{Config, Node};
 use tokio::runtime::Runtime;
 use url::Url;
 
-/// A free loopback port, never one handed out before in this process.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port");
-        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+#[path = "../support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// The network between the members: which side of a partition each member
 /// is on (absent: side 0), which member's links are slow, and the jitter

@@ -7,29 +7,15 @@ pub mod replicas;
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1, never one this process was given before
-/// (the OS hands a just-freed port out again, and a test that asks for
-/// several ports before binding any would get the same one twice).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port");
-        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-        if given.insert(port) {
-            return port;
-        }
-    }
-}
+#[path = "../../support/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// The machine the tests share. They all run in one process, side by side on
 /// the harness's threads; a test that loads the whole machine for minutes
