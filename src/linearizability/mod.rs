@@ -253,7 +253,7 @@ pub struct Violation {
     pub possibly_applied: Vec<Operation>,
 }
 
-/// Stands for "a value no answer showed" in the relaxed search (a value no
+/// Stands for "a value no answer showed" in the search by class (a value no
 /// history is expected to hold; the checker skips that search if one does).
 pub(crate) const UNREAD: &[u8] = b"\0\xffunread\xff\0";
 
