@@ -100,6 +100,9 @@ pub struct Member {
     config: Config,
     id: u64,
     running: Option<(Runtime, Node)>,
+    /// Removed from the cluster (a replacement whose `member add` was
+    /// refused): never started again.
+    removed: bool,
 }
 
 impl Member {
@@ -114,6 +117,8 @@ pub struct Cluster {
     net: Arc<Net>,
     /// Members started to replace removed ones so far.
     replaced: usize,
+    /// Starts that never finished (a member that cannot find its leader).
+    pub hung: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -124,6 +129,31 @@ async fn connect_admin(endpoint: &str) -> Result<etcd_client::Client, String> {
     etcd_client::Client::connect([endpoint], Some(options))
         .await
         .map_err(|e| format!("connect to {endpoint}: {e}"))
+}
+
+/// How long a member's start may take before the harness calls it hung.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a member did not start.
+pub enum StartFailure {
+    /// `Node::start` returned this error.
+    Refused(String),
+    /// `Node::start` did not return within [`START_TIMEOUT`] (its thread
+    /// and runtime are left behind).
+    Hung,
+}
+
+/// [`start_member`] on a thread of its own, given up after [`START_TIMEOUT`].
+fn start_member_within(config: Config) -> Result<(Runtime, Node), StartFailure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(start_member(config));
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(started)) => Ok(started),
+        Ok(Err(e)) => Err(StartFailure::Refused(e)),
+        Err(_) => Err(StartFailure::Hung),
+    }
 }
 
 fn start_member(config: Config) -> Result<(Runtime, Node), String> {
@@ -255,6 +285,7 @@ impl Cluster {
                     config,
                     id,
                     running: Some((runtime, node)),
+                    removed: false,
                 }
             })
             .collect();
@@ -262,6 +293,7 @@ impl Cluster {
             members,
             net,
             replaced: 0,
+            hung: Vec::new(),
             dir,
         }
     }
@@ -306,14 +338,26 @@ impl Cluster {
         if self.members[i].is_running() {
             return Ok(());
         }
+        if self.members[i].removed {
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_secs(15);
         let (runtime, node) = loop {
-            match start_member(self.members[i].config.clone()) {
+            match start_member_within(self.members[i].config.clone()) {
                 Ok(started) => break started,
-                Err(e) if Instant::now() > deadline => {
+                Err(StartFailure::Hung) => {
+                    self.hung.push(format!(
+                        "{} did not finish starting in {} s (its peers' leader: {:?})",
+                        self.members[i].name,
+                        START_TIMEOUT.as_secs(),
+                        self.leader().map(|l| self.members[l].name.clone())
+                    ));
+                    return Err(format!("restart of {}: hung", self.members[i].name));
+                }
+                Err(StartFailure::Refused(e)) if Instant::now() > deadline => {
                     return Err(format!("restart of {}: {e}", self.members[i].name))
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(StartFailure::Refused(_)) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
         node.set_fault_filter(Some(Arc::new(Cut {
@@ -394,6 +438,7 @@ impl Cluster {
             Ok::<_, String>(())
         })?;
         self.kill(i);
+        self.members[i].removed = true;
 
         self.replaced += 1;
         let name = format!("{old_name}r{}", self.replaced);
@@ -434,6 +479,7 @@ impl Cluster {
             config,
             id: 0,
             running: None,
+            removed: false,
         };
         self.restart(i)?;
         if let Some((_, node)) = &self.members[i].running {

@@ -251,6 +251,7 @@ pub struct Outcome {
 /// Run `schedule` on a fresh cluster and check the history. `Err` holds the
 /// checker's explanation, the faults as they happened and the replay line.
 pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
+    log_if_asked();
     let started = Instant::now();
     let mut cluster = if schedule.grown {
         Cluster::start_grown(schedule.members, run.stale_reads)
@@ -311,8 +312,16 @@ pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
         .map(|r| r.unwrap_or(0))
         .sum();
     runtime.shutdown_background();
+    let hung = std::mem::take(&mut cluster.hung);
     cluster.stop();
 
+    if !hung.is_empty() {
+        let hung = hung.join("; ");
+        return Err(format!(
+            "a member never finished starting: {hung}\nfaults:\n{}\nreplay: RAFTCD_LIN_REPLAY='{schedule}' cargo test --release --test linearizability replay -- --ignored --nocapture",
+            log.join("\n")
+        ));
+    }
     let history = recorder.history();
     if let Ok(path) = std::env::var("RAFTCD_LIN_DUMP") {
         let text: Vec<String> = history.operations.iter().map(|o| o.to_string()).collect();
@@ -341,6 +350,21 @@ pub fn run(schedule: &Schedule, run: Run) -> Result<Outcome, String> {
             ))
         }
     }
+}
+
+/// With `RAFTCD_LIN_LOG=FILTER` (e.g. `info` or `raftcd=debug`), the
+/// members' logs go to the test's output (with `--nocapture`, to stderr).
+fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("RAFTCD_LIN_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_thread_names(true)
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 /// Apply one fault; says what it did.
