@@ -17,6 +17,7 @@ mod watch_util;
 mod bad_input;
 mod catchup;
 mod cluster;
+mod crash_rounds;
 mod disk;
 mod durability;
 mod embed;
