@@ -64,7 +64,7 @@ impl Net {
         x ^= x >> 7;
         x ^= x << 17;
         self.dice.store(x, Ordering::Relaxed);
-        if (x >> 32) % TAIL_ONE_IN == 0 {
+        if (x >> 32).is_multiple_of(TAIL_ONE_IN) {
             TAIL_MS + x % (TAIL_MS + 1)
         } else {
             x % (JITTER_MS + 1)
