@@ -336,9 +336,7 @@ impl Server {
                             Ok(Err(RaftError::Fatal(_))) => Err(ApiError::Stopped),
                         }
                     }
-                    Some(_) if self.inner.config.stale_follower_reads => {
-                        Ok(Attempt::Done(()))
-                    }
+                    Some(_) if self.inner.config.stale_follower_reads => Ok(Attempt::Done(())),
                     Some(l) => self.follower_read_index(l, deadline).await,
                 }
             },
