@@ -116,12 +116,17 @@ impl StartFile {
                 })
             }
         };
-        toml::from_str(&text)
+        Self::parse(&text)
             .map(Some)
-            .map_err(|e| InitError::Read {
+            .map_err(|reason| InitError::Read {
                 path: path.display().to_string(),
-                reason: e.message().to_string(),
+                reason,
             })
+    }
+
+    /// Read a start file's text (unchecked: see [`StartFile::check`]).
+    pub fn parse(text: &str) -> Result<StartFile, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
     }
 }
 
@@ -150,10 +155,17 @@ pub fn init(dir: &Path, file: &StartFile) -> Result<PathBuf, InitError> {
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    // A comment is one line of printable text: a path with a newline or
+    // another control character in it is written quoted and escaped.
+    let shown = dir.display().to_string();
+    let shown = if shown.chars().any(char::is_control) {
+        format!("{shown:?}")
+    } else {
+        shown
+    };
     let text = format!(
         "# This member's configuration, written by `raftcd storage init`.\n\
-         # Start it with: raftcd --data-dir {}\n{}",
-        dir.display(),
+         # Start it with: raftcd --data-dir {shown}\n{}",
         toml::to_string(file).map_err(|e| InitError::Read {
             path: dir.display().to_string(),
             reason: e.to_string(),
@@ -218,5 +230,22 @@ mod tests {
             StartFile::load(tmp.path()).unwrap().is_none(),
             "nothing written"
         );
+    }
+
+    /// Found by the `start_file` fuzz target: the data dir's path went into
+    /// the file's first comment as it was, so a name with a newline or a
+    /// DEL (`{name}.raftcd` is init's default dir) made a start file that
+    /// could not be read back, or added lines to it.
+    #[test]
+    fn a_data_dir_named_with_control_characters_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["\u{7f}", "a\n[x]", "tab\there"] {
+            let mut f = file();
+            f.name = name.into();
+            f.initial_cluster = format!("{name}=http://127.0.0.1:2380");
+            let dir = tmp.path().join(format!("{name}.raftcd"));
+            init(&dir, &f).unwrap();
+            assert_eq!(StartFile::load(&dir).unwrap(), Some(f), "{name:?}");
+        }
     }
 }

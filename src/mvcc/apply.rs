@@ -200,6 +200,11 @@ impl Applier {
     }
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        // etcd looks the lease up before the key (a txn's puts were checked
+        // in its order, key first, by `check_path`).
+        if !req.ignore_lease {
+            self.check_lease(req.lease)?;
+        }
         let prev = self.latest_live(&req.key);
         let value = if req.ignore_value {
             prev.as_ref()
@@ -213,7 +218,6 @@ impl Applier {
                 .map(|p| p.lease)
                 .ok_or(MvccError::KeyNotFound)?
         } else {
-            self.check_lease(req.lease)?;
             req.lease
         };
         let sub = self.next_sub;
@@ -406,9 +410,53 @@ impl Applier {
     }
 
     fn txn_top(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        // As etcd, before anything runs: first every put on the branches
+        // taken, then every range's revision (so a txn with both kinds of
+        // mistake fails as etcd's does).
+        let mut range_error = None;
+        self.check_path(req, &mut range_error)?;
+        if let Some(e) = range_error {
+            return Err(e);
+        }
         let mut resp = self.txn(req)?;
         resp.header = header(self.current_rev());
         Ok(resp)
+    }
+
+    /// etcd's `checkRequests` over the branches `req` takes (on the state
+    /// before the txn): a put's error at once, the first range's in
+    /// `range_error`.
+    fn check_path(
+        &self,
+        req: &TxnRequest,
+        range_error: &mut Option<MvccError>,
+    ) -> Result<(), MvccError> {
+        let ops = if self.compares_hold(&req.compare)? {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            match &op.request {
+                Some(Request::RequestTxn(t)) => self.check_path(t, range_error)?,
+                Some(Request::RequestPut(p)) => {
+                    let live = |k: &[u8]| self.base.index.get(k).and_then(|h| live_at(h, i64::MAX));
+                    if (p.ignore_value || p.ignore_lease) && live(&p.key).is_none() {
+                        return Err(MvccError::KeyNotFound);
+                    }
+                    self.check_lease(p.lease)?;
+                }
+                Some(Request::RequestRange(r)) if range_error.is_none() => {
+                    if r.revision > self.base.revision {
+                        *range_error = Some(MvccError::FutureRevision);
+                    } else if r.revision > 0 && r.revision < self.base.compact_revision {
+                        *range_error = Some(MvccError::Compacted);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
@@ -498,11 +546,13 @@ fn compare_one(
                 (CompareTarget::Lease, Some(r)) => r.lease,
                 (CompareTarget::Value, Some(_)) => 0,
             };
-            let want = match tu {
-                Some(TargetUnion::Version(v))
-                | Some(TargetUnion::CreateRevision(v))
-                | Some(TargetUnion::ModRevision(v))
-                | Some(TargetUnion::Lease(v)) => *v,
+            // As etcd's compareKV: the union's value counts only if it is
+            // the target's own kind; any other kind compares with 0.
+            let want = match (target, tu) {
+                (CompareTarget::Version, Some(TargetUnion::Version(v)))
+                | (CompareTarget::Create, Some(TargetUnion::CreateRevision(v)))
+                | (CompareTarget::Mod, Some(TargetUnion::ModRevision(v)))
+                | (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => *v,
                 _ => 0,
             };
             have.cmp(&want)

@@ -169,7 +169,7 @@ fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), MvccError> {
 /// The keys a branch writes: single-key puts and delete intervals.
 #[derive(Default)]
 struct Writes {
-    puts: Vec<Vec<u8>>,
+    puts: std::collections::BTreeSet<Vec<u8>>,
     dels: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -178,51 +178,49 @@ impl Writes {
         self.dels.iter().any(|(s, e)| in_range(key, s, e))
     }
     fn puts(&self, key: &[u8]) -> bool {
-        self.puts.iter().any(|p| p == key)
+        self.puts.contains(key)
     }
 }
 
-/// Within one branch, a key may be put at most once and never both put and
-/// deleted; a nested txn's branches are each checked and must not touch what
-/// the enclosing branch writes.
+/// etcd's `checkIntervals`, for one branch: a key may be put at most once
+/// and never both put and deleted. A nested txn's puts must not meet a put
+/// or delete of this branch or of a nested txn before it (sibling txns
+/// both run); its two branches may put the same key (only one runs).
 fn check_intervals(ops: &[RequestOp]) -> Result<Writes, MvccError> {
     let mut w = Writes::default();
-    // Nested txns first, as etcd does.
-    for op in ops {
-        if let Some(Request::RequestTxn(t)) = &op.request {
-            let s = check_intervals(&t.success)?;
-            let f = check_intervals(&t.failure)?;
-            for branch in [s, f] {
-                w.puts.extend(branch.puts);
-                w.dels.extend(branch.dels);
-            }
-        }
-    }
-    // Sibling nested txns may put the same key (only one branch runs), so
-    // dedup what came from them before adding this level's writes.
-    w.puts.sort();
-    w.puts.dedup();
     for op in ops {
         if let Some(Request::RequestDeleteRange(d)) = &op.request {
             w.dels.push((d.key.to_vec(), d.range_end.to_vec()));
         }
     }
-    let nested_puts = w.puts.len();
+    // Nested txns first, as etcd does.
+    for op in ops {
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
+        let then = check_intervals(&t.success)?;
+        let other = check_intervals(&t.failure)?;
+        for k in &then.puts {
+            if w.puts(k) || w.deletes(k) {
+                return Err(MvccError::DuplicateKey);
+            }
+        }
+        w.puts.extend(then.puts.iter().cloned());
+        for k in other.puts {
+            if (w.puts(&k) && !then.puts(&k)) || w.deletes(&k) {
+                return Err(MvccError::DuplicateKey);
+            }
+            w.puts.insert(k);
+        }
+        w.dels.extend(then.dels);
+        w.dels.extend(other.dels);
+    }
     for op in ops {
         if let Some(Request::RequestPut(p)) = &op.request {
             if w.puts(&p.key) || w.deletes(&p.key) {
                 return Err(MvccError::DuplicateKey);
             }
-            w.puts.push(p.key.to_vec());
-        }
-    }
-    // Deletes at this level must not cover a nested txn's put.
-    for p in &w.puts[..nested_puts] {
-        if ops.iter().any(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => in_range(p, &d.key, &d.range_end),
-            _ => false,
-        }) {
-            return Err(MvccError::DuplicateKey);
+            w.puts.insert(p.key.to_vec());
         }
     }
     Ok(w)

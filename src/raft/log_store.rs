@@ -108,7 +108,7 @@ impl LogStore {
             })?,
             None => HardState::default(),
         };
-        let keep_from = hard.purged.map_or(0, |p| p.index + 1);
+        let keep_from = hard.purged.map_or(0, |p| p.index.saturating_add(1));
         let reach = hard.committed.map_or(0, |c| c.index);
         let observer: crate::storage::SyncObserver =
             Arc::new(|took| crate::metrics::WAL_FSYNC.observe(took));
@@ -199,9 +199,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let end = match range.end_bound() {
             Bound::Included(&i) => i.saturating_add(1),
             Bound::Excluded(&i) => i,
-            Bound::Unbounded => self.wal.bounds().1.map_or(0, |l| l + 1),
+            Bound::Unbounded => self.wal.bounds().1.map_or(0, |l| l.saturating_add(1)),
         };
-        let keep_from = self.hard().purged.map_or(0, |p| p.index + 1);
+        let keep_from = self.hard().purged.map_or(0, |p| p.index.saturating_add(1));
         self.entries(start.max(keep_from), end).map_err(read_err)
     }
 }
@@ -213,7 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = self.hard().purged;
         let last = match self.wal.bounds().1 {
             Some(i) if purged.is_none_or(|p| i > p.index) => self
-                .entries(i, i + 1)
+                .entries(i, i.saturating_add(1))
                 .map_err(read_err)?
                 .pop()
                 .map(|e| e.log_id),
@@ -444,5 +444,22 @@ mod tests {
         drop(log);
         let (mut log, _) = LogStore::open(storage).unwrap();
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(8)));
+    }
+
+    /// Found by the `blob` fuzz target: a `raft` file whose purge point is
+    /// index u64::MAX overflowed `index + 1` (a panic in debug builds).
+    #[tokio::test]
+    async fn a_purge_point_at_the_last_index_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Arc::new(OsSync)).unwrap();
+        let hard = HardState {
+            purged: Some(log_id(u64::MAX)),
+            ..Default::default()
+        };
+        storage.write(Blob::Raft, &encode(&hard)).unwrap();
+        let (mut log, _) = LogStore::open(storage).unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(u64::MAX)));
+        assert!(log.try_get_log_entries(0..).await.unwrap().is_empty());
     }
 }

@@ -413,6 +413,13 @@ struct MemberFile {
     token: u64,
 }
 
+/// The identity and token hash a `member` file's contents hold (public
+/// for the `blob` fuzz target).
+#[doc(hidden)]
+pub fn decode_member_file(bytes: &[u8]) -> Result<(Identity, u64), crate::codec::CodecError> {
+    decode::<MemberFile>(bytes).map(|f| (f.identity, f.token))
+}
+
 /// This member's identity: the one stored in the data dir, or for a new
 /// data dir derived from the flags (`new`) or learnt from the cluster
 /// (`existing`), then stored.
@@ -424,13 +431,13 @@ async fn resolve_identity(
     let dir = || config.data_dir.display().to_string();
     let token = token_hash(&config.initial_cluster_token);
     if let Some(bytes) = storage.read(Blob::Member)? {
-        let stored: MemberFile = decode(&bytes).map_err(|e| StorageError::Decode {
-            file: storage.file(Blob::Member),
-            reason: e.to_string(),
-        })?;
-        let found = stored.identity;
+        let (found, stored_token) =
+            decode_member_file(&bytes).map_err(|e| StorageError::Decode {
+                file: storage.file(Blob::Member),
+                reason: e.to_string(),
+            })?;
         let derived = Identity::derive(config);
-        if found.name != config.name || stored.token != token {
+        if found.name != config.name || stored_token != token {
             return Err(StartError::WrongDataDir {
                 dir: dir(),
                 found_name: found.name,

@@ -30,6 +30,7 @@ mod keepalive;
 mod layering;
 mod lease;
 mod metrics;
+mod model;
 mod partition;
 mod peer_port;
 mod snapshot_restore;

@@ -48,10 +48,13 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     if seq.len() != 16 || first.len() != 16 {
         return None;
     }
-    Some((
+    let (seq, first) = (
         u64::from_str_radix(seq, 16).ok()?,
         u64::from_str_radix(first, 16).ok()?,
-    ))
+    );
+    // Never written (the next sequence number and index must not
+    // overflow): not a segment of ours.
+    (seq < u64::MAX && first < u64::MAX).then_some((seq, first))
 }
 
 /// Index of the first and last entry `segments` hold (`None`: none).
@@ -237,8 +240,13 @@ fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<R
                             format!("expected entry {index}, found {found:?}"),
                         ));
                     }
+                    // No log comes near index u64::MAX: one there is
+                    // damage (and the next index must not overflow).
+                    let Some(next) = index.checked_add(1) else {
+                        return Err(damaged(path, at as u64, "entry index u64::MAX"));
+                    };
                     entries.push((at as u64, size as u32));
-                    index += 1;
+                    index = next;
                     at += size;
                 }
                 Parsed::Record { kind, .. } => {
@@ -308,4 +316,37 @@ fn check_follows(prev: &Segment, next: &Segment, keep_from: u64) -> Result<(), S
         return Err(damaged(&next.path, 0, format!("segment starts at index {} but the previous one ends before {expected}: entries are missing", next.first_index)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::OsSync;
+
+    /// Found by the `wal` fuzz target: a segment starting just below
+    /// u64::MAX with two entries overflowed the next index (a panic in
+    /// debug builds); it is damage, and a name at u64::MAX is no segment.
+    #[test]
+    fn indices_at_the_end_of_u64_are_refused_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = u64::MAX - 1;
+        let mut bytes = MAGIC.to_vec();
+        let mut head = vec![VERSION];
+        head.extend_from_slice(&1u64.to_le_bytes());
+        head.extend_from_slice(&first.to_le_bytes());
+        frame::put(&mut bytes, KIND_HEADER, &head);
+        for i in [first, u64::MAX] {
+            frame::put_parts(&mut bytes, KIND_ENTRY, &[&i.to_le_bytes(), b"e"]);
+        }
+        std::fs::write(dir.path().join(segment_name(1, first)), &bytes).unwrap();
+        let err = recover(dir.path(), 0, 0, &OsSync).err().expect("refused");
+        assert!(err.to_string().contains("entry index u64::MAX"), "{err}");
+        std::fs::remove_file(dir.path().join(segment_name(1, first))).unwrap();
+        std::fs::write(dir.path().join(segment_name(u64::MAX, 1)), &bytes).unwrap();
+        let err = recover(dir.path(), 0, 0, &OsSync).err().expect("refused");
+        assert!(
+            err.to_string().contains("not a raftcd log segment"),
+            "{err}"
+        );
+    }
 }
