@@ -8,7 +8,9 @@ use raftcd::mvcc::{validate, Command, Reply, View};
 use raftcd::pb::etcdserverpb::TxnRequest;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(txn) = TxnRequest::decode(data) else { return };
+    let Ok(txn) = TxnRequest::decode(data) else {
+        return;
+    };
     if validate::check_txn(&txn, 128).is_err() {
         return;
     }

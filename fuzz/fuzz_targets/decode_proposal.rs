@@ -2,12 +2,12 @@
 //! overflows the stack, and checking what decodes never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use raftcd::codec::decode;
 use raftcd::mvcc::command::Proposal;
 use raftcd::mvcc::validate::{check_command, Limits, Origin};
-use raftcd::storage::{decode, Space};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(proposal) = decode::<Proposal>(Space::Log, data) else {
+    let Ok(proposal) = decode::<Proposal>(data) else {
         return;
     };
     let limits = Limits {
