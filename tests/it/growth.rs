@@ -127,6 +127,11 @@ fn replicas_started_one_by_one_grow_the_voters_1_1_3_3_5_and_replace_a_dead_lead
         (v.len() == 5).then_some(v)
     });
     assert!(voters.contains(&format!("r{dead}")));
+    // The writer runs through the whole change (and a little past it when
+    // the change was quick and etcdctl slow to spawn: at least 11 writes).
+    eventually(Duration::from_secs(30), || {
+        (done.load(Ordering::Relaxed) > 10 || failed.load(Ordering::Relaxed) > 0).then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     assert_eq!(
