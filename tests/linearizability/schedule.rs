@@ -371,36 +371,25 @@ fn log_if_asked() {
 fn apply(cluster: &mut Cluster, fault: Fault, rng: &mut Rng) -> String {
     let n = cluster.members.len();
     let leader = cluster.leader();
-    let running: Vec<usize> = (0..n)
-        .filter(|&i| cluster.members[i].is_running())
+    let followers: Vec<usize> = (0..n)
+        .filter(|&i| cluster.members[i].is_running() && Some(i) != leader)
         .collect();
-    let followers: Vec<usize> = running
-        .iter()
-        .copied()
-        .filter(|&i| Some(i) != leader)
-        .collect();
-    let pick = |rng: &mut Rng, from: &[usize]| -> Option<usize> {
-        (!from.is_empty()).then(|| from[rng.below(from.len() as u64) as usize])
-    };
     let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
     let name = |i: usize| names[i].clone();
-    match fault {
-        Fault::KillLeader | Fault::KillFollower => {
-            let victim = if fault == Fault::KillLeader {
-                leader
-            } else {
-                pick(rng, &followers)
-            };
-            match victim {
-                Some(i) => {
-                    let who = name(i);
-                    cluster.kill(i);
-                    format!("killed {who}")
-                }
-                None => "no such member running".into(),
-            }
+    // The member a one-member fault hits.
+    let victim = match fault {
+        Fault::KillLeader | Fault::PauseLeader(_) | Fault::IsolateLeader => leader,
+        Fault::KillFollower
+        | Fault::PauseFollower(_)
+        | Fault::IsolateFollower
+        | Fault::SlowFollower
+        | Fault::ReplaceFollower => {
+            (!followers.is_empty()).then(|| followers[rng.below(followers.len() as u64) as usize])
         }
-        Fault::Restart => {
+        Fault::Restart | Fault::PartitionMinority | Fault::Heal => None,
+    };
+    match (fault, victim) {
+        (Fault::Restart, _) => {
             let mut started = Vec::new();
             for i in 0..n {
                 if !cluster.members[i].is_running() {
@@ -412,35 +401,7 @@ fn apply(cluster: &mut Cluster, fault: Fault, rng: &mut Rng) -> String {
             }
             format!("restarted [{}]", started.join(", "))
         }
-        Fault::PauseLeader(ms) | Fault::PauseFollower(ms) => {
-            let victim = if matches!(fault, Fault::PauseLeader(_)) {
-                leader
-            } else {
-                pick(rng, &followers)
-            };
-            match victim {
-                Some(i) => {
-                    cluster.pause(i, Duration::from_millis(ms));
-                    format!("paused {} for {ms} ms", name(i))
-                }
-                None => "no such member running".into(),
-            }
-        }
-        Fault::IsolateLeader | Fault::IsolateFollower => {
-            let victim = if fault == Fault::IsolateLeader {
-                leader
-            } else {
-                pick(rng, &followers)
-            };
-            match victim {
-                Some(i) => {
-                    cluster.partition(&[i]);
-                    format!("cut {} off", name(i))
-                }
-                None => "no such member running".into(),
-            }
-        }
-        Fault::PartitionMinority => {
+        (Fault::PartitionMinority, _) => {
             let size = 1 + rng.below(((n - 1) / 2) as u64) as usize;
             let mut all: Vec<usize> = (0..n).collect();
             let mut minority = Vec::new();
@@ -451,20 +412,27 @@ fn apply(cluster: &mut Cluster, fault: Fault, rng: &mut Rng) -> String {
             let names: Vec<String> = minority.iter().map(|&i| name(i)).collect();
             format!("cut [{}] off", names.join(", "))
         }
-        Fault::Heal => {
+        (Fault::Heal, _) => {
             cluster.heal();
             "healed".into()
         }
-        Fault::SlowFollower => match pick(rng, &followers) {
-            Some(i) => {
-                cluster.slow(i);
-                format!("slowed {} down", name(i))
-            }
-            None => "no follower running".into(),
-        },
-        Fault::ReplaceFollower => match pick(rng, &followers) {
-            Some(i) => cluster.replace(i).unwrap_or_else(|e| e),
-            None => "no follower running".into(),
-        },
+        (_, None) => "no such member running".into(),
+        (Fault::KillLeader | Fault::KillFollower, Some(i)) => {
+            cluster.kill(i);
+            format!("killed {}", name(i))
+        }
+        (Fault::PauseLeader(ms) | Fault::PauseFollower(ms), Some(i)) => {
+            cluster.pause(i, Duration::from_millis(ms));
+            format!("paused {} for {ms} ms", name(i))
+        }
+        (Fault::IsolateLeader | Fault::IsolateFollower, Some(i)) => {
+            cluster.partition(&[i]);
+            format!("cut {} off", name(i))
+        }
+        (Fault::SlowFollower, Some(i)) => {
+            cluster.slow(i);
+            format!("slowed {} down", name(i))
+        }
+        (Fault::ReplaceFollower, Some(i)) => cluster.replace(i).unwrap_or_else(|e| e),
     }
 }
