@@ -233,12 +233,8 @@ pub enum SubCommand {
 pub enum EscrowCommand {
     /// Offline: print the EIP-55 address that signed a payment.
     Recover {
-        /// The MPE contract address (20 bytes hex).
-        #[arg(long)]
-        mpe_contract: String,
-        /// The channel id (uint256, decimal or 0x hex).
-        #[arg(long)]
-        channel_id: String,
+        #[command(flatten)]
+        id: EscrowChannelId,
         /// The channel nonce the payment is for.
         #[arg(long)]
         nonce: String,
@@ -339,10 +335,10 @@ pub struct EscrowConn {
 /// A channel: contract and id.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EscrowChannelId {
-    /// The MPE contract address.
+    /// The MPE contract address (20 bytes hex).
     #[arg(long)]
     pub mpe_contract: String,
-    /// The channel id (uint256).
+    /// The channel id (uint256, decimal or 0x hex).
     #[arg(long)]
     pub channel_id: String,
 }

@@ -174,8 +174,11 @@ fn escrow(cmd: &EscrowCommand) -> std::process::ExitCode {
     };
     let (conn, op) = match cmd {
         EscrowCommand::Recover {
-            mpe_contract,
-            channel_id,
+            id:
+                raftcd::cli::EscrowChannelId {
+                    mpe_contract,
+                    channel_id,
+                },
             nonce,
             amount,
             signature,
