@@ -4,14 +4,20 @@
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    // serde in grpc-gateway's JSON (pbjson, see build.rs), for the JSON gateway.
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 pub mod authpb {
     tonic::include_proto!("authpb");
+    // serde in grpc-gateway's JSON (pbjson, see build.rs), for the JSON gateway.
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    // serde in grpc-gateway's JSON (pbjson, see build.rs), for the JSON gateway.
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// The peer protocol between members of one cluster (`proto/raftcd/peer.proto`).
