@@ -51,10 +51,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        let revision = self.server.defragment().await?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.server.header(revision)),
-        }))
+        self.server.defragment().await?;
+        // etcd 3.4 answers an empty DefragmentResponse, without a header.
+        Ok(Response::new(DefragmentResponse::default()))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
