@@ -53,7 +53,9 @@ pub fn routes(node: Server) -> Router {
         )
 }
 
-/// Unknown gRPC methods get `Unimplemented`; unknown HTTP paths a 404.
+/// gRPC calls to a service not served get grpc-go's `Unimplemented`
+/// "unknown service etcdserverpb.Auth" (unknown methods of a served service
+/// are answered by its tonic server); unknown HTTP paths a 404.
 pub async fn fallback(req: Request<Body>) -> Response {
     let grpc = req
         .headers()
@@ -61,8 +63,9 @@ pub async fn fallback(req: Request<Body>) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if grpc {
-        tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
-            .into_http::<Body>()
+        let path = req.uri().path().trim_start_matches('/');
+        let service = path.split_once('/').map_or(path, |(service, _)| service);
+        tonic::Status::unimplemented(format!("unknown service {service}")).into_http::<Body>()
     } else {
         (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
     }

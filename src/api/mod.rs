@@ -1,5 +1,6 @@
-//! The client API: etcd's gRPC services plus `/health`, `/version` and
-//! `/metrics` over HTTP, all on the client port.
+//! The client API: etcd's gRPC services, their JSON gateway (`/v3/...`,
+//! see [`gateway`]) plus `/health`, `/version` and `/metrics` over HTTP, all
+//! on the client port.
 //!
 //! Each service lives in its own file and is a thin adapter: unwrap the
 //! request, call the member's core ([`crate::server::Server`], which checks,
@@ -7,6 +8,7 @@
 //! response. Errors become etcd's status codes in one place, [`status`].
 
 pub mod cluster;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -54,7 +56,9 @@ pub fn router(node: &Server) -> axum::Router {
         node.clone(),
         learner_guard,
     ));
+    let gateway = gateway::routes(grpc.clone().fallback(http::fallback), max);
     grpc.merge(http::routes(node.clone()))
+        .merge(gateway)
         .fallback(http::fallback)
 }
 
