@@ -125,7 +125,9 @@ pub fn routes(grpc: Router, max_message: usize) -> Router {
     });
     // etcd 3.4 still serves the v3beta paths of etcd 3.3.
     Router::new()
+        .route("/v3/", any(handle))
         .route("/v3/{*path}", any(handle))
+        .route("/v3beta/", any(handle))
         .route("/v3beta/{*path}", any(handle))
         .with_state(gateway)
 }
