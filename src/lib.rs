@@ -43,6 +43,9 @@
 //! node.shutdown().await?;
 //! # Ok(()) }
 //! ```
+// The gRPC services' futures nest many async layers (tonic, the server's
+// retries, openraft); their layout queries exceed the default depth of 128.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod backup;

@@ -83,6 +83,10 @@ pub struct NodeFigures {
     pub is_leader: bool,
     pub is_learner: bool,
     pub leader_changes: u64,
+    /// Read-index rounds this member ran for linearizable reads, and the
+    /// reads those rounds served (several reads share a round).
+    pub read_index_rounds: u64,
+    pub read_index_reads: u64,
     pub term: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
@@ -145,6 +149,20 @@ pub fn render(n: &NodeFigures) -> String {
         "The current number of pending proposals to commit.",
         "gauge",
         n.last_log_index.saturating_sub(n.applied_index),
+    );
+    gauge(
+        &mut out,
+        "raftcd_server_read_index_rounds_total",
+        "Read-index rounds run for linearizable reads (a leader's quorum confirmation, or a follower's request to the leader).",
+        "counter",
+        n.read_index_rounds,
+    );
+    gauge(
+        &mut out,
+        "raftcd_server_read_index_reads_total",
+        "Linearizable reads (and followers' read-index requests, on the leader) served by those rounds.",
+        "counter",
+        n.read_index_reads,
     );
     gauge(
         &mut out,

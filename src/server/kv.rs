@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use openraft::error::RaftError;
-
 use super::ops::{LeaderOp, LeaderReply, Refusal};
 use super::{retry_until, Attempt, Server};
 use crate::error::ApiError;
@@ -22,7 +20,6 @@ use crate::pb::etcdserverpb::{
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use crate::raft::network::Rpc;
 
 /// A response whose header the state machine stamped with its revision
 /// only; [`Server::stamp`] adds the cluster fields.
@@ -316,53 +313,33 @@ impl Server {
         }
     }
 
-    /// Wait until a read on the local view is linearizable: the leader
-    /// confirms its leadership (openraft's read index); a follower asks the
-    /// leader for that index over the peer port and waits until it has
-    /// applied that far.
+    /// Wait until a read on the local view is linearizable: get a read
+    /// index from a round shared with the reads that arrived meanwhile (the
+    /// leader confirms its leadership with a quorum; a follower asks the
+    /// leader over the peer port; see `read_index.rs`), then wait until this
+    /// member has applied that far.
     pub async fn linearize(&self) -> Result<(), ApiError> {
-        let me = self.inner.identity.member_id;
-        let raft = &self.inner.raft;
         retry_until(
             super::deadline(),
             |deadline| async move {
-                match self.leader() {
-                    None => Ok(Attempt::Retry),
-                    Some(l) if l == me => {
-                        match tokio::time::timeout_at(deadline, raft.ensure_linearizable()).await {
-                            Err(_) => Err(ApiError::Timeout),
-                            Ok(Ok(_)) => Ok(Attempt::Done(())),
-                            Ok(Err(RaftError::APIError(_))) => Ok(Attempt::Retry),
-                            Ok(Err(RaftError::Fatal(_))) => Err(ApiError::Stopped),
-                        }
-                    }
-                    Some(_) if self.inner.config.stale_follower_reads => Ok(Attempt::Done(())),
-                    Some(l) => self.follower_read_index(l, deadline).await,
+                if self.leader().is_none() {
+                    return Ok(Attempt::Retry);
                 }
-            },
-            || self.no_leader_or_timeout(),
-        )
-        .await
-    }
-
-    /// A follower's linearizable read: ask leader `l` for its read index
-    /// and wait until this member has applied that far.
-    async fn follower_read_index(
-        &self,
-        l: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<Attempt<()>, ApiError> {
-        let Some(url) = self.peer_url_of(l) else {
-            return Ok(Attempt::Retry);
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let index: Result<Result<u64, Refusal>, _> = self
-            .inner
-            .transport
-            .call_typed(Rpc::ReadIndex, l, &url, &(), left)
-            .await;
-        match index {
-            Ok(Ok(index)) => {
+                if self.inner.config.stale_follower_reads
+                    && self.leader() != Some(self.inner.identity.member_id)
+                {
+                    return Ok(Attempt::Done(()));
+                }
+                let index = match tokio::time::timeout_at(deadline, self.read_index()).await {
+                    Err(_) => return Err(ApiError::Timeout),
+                    Ok(Err(_closed)) => return Err(ApiError::Stopped),
+                    Ok(Ok(Ok(index))) => index,
+                    Ok(Ok(Err(Refusal::Api(ApiError::Stopped)))) => return Err(ApiError::Stopped),
+                    Ok(Ok(Err(r))) => {
+                        tracing::debug!(refusal = ?r, "no read index this round");
+                        return Ok(Attempt::Retry);
+                    }
+                };
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match self
                     .inner
@@ -375,16 +352,10 @@ impl Server {
                     Err(openraft::metrics::WaitError::Timeout(..)) => Err(ApiError::Timeout),
                     Err(_) => Err(ApiError::Stopped),
                 }
-            }
-            Ok(Err(r)) => {
-                tracing::debug!(refusal = ?r, "read index refused");
-                Ok(Attempt::Retry)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "read index failed");
-                Ok(Attempt::Retry)
-            }
-        }
+            },
+            || self.no_leader_or_timeout(),
+        )
+        .await
     }
 
     /// Wait until this member has applied a compaction at `revision`

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
-
 use super::join::{JoinReply, JoinRequest};
 use super::ops::{LeaderOp, LeaderReply, Refusal};
 use super::replica::{DiscoverReply, DiscoverRequest};
@@ -235,17 +233,17 @@ impl Server {
         result
     }
 
-    /// The leader's read index, for a follower's linearizable read.
+    /// The leader's read index, for a follower's linearizable read: joins
+    /// this member's next read-index round; a member that does not lead
+    /// says so (the follower asks again) instead of asking further.
     async fn serve_read_index(&self) -> Result<u64, Refusal> {
-        match self.inner.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Refusal::NotLeader(f.leader_id))
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                Err(Refusal::Api(ApiError::Internal(q.to_string())))
-            }
-            Err(RaftError::Fatal(_)) => Err(Refusal::Api(ApiError::Stopped)),
+        let me = self.inner.identity.member_id;
+        match self.leader() {
+            Some(l) if l == me => self
+                .read_index()
+                .await
+                .unwrap_or(Err(Refusal::Api(ApiError::Stopped))),
+            other => Err(Refusal::NotLeader(other)),
         }
     }
 }

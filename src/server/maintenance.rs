@@ -135,6 +135,8 @@ impl Server {
             is_leader: leader == self.inner.identity.member_id,
             is_learner: s.is_learner.load(Ordering::Relaxed),
             leader_changes: s.leader_changes.load(Ordering::Relaxed),
+            read_index_rounds: self.inner.reads.rounds(),
+            read_index_reads: self.inner.reads.reads(),
             term: s.term.load(Ordering::Relaxed),
             applied_index: s.applied_index.load(Ordering::Relaxed),
             last_log_index: s.last_log_index.load(Ordering::Relaxed),

@@ -28,6 +28,7 @@ pub mod maintenance;
 pub mod membership;
 pub mod open;
 pub mod ops;
+mod read_index;
 pub mod recover;
 pub mod replica;
 pub mod tasks;
@@ -140,6 +141,8 @@ struct Inner {
     leader_contact: Arc<LeaderContact>,
     /// Every task spawned for this member, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Linearizable reads waiting for a shared read-index round.
+    reads: read_index::ReadBatcher,
 }
 
 /// The core of a running member. Cheap to clone.

@@ -170,6 +170,7 @@ impl Server {
             peer_tls,
             shutdown_tx,
             tasks: Mutex::new(Vec::new()),
+            reads: Default::default(),
             leader_contact: Arc::new(LeaderContact::default()),
         });
         let server = Server { inner };

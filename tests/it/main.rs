@@ -34,6 +34,7 @@ mod metrics;
 mod model;
 mod partition;
 mod peer_port;
+mod read_index;
 mod snapshot_restore;
 mod storage_init;
 mod tls;
