@@ -51,10 +51,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        let revision = self.server.defragment().await?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.server.header(revision)),
-        }))
+        self.server.defragment().await?;
+        // etcd 3.4 answers a Defragment without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -107,8 +106,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
         self.server.move_leader(target).await?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.server.header(self.server.view().revision)),
-        }))
+        // etcd 3.4 answers a MoveLeader without a header.
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 }

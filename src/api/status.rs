@@ -46,6 +46,12 @@ impl From<ApiError> for Status {
             ApiError::MemberBadUrls => (Code::InvalidArgument, e.to_string()),
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
             ApiError::NotAllowed(_) => (Code::PermissionDenied, e.to_string()),
+            // Plain Go errors in etcd's lock and election servers: grpc-go
+            // answers them with code Unknown.
+            ApiError::ElectionNoLeader
+            | ApiError::ElectionNotLeader
+            | ApiError::MissingLeaderKey
+            | ApiError::SessionExpired => (Code::Unknown, e.to_string()),
         };
         Status::new(code, msg)
     }
