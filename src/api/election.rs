@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::status::concurrency_status;
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderRequest, LeaderResponse, ProclaimRequest,
@@ -34,14 +35,24 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        Ok(Response::new(self.server.campaign(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .campaign(req.into_inner())
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 
     async fn proclaim(
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        Ok(Response::new(self.server.proclaim(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .proclaim(req.into_inner())
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 
     async fn leader(
@@ -49,7 +60,12 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let name = req.into_inner().name;
-        Ok(Response::new(self.server.election_leader(&name).await?))
+        Ok(Response::new(
+            self.server
+                .election_leader(&name)
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 
     type ObserveStream = ObserveStream;
@@ -59,13 +75,20 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
         let leaders = self.server.observe(&req.into_inner().name);
-        Ok(Response::new(Box::pin(ReceiverStream::new(leaders).map(Ok))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(leaders).map(Ok),
+        )))
     }
 
     async fn resign(
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        Ok(Response::new(self.server.resign(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .resign(req.into_inner())
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 }

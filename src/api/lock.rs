@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::status::concurrency_status;
 use crate::pb::v3lockpb::lock_server::Lock;
 use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use crate::server::Server;
@@ -20,13 +21,23 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        Ok(Response::new(self.server.lock(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .lock(req.into_inner())
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 
     async fn unlock(
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        Ok(Response::new(self.server.unlock(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .unlock(req.into_inner())
+                .await
+                .map_err(concurrency_status)?,
+        ))
     }
 }

@@ -57,6 +57,14 @@ impl From<ApiError> for Status {
     }
 }
 
+/// An error of the Lock and Election services. etcd runs them on its
+/// embedded client, which turns the server's errors into plain Go errors
+/// with the same text, so grpc-go answers every one of them with code
+/// Unknown ("etcdserver: requested lease not found" included).
+pub fn concurrency_status(e: ApiError) -> Status {
+    Status::new(Code::Unknown, Status::from(e).message())
+}
+
 /// tonic refuses a message above the decoding limit with `OutOfRange`
 /// "Error, decoded message length too large: found N bytes, the limit is: M
 /// bytes"; etcd (grpc-go) answers `ResourceExhausted` "grpc: received message
@@ -140,6 +148,16 @@ mod tests {
             "grpc: received message larger than max (3145739 vs. 2097152)"
         );
         assert!(etcd_size_status(&ApiError::Mvcc(MvccError::Compacted).into()).is_none());
+        let s = concurrency_status(ApiError::Mvcc(MvccError::LeaseNotFound));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "etcdserver: requested lease not found")
+        );
+        let s = concurrency_status(ApiError::ElectionNoLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "election: no leader")
+        );
         let s: Status = ApiError::RequestTooLarge.into();
         assert_eq!(
             (s.code(), s.message()),

@@ -318,7 +318,11 @@ impl Server {
         })
     }
 
-    async fn proclaim_as(&self, leader: &LeaderKey, value: Bytes) -> Result<ResponseHeader, ApiError> {
+    async fn proclaim_as(
+        &self,
+        leader: &LeaderKey,
+        value: Bytes,
+    ) -> Result<ResponseHeader, ApiError> {
         let resp = self
             .txn(TxnRequest {
                 compare: vec![created_at(&leader.key, leader.rev)],
@@ -361,13 +365,8 @@ impl Server {
         &self,
         prefix: &Bytes,
     ) -> Result<(ResponseHeader, Option<KeyValue>), ApiError> {
-        let resp = self
-            .range(by_create(prefix, SortOrder::Ascend, 0))
-            .await?;
-        Ok((
-            resp.header.unwrap_or_default(),
-            resp.kvs.into_iter().next(),
-        ))
+        let resp = self.range(by_create(prefix, SortOrder::Ascend, 0)).await?;
+        Ok((resp.header.unwrap_or_default(), resp.kvs.into_iter().next()))
     }
 
     /// Observe: the current leader of `name` (or the first one to come),

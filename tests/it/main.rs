@@ -29,6 +29,7 @@ mod growth;
 mod keepalive;
 mod layering;
 mod lease;
+mod lock_election;
 mod metrics;
 mod model;
 mod partition;
