@@ -24,6 +24,7 @@ mod embed;
 mod escrow;
 mod etcd_client;
 mod etcdctl;
+mod etcdctl_lock_elect;
 mod group_commit;
 mod growth;
 mod keepalive;
