@@ -119,10 +119,7 @@ fn revision_and_count(server: &Server, prefix: &str) -> (i64, usize) {
     assert_eq!(out.code, 0, "{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     let count = v["kvs"].as_array().map_or(0, |a| a.len());
-    (
-        v["header"]["revision"].as_i64().expect("revision"),
-        count,
-    )
+    (v["header"]["revision"].as_i64().expect("revision"), count)
 }
 
 #[test]

@@ -246,6 +246,30 @@ async fn lock_wait_ends_when_the_waiters_lease_is_revoked() {
 }
 
 #[tokio::test]
+async fn lock_wait_ends_when_the_waiters_lease_expires() {
+    let (_t, mut c) = Target::with_client(&[]).await;
+    let l1 = grant(&mut c).await;
+    // 2 s: the least TTL a single member with etcd's default timing keeps.
+    let l2 = c.lease_grant(2, None).await.unwrap().id();
+    c.lock("res", Some(LockOptions::new().with_lease(l1)))
+        .await
+        .unwrap();
+    let b = lock_in_background(&c, "res", l2);
+    until_keys(&mut c, "res/", 2).await;
+    // Nobody keeps l2 alive: it expires and its key goes.
+    until_keys(&mut c, "res/", 1).await;
+    if oracle_is_etcd() {
+        // etcd 3.4.23 waits on (see the test above).
+        still_waiting(&b).await;
+        return;
+    }
+    assert_eq!(
+        grpc(finished(b).await),
+        (Code::Unknown, "mutex: session is expired".to_string())
+    );
+}
+
+#[tokio::test]
 async fn lock_of_a_client_that_goes_away_is_released() {
     let (_t, mut c) = Target::with_client(&[]).await;
     let (l1, l2) = (grant(&mut c).await, grant(&mut c).await);
