@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/mvccpb/kv.proto",
         "etcd/authpb/auth.proto",
         "etcd/etcdserverpb/rpc.proto",
+        "etcd/v3lockpb/v3lock.proto",
+        "etcd/v3electionpb/v3election.proto",
         "raftcd/peer.proto",
         "raftcd/escrow.proto",
     ];

@@ -49,4 +49,18 @@ pub enum ApiError {
     /// the leader itself makes).
     #[error("etcdserver: {0}")]
     NotAllowed(String),
+    /// Election: no key under the election's prefix (clientv3 concurrency's
+    /// `ErrElectionNoLeader`).
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Election: the leader key given is not (any more) the leader's.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Election: Proclaim or Resign without a leader key.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// Lock or Campaign: the caller's own key went (its lease was revoked
+    /// or expired) while it waited.
+    #[error("mutex: session is expired")]
+    SessionExpired,
 }

@@ -20,6 +20,16 @@ pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
+/// etcd's Lock service (`proto/etcd/v3lockpb/v3lock.proto`).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's Election service (`proto/etcd/v3electionpb/v3election.proto`).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 /// The peer protocol between members of one cluster (`proto/raftcd/peer.proto`).
 pub mod raftcdpb {
     tonic::include_proto!("raftcdpb");

@@ -1,6 +1,7 @@
-//! The client API: etcd's gRPC services, their JSON gateway (`/v3/...`,
-//! see [`gateway`]) plus `/health`, `/version` and `/metrics` over HTTP, all
-//! on the client port.
+//! The client API: etcd's gRPC services (KV, Watch, Lease, Cluster,
+//! Maintenance, Lock, Election), their JSON gateway (`/v3/...`, see
+//! [`gateway`]) plus `/health`, `/version` and `/metrics` over HTTP, all on
+//! the client port.
 //!
 //! Each service lives in its own file and is a thin adapter: unwrap the
 //! request, call the member's core ([`crate::server::Server`], which checks,
@@ -8,10 +9,12 @@
 //! response. Errors become etcd's status codes in one place, [`status`].
 
 pub mod cluster;
+pub mod election;
 pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod status;
 pub mod watch;
@@ -24,6 +27,8 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::server::Server;
 
 /// The router of everything served on a client port.
@@ -49,6 +54,13 @@ pub fn router(node: &Server) -> axum::Router {
     )
     .add_service(
         LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
+    )
+    .add_service(
+        LockServer::new(lock::LockService::new(node.clone())).max_decoding_message_size(max),
+    )
+    .add_service(
+        ElectionServer::new(election::ElectionService::new(node.clone()))
+            .max_decoding_message_size(max),
     )
     .into_axum_router()
     .layer(axum::middleware::map_response(status::message_size_status))

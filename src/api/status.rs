@@ -46,9 +46,23 @@ impl From<ApiError> for Status {
             ApiError::MemberBadUrls => (Code::InvalidArgument, e.to_string()),
             ApiError::Internal(_) => (Code::Internal, e.to_string()),
             ApiError::NotAllowed(_) => (Code::PermissionDenied, e.to_string()),
+            // Plain Go errors in etcd's lock and election servers: grpc-go
+            // answers them with code Unknown.
+            ApiError::ElectionNoLeader
+            | ApiError::ElectionNotLeader
+            | ApiError::MissingLeaderKey
+            | ApiError::SessionExpired => (Code::Unknown, e.to_string()),
         };
         Status::new(code, msg)
     }
+}
+
+/// An error of the Lock and Election services. etcd runs them on its
+/// embedded client, which turns the server's errors into plain Go errors
+/// with the same text, so grpc-go answers every one of them with code
+/// Unknown ("etcdserver: requested lease not found" included).
+pub fn concurrency_status(e: ApiError) -> Status {
+    Status::new(Code::Unknown, Status::from(e).message())
 }
 
 /// tonic refuses a message above the decoding limit with `OutOfRange`
@@ -134,6 +148,16 @@ mod tests {
             "grpc: received message larger than max (3145739 vs. 2097152)"
         );
         assert!(etcd_size_status(&ApiError::Mvcc(MvccError::Compacted).into()).is_none());
+        let s = concurrency_status(ApiError::Mvcc(MvccError::LeaseNotFound));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "etcdserver: requested lease not found")
+        );
+        let s = concurrency_status(ApiError::ElectionNoLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "election: no leader")
+        );
         let s: Status = ApiError::RequestTooLarge.into();
         assert_eq!(
             (s.code(), s.message()),

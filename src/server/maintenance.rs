@@ -73,7 +73,7 @@ impl Server {
 
     /// Defragment: write the state file now (a snapshot) and purge the log
     /// behind it, so compacted history and old log segments leave the
-    /// disk. Returns the revision for the response header.
+    /// disk. Returns the revision it reached.
     pub async fn defragment(&self) -> Result<i64, ApiError> {
         let raft = &self.inner.raft;
         let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);

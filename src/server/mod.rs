@@ -6,6 +6,8 @@
 //!
 //! * [`open`]: opening the data dir, starting Raft, forming or joining the
 //!   cluster, waiting for a leader.
+//! * [`concurrency`]: etcd's Lock and Election services (keys under a
+//!   name bound to leases, waiters in create-revision order).
 //! * [`identity`]: member and cluster ids; the data dir's identity check.
 //! * [`kv`]: the KV and lease services over Raft (etcd's `RaftKV`).
 //! * [`leader`]: what only the leader serves, forwarding to it, leadership
@@ -20,6 +22,7 @@
 //! * [`tasks`]: the background tasks a member runs (lease expiry, snapshot
 //!   triggers, leader probes, Raft metrics).
 
+pub mod concurrency;
 pub mod identity;
 pub mod join;
 pub mod kv;
