@@ -23,11 +23,15 @@ pub mod etcdserverpb {
 /// etcd's Lock service (`proto/etcd/v3lockpb/v3lock.proto`).
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    // serde in grpc-gateway's JSON (pbjson, see build.rs), for the JSON gateway.
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// etcd's Election service (`proto/etcd/v3electionpb/v3election.proto`).
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    // serde in grpc-gateway's JSON (pbjson, see build.rs), for the JSON gateway.
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// The peer protocol between members of one cluster (`proto/raftcd/peer.proto`).

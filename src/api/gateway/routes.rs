@@ -3,16 +3,16 @@
 //! AuthStatus and Downgrade), so neither has raftcd.
 //!
 //! A service added to the client port's gRPC router later needs one line
-//! per method here, e.g. for etcd's Lock and Election services (their
-//! packages also go into build.rs's pbjson list):
-//!
-//! ```text
-//! ("/v3/lock/lock", Method::unary::<v3lockpb::LockRequest, v3lockpb::LockResponse>("/v3lockpb.Lock/Lock")),
-//! ("/v3/election/observe", Method::server_stream::<v3electionpb::LeaderRequest, v3electionpb::LeaderResponse>("/v3electionpb.Election/Observe")),
-//! ```
+//! per method here (as Lock and Election below), and its package goes into
+//! build.rs's pbjson list.
 
 use super::Method;
 use crate::pb::etcdserverpb::*;
+use crate::pb::v3electionpb::{
+    CampaignRequest, CampaignResponse, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
+};
+use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
 /// Every (HTTP path, method) pair etcd 3.4's gateway serves.
 #[rustfmt::skip]
@@ -50,6 +50,15 @@ pub fn etcd_methods() -> Vec<(&'static str, Method)> {
         ("/v3/maintenance/snapshot", M::server_stream::<SnapshotRequest, SnapshotResponse>("/etcdserverpb.Maintenance/Snapshot")),
         ("/v3/maintenance/transfer-leadership", M::unary::<MoveLeaderRequest, MoveLeaderResponse>("/etcdserverpb.Maintenance/MoveLeader")),
         // Auth: answers once the Auth service is in the gRPC router.
+        // Lock and Election (etcd 3.4's v3lock.proto and v3election.proto)
+        ("/v3/lock/lock", M::unary::<LockRequest, LockResponse>("/v3lockpb.Lock/Lock")),
+        ("/v3/lock/unlock", M::unary::<UnlockRequest, UnlockResponse>("/v3lockpb.Lock/Unlock")),
+        ("/v3/election/campaign", M::unary::<CampaignRequest, CampaignResponse>("/v3electionpb.Election/Campaign")),
+        ("/v3/election/proclaim", M::unary::<ProclaimRequest, ProclaimResponse>("/v3electionpb.Election/Proclaim")),
+        ("/v3/election/leader", M::unary::<LeaderRequest, LeaderResponse>("/v3electionpb.Election/Leader")),
+        ("/v3/election/observe", M::server_stream::<LeaderRequest, LeaderResponse>("/v3electionpb.Election/Observe")),
+        ("/v3/election/resign", M::unary::<ResignRequest, ResignResponse>("/v3electionpb.Election/Resign")),
+        // Auth
         ("/v3/auth/enable", M::unary::<AuthEnableRequest, AuthEnableResponse>("/etcdserverpb.Auth/AuthEnable")),
         ("/v3/auth/disable", M::unary::<AuthDisableRequest, AuthDisableResponse>("/etcdserverpb.Auth/AuthDisable")),
         ("/v3/auth/authenticate", M::unary::<AuthenticateRequest, AuthenticateResponse>("/etcdserverpb.Auth/Authenticate")),
