@@ -45,6 +45,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod certs;
 pub mod cli;

@@ -4,12 +4,14 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::{AuthError, ErrorClass};
 use crate::error::ApiError;
 use crate::mvcc::MvccError;
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let (code, msg): (Code, String) = match &e {
+            ApiError::Auth(a) | ApiError::Mvcc(MvccError::Auth(a)) => (auth_code(a), a.to_string()),
             ApiError::Mvcc(m) => {
                 let code = match m {
                     MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
@@ -25,6 +27,7 @@ impl From<ApiError> for Status {
                     | MvccError::UnknownCompareTarget(_)
                     | MvccError::UnknownCompareResult(_)
                     | MvccError::UnknownSort => Code::InvalidArgument,
+                    MvccError::Auth(a) => auth_code(a),
                 };
                 (code, format!("etcdserver: {m}"))
             }
@@ -48,6 +51,16 @@ impl From<ApiError> for Status {
             ApiError::NotAllowed(_) => (Code::PermissionDenied, e.to_string()),
         };
         Status::new(code, msg)
+    }
+}
+
+/// etcd's gRPC code of an auth error.
+fn auth_code(e: &AuthError) -> Code {
+    match e.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::PermissionDenied => Code::PermissionDenied,
+        ErrorClass::Unauthenticated => Code::Unauthenticated,
     }
 }
 
@@ -134,6 +147,24 @@ mod tests {
             "grpc: received message larger than max (3145739 vs. 2097152)"
         );
         assert!(etcd_size_status(&ApiError::Mvcc(MvccError::Compacted).into()).is_none());
+        let s: Status = ApiError::Auth(AuthError::PermissionDenied).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::Auth(AuthError::InvalidAuthToken)).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unauthenticated, "etcdserver: invalid auth token")
+        );
+        let s: Status = ApiError::Auth(AuthError::RootUserNotExist).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist"
+            )
+        );
         let s: Status = ApiError::RequestTooLarge.into();
         assert_eq!(
             (s.code(), s.message()),

@@ -6,6 +6,9 @@
 //!
 //! * [`open`]: opening the data dir, starting Raft, forming or joining the
 //!   cluster, waiting for a leader.
+//! * [`auth`]: who a request is from (token, certificate CN) and the
+//!   permission checks made before proposing; [`auth_service`]: etcd's
+//!   Auth service (users, roles, enable, authenticate).
 //! * [`identity`]: member and cluster ids; the data dir's identity check.
 //! * [`kv`]: the KV and lease services over Raft (etcd's `RaftKV`).
 //! * [`leader`]: what only the leader serves, forwarding to it, leadership
@@ -20,6 +23,8 @@
 //! * [`tasks`]: the background tasks a member runs (lease expiry, snapshot
 //!   triggers, leader probes, Raft metrics).
 
+pub mod auth;
+pub mod auth_service;
 pub mod identity;
 pub mod join;
 pub mod kv;
@@ -140,6 +145,10 @@ struct Inner {
     leader_contact: Arc<LeaderContact>,
     /// Every task spawned for this member, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The simple tokens this member knows (kept by the state machine).
+    tokens: Arc<crate::auth::token::SimpleTokens>,
+    /// With `--auth-token jwt`: the keys.
+    jwt: Option<Arc<crate::auth::jwt::JwtKeys>>,
 }
 
 /// The core of a running member. Cheap to clone.

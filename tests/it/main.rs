@@ -14,6 +14,7 @@ mod common;
 mod target;
 mod watch_util;
 
+mod auth;
 mod bad_input;
 mod catchup;
 mod cluster;
