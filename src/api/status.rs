@@ -61,6 +61,7 @@ fn auth_code(e: &AuthError) -> Code {
         ErrorClass::FailedPrecondition => Code::FailedPrecondition,
         ErrorClass::PermissionDenied => Code::PermissionDenied,
         ErrorClass::Unauthenticated => Code::Unauthenticated,
+        ErrorClass::Unknown => Code::Unknown,
     }
 }
 

@@ -38,6 +38,10 @@ pub enum AuthError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// A password for a user added with `--no-password` (etcd 3.4 answers
+    /// its auth store's own error, unmapped: gRPC code Unknown).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
 }
 
 /// etcd's gRPC code of an auth error, as a name `api::status` maps (this
@@ -48,6 +52,7 @@ pub enum ErrorClass {
     FailedPrecondition,
     PermissionDenied,
     Unauthenticated,
+    Unknown,
 }
 
 impl AuthError {
@@ -63,6 +68,7 @@ impl AuthError {
             | AuthNotEnabled => ErrorClass::FailedPrecondition,
             PermissionDenied => ErrorClass::PermissionDenied,
             InvalidAuthToken => ErrorClass::Unauthenticated,
+            NoPasswordUser => ErrorClass::Unknown,
         }
     }
 }

@@ -199,8 +199,10 @@ impl Server {
             let hash = auth
                 .users
                 .get(&r.name)
-                .and_then(|u| u.password.clone())
-                .ok_or(AuthError::AuthFailed)?;
+                .ok_or(AuthError::AuthFailed)?
+                .password
+                .clone()
+                .ok_or(AuthError::NoPasswordUser)?;
             let checked_revision = auth.revision;
             let password = r.password.clone();
             let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))

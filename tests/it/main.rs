@@ -25,6 +25,7 @@ mod embed;
 mod escrow;
 mod etcd_client;
 mod etcdctl;
+mod etcdctl_auth;
 mod group_commit;
 mod growth;
 mod keepalive;
