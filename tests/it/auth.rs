@@ -769,3 +769,114 @@ fn bad_auth_flags_are_refused_with_clear_errors() {
         assert!(err.contains(want), "{flags:?}: {err}");
     }
 }
+
+/// etcdctl over mutual TLS to `port`, presenting `name`'s certificate from
+/// `dir` (made by `raftcd certs`), with `args`.
+fn tls_ctl(dir: &Path, port: u16, name: &str, args: &[&str]) -> crate::common::Out {
+    let p = |f: String| dir.join(f).display().to_string();
+    let mut all = vec![
+        format!("--cacert={}", p("ca.pem".into())),
+        format!("--cert={}", p(format!("{name}.pem"))),
+        format!("--key={}", p(format!("{name}-key.pem"))),
+        "--dial-timeout=3s".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    crate::common::etcdctl(&format!("https://127.0.0.1:{port}"), &refs, None)
+}
+
+#[test]
+fn a_client_certificate_s_common_name_is_the_user_without_a_token() {
+    let _machine = crate::common::machine_share();
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    crate::common::certs(&certs, &["init"]);
+    crate::common::certs(&certs, &["server", "--hosts", "localhost"]);
+    crate::common::certs(&certs, &["client", "--name", "root"]);
+    crate::common::certs(&certs, &["client", "--name", "alice"]);
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let f = |n: &str| certs.join(n).display().to_string();
+    let mut child = std::process::Command::new(crate::common::raftcd_bin())
+        .args(["--data-dir", &tmp.path().join("d").display().to_string()])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(crate::common::peer_args(&peer))
+        .args([
+            "--cert-file",
+            &f("server.pem"),
+            "--key-file",
+            &f("server-key.pem"),
+        ])
+        .args(["--trusted-ca-file", &f("ca.pem"), "--client-cert-auth"])
+        .args(FAST)
+        .env("ETCD_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = child.stdin.take();
+    let _guard = Kill(child);
+    let ctl = |name: &str, args: &[&str]| tls_ctl(&certs, port, name, args);
+    crate::common::cluster::eventually(Duration::from_secs(30), || {
+        (ctl("root", &["endpoint", "health"]).code == 0).then_some(())
+    });
+    let ok = |out: crate::common::Out, stdout: &str| {
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (0, stdout),
+            "{}",
+            out.stderr
+        );
+    };
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "reader"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "app/",
+            "--prefix",
+        ],
+        &["user", "add", "alice", "--no-password"],
+        &["user", "grant-role", "alice", "reader"],
+        &["put", "app/x", "1"],
+        &["auth", "enable"],
+    ] {
+        let out = ctl("root", args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+    // No token: the certificate's CN is the user.
+    ok(ctl("alice", &["get", "app/x"]), "app/x\n1\n");
+    let out = ctl("alice", &["put", "app/x", "2"]);
+    assert!(
+        out.stderr.contains("Error: etcdserver: permission denied"),
+        "{out:?}"
+    );
+    let out = ctl("alice", &["user", "list"]);
+    assert!(
+        out.stderr.contains("Error: etcdserver: permission denied"),
+        "{out:?}"
+    );
+    ok(ctl("root", &["user", "list"]), "alice\nroot\n");
+    ok(ctl("root", &["put", "app/x", "3"]), "OK\n");
+    // A token wins over the certificate.
+    ok(
+        ctl("alice", &["--user", "root:rootpw", "user", "list"]),
+        "alice\nroot\n",
+    );
+}
