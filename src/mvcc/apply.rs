@@ -55,7 +55,17 @@ pub struct Applied<R = Reply> {
 /// as `Reply::Error` with the view unchanged.
 pub fn apply(view: &View, cmd: &Command) -> Applied {
     if matches!(cmd, Command::Auth { .. } | Command::Authenticate { .. }) {
-        return super::auth::apply_auth(view, cmd);
+        let (reply, auth) = super::auth::apply_auth(view, cmd);
+        let mut view = view.clone();
+        if let Some(auth) = auth {
+            view.auth = std::sync::Arc::new(auth);
+        }
+        return Applied {
+            reply,
+            view,
+            changes: Vec::new(),
+            events: Vec::new(),
+        };
     }
     let mut a = Applier::new(view);
     let result = match cmd {

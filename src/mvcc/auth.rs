@@ -5,18 +5,16 @@
 //! (`server::auth`), so a refusal usually comes early; here they run again
 //! on the state the request is applied to.
 
-use std::sync::Arc;
-
-use super::apply::Applied;
 use super::command::{ClientOp, Command, MvccError, Reply};
 use super::view::View;
-use crate::auth::{Access, AuthError, Caller};
+use crate::auth::{Access, AuthError, AuthState, Caller};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
 
-/// Apply [`Command::Auth`] or [`Command::Authenticate`] (other commands
-/// are not auth's and answer an internal error).
-pub fn apply_auth(view: &View, cmd: &Command) -> Applied {
+/// Apply [`Command::Auth`] or [`Command::Authenticate`] to `view`: the
+/// reply, and the new auth store if it changed (other commands are not
+/// auth's: [`Reply::None`]).
+pub fn apply_auth(view: &View, cmd: &Command) -> (Reply, Option<AuthState>) {
     let result = match cmd {
         Command::Auth { caller, change } => {
             let mut auth = (*view.auth).clone();
@@ -36,19 +34,9 @@ pub fn apply_auth(view: &View, cmd: &Command) -> Applied {
         }),
         _ => Ok((None, Reply::None)),
     };
-    let (auth, reply) = match result {
-        Ok(r) => r,
-        Err(e) => (None, Reply::Error(MvccError::Auth(e))),
-    };
-    let mut next = view.clone();
-    if let Some(auth) = auth {
-        next.auth = Arc::new(auth);
-    }
-    Applied {
-        reply,
-        view: next,
-        changes: Vec::new(),
-        events: Vec::new(),
+    match result {
+        Ok((auth, reply)) => (reply, auth),
+        Err(e) => (Reply::Error(MvccError::Auth(e)), None),
     }
 }
 

@@ -249,13 +249,7 @@ async fn users_and_roles_crud_with_etcd_s_errors() {
     let perms = c.role_get("r1").await.unwrap().permissions();
     let shown: Vec<(i32, Vec<u8>, Vec<u8>)> = perms
         .iter()
-        .map(|p| {
-            (
-                p.get_type() as i32,
-                p.key().to_vec(),
-                p.range_end().to_vec(),
-            )
-        })
+        .map(|p| (p.get_type(), p.key().to_vec(), p.range_end().to_vec()))
         .collect();
     assert_eq!(
         shown,

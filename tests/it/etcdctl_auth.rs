@@ -14,9 +14,18 @@
 
 use crate::common::{etcdctl, Server};
 
-/// (stdin, args, exit code, stdout, stderr without clientv3's JSON logs),
-/// in order, as etcd 3.4.23 answered them.
-const STEPS: &[(Option<&str>, &[&str], i32, &str, &[&str])] = &[
+/// One etcdctl run: stdin, args, exit code, stdout, and stderr without
+/// clientv3's JSON logs.
+type Step = (
+    Option<&'static str>,
+    &'static [&'static str],
+    i32,
+    &'static str,
+    &'static [&'static str],
+);
+
+/// The runs in order, as etcd 3.4.23 answered them.
+const STEPS: &[Step] = &[
     (
         None,
         &["auth", "enable"],
