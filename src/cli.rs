@@ -186,6 +186,17 @@ pub struct Flags {
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = parse_bool)]
     pub peer_client_cert_auth: bool,
+    /// Specify a v3 authentication token type and its options ('simple' or
+    /// 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m').
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Time (in seconds) of the auth-token-ttl.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = crate::auth::token::DEFAULT_TOKEN_TTL_SECS)]
+    pub auth_token_ttl: u64,
+    /// Specify the cost / strength of the bcrypt algorithm for hashing auth
+    /// passwords. Valid values are between 4 and 31.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = crate::auth::password::DEFAULT_BCRYPT_COST)]
+    pub bcrypt_cost: u32,
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true", value_parser = parse_bool)]
@@ -480,6 +491,8 @@ impl Flags {
             self.peer_trusted_ca_file,
             self.peer_client_cert_auth,
         )?;
+        let auth_token =
+            crate::auth::jwt::parse_auth_token(&self.auth_token).map_err(ConfigError::Invalid)?;
         let table = match (&self.replica_table, self.replica_id) {
             (None, None) => None,
             (Some(file), Some(id)) => Some((
@@ -529,6 +542,9 @@ impl Flags {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            auth_token,
+            auth_token_ttl: std::time::Duration::from_secs(self.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost,
             stale_follower_reads: cfg!(feature = "fault-stale-reads"),
             growth: None,
             forward_to: Vec::new(),

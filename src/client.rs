@@ -1,6 +1,10 @@
 //! The in-process client handle of an embedded node: the same KV operations
 //! as the gRPC API (same validation, same Raft path, same linearizability),
 //! with no network in between.
+//!
+//! It runs with no auth: it is the embedding program itself, so its
+//! requests are never checked against users and permissions, even while
+//! auth is enabled for the node's network clients.
 
 use bytes::Bytes;
 

@@ -20,8 +20,10 @@ pub const FORMAT_V1: u8 = 1;
 /// Version 2: used by records whose layout grew after version 1 (the
 /// snapshot body, which gained the lease table).
 pub const FORMAT_V2: u8 = 2;
+/// Version 3: the snapshot body with the auth store.
+pub const FORMAT_V3: u8 = 3;
 /// The newest format version this build reads.
-pub const FORMAT_LATEST: u8 = FORMAT_V2;
+pub const FORMAT_LATEST: u8 = FORMAT_V3;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

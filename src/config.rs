@@ -91,6 +91,15 @@ pub struct Config {
     /// Restart this member's data as a new one-member cluster (etcd's
     /// `--force-new-cluster`; see `crate::server::recover`).
     pub force_new_cluster: bool,
+    /// The auth token provider (etcd's `--auth-token`: `simple`, or
+    /// `jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...`).
+    pub auth_token: crate::auth::jwt::TokenProvider,
+    /// How long a simple token lives unused (etcd's `--auth-token-ttl`,
+    /// whole seconds, default 300).
+    pub auth_token_ttl: Duration,
+    /// bcrypt cost of password hashes (etcd's `--bcrypt-cost`, 4..=31,
+    /// default 10).
+    pub bcrypt_cost: u32,
     /// Deliberately broken, for the linearizability checker's own proof:
     /// followers answer linearizable reads from their local state, skipping
     /// the read index. `false` unless built with the `fault-stale-reads`
@@ -143,6 +152,9 @@ impl Config {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             syncer: None,
+            auth_token: crate::auth::jwt::TokenProvider::Simple,
+            auth_token_ttl: Duration::from_secs(crate::auth::token::DEFAULT_TOKEN_TTL_SECS),
+            bcrypt_cost: crate::auth::password::DEFAULT_BCRYPT_COST,
             stale_follower_reads: cfg!(feature = "fault-stale-reads"),
             growth: None,
             forward_to: Vec::new(),
@@ -240,7 +252,30 @@ impl Config {
                 "connection limits must be at least 1".into(),
             ));
         }
+        self.check_auth()?;
         self.check_tls()
+    }
+
+    /// The auth settings: a bcrypt cost Go's bcrypt accepts, a token TTL of
+    /// at least a second, JWT key files that load and match.
+    pub fn check_auth(&self) -> Result<(), ConfigError> {
+        use crate::auth::password::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+        if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&self.bcrypt_cost) {
+            return Err(ConfigError::Invalid(format!(
+                "--bcrypt-cost must be between {MIN_BCRYPT_COST} and {MAX_BCRYPT_COST}, not {}",
+                self.bcrypt_cost
+            )));
+        }
+        if self.auth_token_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "--auth-token-ttl must be at least 1 (seconds)".into(),
+            ));
+        }
+        if let crate::auth::jwt::TokenProvider::Jwt(opts) = &self.auth_token {
+            crate::auth::jwt::JwtKeys::load(opts)
+                .map_err(|e| ConfigError::Invalid(format!("--auth-token jwt: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The largest peer message sent or accepted: room for one Raft entry

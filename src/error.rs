@@ -11,6 +11,9 @@ use crate::mvcc::MvccError;
 pub enum ApiError {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    /// Refused by the auth store or the token check.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: no leader")]

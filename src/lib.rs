@@ -48,6 +48,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod certs;
 pub mod cli;

@@ -14,6 +14,12 @@ use tokio::sync::Semaphore;
 
 use crate::tls::ServerTls;
 
+/// The common name of the verified client certificate of the connection a
+/// request came on (a request extension, on TLS listeners that require
+/// client certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertName(pub String);
+
 /// Bind a TCP listener for a `http(s)://HOST:PORT` URL.
 pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
     let host = url.host_str().unwrap_or("127.0.0.1");
@@ -85,6 +91,7 @@ pub async fn serve_on(
             }
         };
         let _ = stream.set_nodelay(true);
+        let router = router.clone();
         let svc = TowerToHyperService::new(router.clone());
         let conn_shutdown = shutdown.clone();
         let tls = tls.clone();
@@ -94,7 +101,22 @@ pub async fn serve_on(
             match tls {
                 None => serve_connection(TokioIo::new(stream), svc, peer, conn_shutdown).await,
                 Some(tls) => match tls.accept(stream).await {
-                    Ok(s) => serve_connection(TokioIo::new(s), svc, peer, conn_shutdown).await,
+                    Ok(s) => {
+                        let name = s
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(crate::tls::common_name);
+                        let svc = match name {
+                            // Only on connections with a client certificate.
+                            Some(cn) => TowerToHyperService::new(
+                                router.layer(axum::Extension(ClientCertName(cn))),
+                            ),
+                            None => svc,
+                        };
+                        serve_connection(TokioIo::new(s), svc, peer, conn_shutdown).await
+                    }
                     Err(e) => crate::tls::log_handshake_error(peer, &e),
                 },
             }

@@ -42,7 +42,20 @@ impl ClusterService {
         header
     }
 
-    async fn change(&self, op: LeaderOp) -> Result<(Option<Member>, Vec<Member>), ApiError> {
+    /// A membership change by the sender of `req`: etcd's
+    /// `checkMembershipOperationPermission` (the root role while auth is
+    /// enabled), then the change on the leader.
+    async fn change<T>(
+        &self,
+        req: &Request<T>,
+        op: LeaderOp,
+    ) -> Result<(Option<Member>, Vec<Member>), Status> {
+        let who = super::principal(&self.node, req).await?;
+        self.node.check_admin(&who)?;
+        Ok(self.change_op(op).await?)
+    }
+
+    async fn change_op(&self, op: LeaderOp) -> Result<(Option<Member>, Vec<Member>), ApiError> {
         match self.node.leader_call(op, Origin::Client).await? {
             LeaderReply::Members { member: m, members } => {
                 Ok((m.map(member), members.into_iter().map(member).collect()))
@@ -58,13 +71,11 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        let r = r.into_inner();
-        let (added, members) = self
-            .change(LeaderOp::AddMember {
-                peer_urls: r.peer_ur_ls,
-                learner: r.is_learner,
-            })
-            .await?;
+        let op = LeaderOp::AddMember {
+            peer_urls: r.get_ref().peer_ur_ls.clone(),
+            learner: r.get_ref().is_learner,
+        };
+        let (added, members) = self.change(&r, op).await?;
         Ok(Response::new(MemberAddResponse {
             header: Some(self.header()),
             member: added,
@@ -76,11 +87,8 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        let (_, members) = self
-            .change(LeaderOp::RemoveMember {
-                id: r.into_inner().id,
-            })
-            .await?;
+        let op = LeaderOp::RemoveMember { id: r.get_ref().id };
+        let (_, members) = self.change(&r, op).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.header()),
             members,
@@ -91,13 +99,11 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        let r = r.into_inner();
-        let (_, members) = self
-            .change(LeaderOp::UpdateMember {
-                id: r.id,
-                peer_urls: r.peer_ur_ls,
-            })
-            .await?;
+        let op = LeaderOp::UpdateMember {
+            id: r.get_ref().id,
+            peer_urls: r.get_ref().peer_ur_ls.clone(),
+        };
+        let (_, members) = self.change(&r, op).await?;
         Ok(Response::new(MemberUpdateResponse {
             header: Some(self.header()),
             members,
@@ -118,11 +124,8 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let (_, members) = self
-            .change(LeaderOp::PromoteMember {
-                id: r.into_inner().id,
-            })
-            .await?;
+        let op = LeaderOp::PromoteMember { id: r.get_ref().id };
+        let (_, members) = self.change(&r, op).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.header()),
             members,

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::principal;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -22,11 +23,19 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        Ok(Response::new(self.server.range(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .range_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
+        ))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        Ok(Response::new(self.server.put(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .put_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
+        ))
     }
 
     async fn delete_range(
@@ -34,18 +43,28 @@ impl Kv for KvService {
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         Ok(Response::new(
-            self.server.delete_range(req.into_inner()).await?,
+            self.server
+                .delete_range_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
         ))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Ok(Response::new(self.server.txn(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .txn_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
+        ))
     }
 
     async fn compact(
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        Ok(Response::new(self.server.compact(req.into_inner()).await?))
+        Ok(Response::new(
+            self.server
+                .compact_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
+        ))
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::principal;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -39,7 +40,9 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         Ok(Response::new(
-            self.server.lease_grant(req.into_inner()).await?,
+            self.server
+                .lease_grant_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
         ))
     }
 
@@ -48,7 +51,9 @@ impl Lease for LeaseService {
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         Ok(Response::new(
-            self.server.lease_revoke(req.into_inner()).await?,
+            self.server
+                .lease_revoke_as(&principal(&self.server, &req).await?, req.into_inner())
+                .await?,
         ))
     }
 

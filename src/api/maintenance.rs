@@ -6,6 +6,7 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::principal;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
@@ -24,6 +25,12 @@ pub struct MaintenanceService {
 impl MaintenanceService {
     pub fn new(server: Server) -> Self {
         Self { server }
+    }
+
+    /// etcd's `authMaintenanceServer`: the root role while auth is enabled.
+    async fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let who = principal(&self.server, req).await?;
+        Ok(self.server.check_admin(&who)?)
     }
 }
 
@@ -49,14 +56,16 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&req).await?;
         self.server.defragment().await?;
         // etcd 3.4 answers an empty DefragmentResponse, without a header.
         Ok(Response::new(DefragmentResponse::default()))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin(&req).await?;
         let (hash, revision, _) = self.server.hash_kv(0).await?;
         Ok(Response::new(HashResponse {
             header: Some(self.server.header(revision)),
@@ -68,6 +77,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(&req).await?;
         let (hash, revision, compact_revision) =
             self.server.hash_kv(req.into_inner().revision).await?;
         Ok(Response::new(HashKvResponse {
@@ -81,8 +91,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.admin(&req).await?;
         let (bytes, revision) = self.server.backup().await?;
         let header = self.server.header(revision);
         let total = bytes.len();
@@ -104,6 +115,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.admin(&req).await?;
         let target = req.into_inner().target_id;
         self.server.move_leader(target).await?;
         // etcd 3.4 answers a MoveLeader without a header.

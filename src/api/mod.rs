@@ -8,6 +8,7 @@
 //! goes through Raft or reads the view, and fills the header), wrap the
 //! response. Errors become etcd's status codes in one place, [`status`].
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod gateway;
@@ -22,6 +23,8 @@ pub mod watch;
 use crate::config::GRPC_OVERHEAD_BYTES;
 pub use crate::config::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 use crate::error::ApiError;
+use crate::net::ClientCertName;
+use crate::pb::etcdserverpb::auth_server::AuthServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -29,6 +32,7 @@ use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
+use crate::server::auth::{Credentials, Principal};
 use crate::server::Server;
 
 /// The router of everything served on a client port.
@@ -62,6 +66,9 @@ pub fn router(node: &Server) -> axum::Router {
         ElectionServer::new(election::ElectionService::new(node.clone()))
             .max_decoding_message_size(max),
     )
+    .add_service(
+        AuthServer::new(auth::AuthService::new(node.clone())).max_decoding_message_size(max),
+    )
     .into_axum_router()
     .layer(axum::middleware::map_response(status::message_size_status))
     .layer(axum::middleware::from_fn_with_state(
@@ -87,4 +94,28 @@ async fn learner_guard(
         return tonic::Status::from(ApiError::NotSupportedForLearner).into_http();
     }
     next.run(req).await
+}
+
+/// What the client presented with `req`: its `token` metadata and the name
+/// of its verified client certificate.
+pub fn credentials<T>(req: &tonic::Request<T>) -> Credentials {
+    Credentials {
+        token: req
+            .metadata()
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        cert_cn: req
+            .extensions()
+            .get::<ClientCertName>()
+            .map(|n| n.0.clone()),
+    }
+}
+
+/// Who sent `req` (a bad token is etcd's "invalid auth token").
+pub async fn principal<T>(
+    server: &Server,
+    req: &tonic::Request<T>,
+) -> Result<Principal, tonic::Status> {
+    Ok(server.principal(&credentials(req)).await?)
 }

@@ -4,12 +4,14 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::{AuthError, ErrorClass};
 use crate::error::ApiError;
 use crate::mvcc::MvccError;
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let (code, msg): (Code, String) = match &e {
+            ApiError::Auth(a) | ApiError::Mvcc(MvccError::Auth(a)) => (auth_code(a), a.to_string()),
             ApiError::Mvcc(m) => {
                 let code = match m {
                     MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
@@ -25,6 +27,7 @@ impl From<ApiError> for Status {
                     | MvccError::UnknownCompareTarget(_)
                     | MvccError::UnknownCompareResult(_)
                     | MvccError::UnknownSort => Code::InvalidArgument,
+                    MvccError::Auth(a) => auth_code(a),
                 };
                 (code, format!("etcdserver: {m}"))
             }
@@ -63,6 +66,17 @@ impl From<ApiError> for Status {
 /// Unknown ("etcdserver: requested lease not found" included).
 pub fn concurrency_status(e: ApiError) -> Status {
     Status::new(Code::Unknown, Status::from(e).message())
+}
+
+/// etcd's gRPC code of an auth error.
+fn auth_code(e: &AuthError) -> Code {
+    match e.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::PermissionDenied => Code::PermissionDenied,
+        ErrorClass::Unauthenticated => Code::Unauthenticated,
+        ErrorClass::Unknown => Code::Unknown,
+    }
 }
 
 /// tonic refuses a message above the decoding limit with `OutOfRange`
@@ -157,6 +171,24 @@ mod tests {
         assert_eq!(
             (s.code(), s.message()),
             (Code::Unknown, "election: no leader")
+        );
+        let s: Status = ApiError::Auth(AuthError::PermissionDenied).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        let s: Status = ApiError::Mvcc(MvccError::Auth(AuthError::InvalidAuthToken)).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unauthenticated, "etcdserver: invalid auth token")
+        );
+        let s: Status = ApiError::Auth(AuthError::RootUserNotExist).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist"
+            )
         );
         let s: Status = ApiError::RequestTooLarge.into();
         assert_eq!(

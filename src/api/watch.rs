@@ -2,6 +2,7 @@
 //! member's [`WatchHub`](crate::watch::WatchHub).
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,7 +32,18 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let responses = self.server.watch_hub().open(req.into_inner());
+        // The sender's permissions are checked at each watch creation, on
+        // the auth store as it is then; a bad token refuses every watch.
+        let who = super::principal(&self.server, &req).await;
+        let server = self.server.clone();
+        let guard: crate::watch::WatchGuard = Arc::new(move |key: &[u8], end: &[u8]| match &who {
+            Ok(who) => server.may_watch(who, key, end),
+            Err(_) => false,
+        });
+        let responses = self
+            .server
+            .watch_hub()
+            .open_guarded(req.into_inner(), Some(guard));
         Ok(Response::new(Box::pin(
             ReceiverStream::new(responses).map(Ok),
         )))

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::command::{Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
+use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
 use super::record::{LeaseRecord, Record};
 use super::view::{live_at, Rev, View};
@@ -54,6 +54,19 @@ pub struct Applied<R = Reply> {
 /// Apply `cmd` to `view`. Never fails as a whole: request errors come back
 /// as `Reply::Error` with the view unchanged.
 pub fn apply(view: &View, cmd: &Command) -> Applied {
+    if matches!(cmd, Command::Auth { .. } | Command::Authenticate { .. }) {
+        let (reply, auth) = super::auth::apply_auth(view, cmd);
+        let mut view = view.clone();
+        if let Some(auth) = auth {
+            view.auth = std::sync::Arc::new(auth);
+        }
+        return Applied {
+            reply,
+            view,
+            changes: Vec::new(),
+            events: Vec::new(),
+        };
+    }
     let mut a = Applier::new(view);
     let result = match cmd {
         Command::Put(req) => a.put(req).map(Reply::Put),
@@ -69,6 +82,17 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         Command::LeaseCheckpoint { refreshes } => {
             Ok(Reply::LeaseCheckpoint(a.lease_checkpoint(refreshes)))
         }
+        Command::Reserved(n) => match *n {},
+        Command::Auth { .. } | Command::Authenticate { .. } => Ok(Reply::None),
+        Command::As { caller, op } => match super::auth::check_op(view, Some(caller), op) {
+            Err(e) => Err(MvccError::Auth(e)),
+            Ok(()) => match op {
+                ClientOp::Put(req) => a.put(req).map(Reply::Put),
+                ClientOp::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
+                ClientOp::Txn(req) => a.txn_top(req).map(Reply::Txn),
+                ClientOp::LeaseRevoke { id } => a.lease_revoke(*id).map(Reply::LeaseRevoke),
+            },
+        },
     };
     match result {
         Ok(reply) => {

@@ -18,6 +18,7 @@ use serde::de::Deserializer;
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthChange, AuthError, Caller};
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
@@ -26,11 +27,11 @@ use crate::pb::etcdserverpb::{
 /// A state machine command, replicated through the Raft log inside a
 /// [`Proposal`].
 ///
-/// Its serde variant indices 0..=6 are the wire format of the Raft log, and
-/// index 7 belongs to [`Proposal::Batch`]: a new kind appended here would be
-/// encoded as 7 and misread as a batch. A new kind therefore needs an
-/// explicit index of 8 or more in hand-written serde (the `wire_index` test
-/// stops the build until that is done).
+/// Its serde variant indices are the wire format of the Raft log. Index 7
+/// belongs to [`Proposal::Batch`], so [`Command::Reserved`] holds it with
+/// an uninhabited payload: it can never be built, and variant 7 never
+/// decodes as a command. New kinds go at the end, mirrored in the decoder
+/// of [`Proposal`] (the `wire_index` test stops the build until they are).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     Put(#[serde(with = "pbcodec")] PutRequest),
@@ -53,7 +54,71 @@ pub enum Command {
     LeaseCheckpoint {
         refreshes: Vec<LeaseRefresh>,
     },
+    /// Index 7, [`Proposal::Batch`]'s: never a command.
+    #[doc(hidden)]
+    Reserved(Never),
+    /// A change of the auth store. `caller` is who asked, when auth was
+    /// enabled as the request was checked: while auth is enabled the
+    /// change is applied only for a caller with the root role.
+    Auth {
+        caller: Option<Caller>,
+        change: AuthChange,
+    },
+    /// Issue a simple token for `name`, whose password the proposing member
+    /// checked at auth revision `checked_revision` (refused with "revision
+    /// of auth store is old" if the store changed since). The token is
+    /// `prefix` + "." + the entry's Raft index; `issued_ms` is the proposing
+    /// member's clock.
+    Authenticate {
+        name: String,
+        prefix: String,
+        issued_ms: i64,
+        checked_revision: u64,
+    },
+    /// A client request made while auth was enabled, by `caller`: checked
+    /// again against the auth store and the lease table when applied.
+    As {
+        caller: Caller,
+        op: ClientOp,
+    },
 }
+
+/// The client requests checked against the auth store when applied (the
+/// others need no permission or are checked before proposing only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientOp {
+    Put(#[serde(with = "pbcodec")] PutRequest),
+    DeleteRange(#[serde(with = "pbcodec")] DeleteRangeRequest),
+    Txn(#[serde(with = "pbcodec")] TxnRequest),
+    LeaseRevoke { id: i64 },
+}
+
+impl ClientOp {
+    /// The request of `cmd` if it is one of these kinds; `cmd` back if not.
+    pub fn from_command(cmd: Command) -> Result<ClientOp, Command> {
+        match cmd {
+            Command::Put(r) => Ok(ClientOp::Put(r)),
+            Command::DeleteRange(r) => Ok(ClientOp::DeleteRange(r)),
+            Command::Txn(r) => Ok(ClientOp::Txn(r)),
+            Command::LeaseRevoke { id } => Ok(ClientOp::LeaseRevoke { id }),
+            other => Err(other),
+        }
+    }
+
+    fn size(&self) -> usize {
+        use prost::Message;
+        match self {
+            ClientOp::Put(r) => r.encoded_len(),
+            ClientOp::DeleteRange(r) => r.encoded_len(),
+            ClientOp::Txn(r) => r.encoded_len(),
+            ClientOp::LeaseRevoke { .. } => 16,
+        }
+    }
+}
+
+/// A type with no values: the payload of [`Command::Reserved`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Never {}
 
 impl Command {
     /// Approximate encoded size, for bounding batches.
@@ -66,6 +131,12 @@ impl Command {
             Command::Compact(r) => r.encoded_len(),
             Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
             Command::LeaseCheckpoint { refreshes } => 16 * refreshes.len(),
+            Command::Reserved(n) => match *n {},
+            Command::Auth { caller, change } => {
+                change.size() + caller.as_ref().map_or(0, |c| c.user.len() + 8)
+            }
+            Command::Authenticate { name, prefix, .. } => 32 + name.len() + prefix.len(),
+            Command::As { caller, op } => op.size() + caller.user.len() + 8,
         }
     }
 }
@@ -138,6 +209,20 @@ impl<'de> Deserialize<'de> for Proposal {
                 Command::LeaseCheckpoint { refreshes }.into()
             }
             ProposalWire::Batch(cmds) => Proposal::Batch(cmds),
+            ProposalWire::Auth { caller, change } => Command::Auth { caller, change }.into(),
+            ProposalWire::Authenticate {
+                name,
+                prefix,
+                issued_ms,
+                checked_revision,
+            } => Command::Authenticate {
+                name,
+                prefix,
+                issued_ms,
+                checked_revision,
+            }
+            .into(),
+            ProposalWire::As { caller, op } => Command::As { caller, op }.into(),
         })
     }
 }
@@ -151,10 +236,32 @@ enum ProposalWire {
     DeleteRange(#[serde(with = "pbcodec")] DeleteRangeRequest),
     Txn(#[serde(with = "pbcodec")] TxnRequest),
     Compact(#[serde(with = "pbcodec")] CompactionRequest),
-    LeaseGrant { id: i64, ttl: i64, granted_ms: i64 },
-    LeaseRevoke { id: i64 },
-    LeaseCheckpoint { refreshes: Vec<LeaseRefresh> },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+        granted_ms: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    LeaseCheckpoint {
+        refreshes: Vec<LeaseRefresh>,
+    },
     Batch(Vec<Command>),
+    Auth {
+        caller: Option<Caller>,
+        change: AuthChange,
+    },
+    Authenticate {
+        name: String,
+        prefix: String,
+        issued_ms: i64,
+        checked_revision: u64,
+    },
+    As {
+        caller: Caller,
+        op: ClientOp,
+    },
 }
 
 /// The state machine's answer to one [`Proposal`] (openraft's response
@@ -209,6 +316,13 @@ pub enum Reply {
     LeaseRevoke(#[serde(with = "pbcodec")] LeaseRevokeResponse),
     /// Answer to a checkpoint: how many of its leases still existed.
     LeaseCheckpoint(usize),
+    /// An auth change was applied (or was a no-op, as etcd allows).
+    Auth,
+    /// A simple token was issued: the state machine completes `token`
+    /// (the prefix) with the entry's index.
+    Authenticated {
+        token: String,
+    },
 }
 
 /// Errors the store returns for a request. The API layer turns each into
@@ -243,6 +357,9 @@ pub enum MvccError {
     UnknownCompareResult(i32),
     #[error("unknown sort order or target")]
     UnknownSort,
+    /// Refused by the auth store (its message is etcd's whole string).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// serde adapter: a prost message as its protobuf bytes.
@@ -354,6 +471,10 @@ mod tests {
             Command::LeaseGrant { .. } => 4,
             Command::LeaseRevoke { .. } => 5,
             Command::LeaseCheckpoint { .. } => 6,
+            Command::Reserved(n) => match *n {},
+            Command::Auth { .. } => 8,
+            Command::Authenticate { .. } => 9,
+            Command::As { .. } => 10,
         }
     }
 
@@ -386,6 +507,38 @@ mod tests {
         assert_eq!(cmds.len(), 7);
         let empty: Proposal = decode(&encode(&OldCommand::Batch(vec![]))).unwrap();
         assert!(matches!(empty, Proposal::Batch(v) if v.is_empty()));
+    }
+
+    #[test]
+    fn auth_commands_take_the_indices_after_the_batch() {
+        let cmds = vec![
+            Command::Auth {
+                caller: None,
+                change: AuthChange::RoleAdd { name: "r".into() },
+            },
+            Command::Authenticate {
+                name: "u".into(),
+                prefix: "p".into(),
+                issued_ms: 1,
+                checked_revision: 2,
+            },
+            Command::As {
+                caller: Caller {
+                    user: "u".into(),
+                    revision: 3,
+                },
+                op: ClientOp::LeaseRevoke { id: 4 },
+            },
+        ];
+        for c in &cmds {
+            let bytes = encode(&Proposal::One(c.clone()));
+            assert_eq!(bytes[1], wire_index(c), "{c:?}");
+            let back: Proposal = decode(&bytes).unwrap();
+            assert_eq!(encode(&back), bytes);
+        }
+        let batch = encode(&Proposal::Batch(cmds));
+        let back: Proposal = decode(&batch).unwrap();
+        assert!(matches!(back, Proposal::Batch(v) if v.len() == 3));
     }
 
     #[test]

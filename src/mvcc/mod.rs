@@ -15,6 +15,8 @@
 //!   refresh checkpoints are commands like any other; the clock never is.
 //! * [`record`] is the persisted form: key revision and lease records, and
 //!   the snapshot body that Raft snapshots and backups carry.
+//! * [`auth`] applies auth changes and checks a request against the auth
+//!   store (held in the view, [`crate::auth::AuthState`]) when applied.
 //! * [`validate`] holds the request checks etcd makes before proposing
 //!   (empty keys, duplicate keys in a txn, too many txn ops).
 //!
@@ -22,6 +24,7 @@
 //! etcd's applier; nothing here knows gRPC or Raft.
 
 pub mod apply;
+pub mod auth;
 pub mod command;
 pub mod history;
 pub mod lease;

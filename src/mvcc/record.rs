@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::lease::Lease;
 use super::view::{Rev, View};
-use crate::codec::{decode_payload, encode_as, split_version, CodecError, FORMAT_V1, FORMAT_V2};
+use crate::auth::AuthState;
+use crate::codec::{
+    decode_payload, encode_as, split_version, CodecError, FORMAT_V1, FORMAT_V2, FORMAT_V3,
+};
 
 /// How one key revision is persisted (keyed by main and sub revision).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,7 +101,7 @@ pub fn parse_lease_key(k: &[u8]) -> Option<i64> {
     Some(u64::from_be_bytes(k.try_into().ok()?) as i64)
 }
 
-/// The whole state machine as shipped in a snapshot (format version 2).
+/// The whole state machine as shipped in a snapshot (format version 3).
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
     pub revision: i64,
@@ -106,6 +109,17 @@ pub struct SnapshotBody {
     pub records: Vec<(i64, u32, Record)>,
     /// The lease table; attached keys are rebuilt from the records.
     pub leases: Vec<(i64, LeaseRecord)>,
+    /// The auth store (version 3 on; empty and disabled before).
+    pub auth: AuthState,
+}
+
+/// Format version 2 of the snapshot body: before the auth store.
+#[derive(Deserialize)]
+struct SnapshotBodyV2 {
+    revision: i64,
+    compact_revision: i64,
+    records: Vec<(i64, u32, Record)>,
+    leases: Vec<(i64, LeaseRecord)>,
 }
 
 /// Format version 1 of the snapshot body: before leases.
@@ -119,7 +133,7 @@ struct SnapshotBodyV1 {
 impl SnapshotBody {
     /// The versioned encoding of the body.
     pub fn encode(&self) -> Vec<u8> {
-        encode_as(FORMAT_V2, self)
+        encode_as(FORMAT_V3, self)
     }
 
     /// Decode a body of any supported format version.
@@ -132,9 +146,20 @@ impl SnapshotBody {
                     compact_revision: v1.compact_revision,
                     records: v1.records,
                     leases: Vec::new(),
+                    auth: AuthState::default(),
                 })
             }
-            (FORMAT_V2, payload) => decode_payload(payload),
+            (FORMAT_V2, payload) => {
+                let v2: SnapshotBodyV2 = decode_payload(payload)?;
+                Ok(Self {
+                    revision: v2.revision,
+                    compact_revision: v2.compact_revision,
+                    records: v2.records,
+                    leases: v2.leases,
+                    auth: AuthState::default(),
+                })
+            }
+            (FORMAT_V3, payload) => decode_payload(payload),
             (found, _) => Err(CodecError::Version { found }),
         }
     }
@@ -157,6 +182,7 @@ impl SnapshotBody {
                 .iter()
                 .map(|(id, l)| (*id, LeaseRecord::of(l)))
                 .collect(),
+            auth: (*view.auth).clone(),
         }
     }
 
@@ -164,6 +190,7 @@ impl SnapshotBody {
         let mut view = View {
             revision: self.revision,
             compact_revision: self.compact_revision,
+            auth: std::sync::Arc::new(self.auth),
             ..View::default()
         };
         for (main, sub, rec) in self.records {
@@ -181,16 +208,16 @@ impl SnapshotBody {
     }
 }
 
-/// Encode `view` as a version-2 [`SnapshotBody`] without first copying it
+/// Encode `view` as a version-3 [`SnapshotBody`] without first copying it
 /// into one: records are written straight from the index, key by key, each
 /// key's history oldest first (the order [`SnapshotBody::into_view`] needs).
 pub fn encode_view(view: &View) -> Vec<u8> {
-    encode_as(FORMAT_V2, &BodyRef(view))
+    encode_as(FORMAT_V3, &BodyRef(view))
 }
 
 /// [`encode_view`] streamed into `w`.
 pub fn write_view(view: &View, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    w.write_all(&[FORMAT_V2])?;
+    w.write_all(&[FORMAT_V3])?;
     postcard::to_io(&BodyRef(view), w)
         .map(|_| ())
         .map_err(std::io::Error::other)
@@ -214,11 +241,12 @@ struct LeasesRef<'a>(&'a View);
 impl Serialize for BodyRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("SnapshotBody", 4)?;
+        let mut st = s.serialize_struct("SnapshotBody", 5)?;
         st.serialize_field("revision", &self.0.revision)?;
         st.serialize_field("compact_revision", &self.0.compact_revision)?;
         st.serialize_field("records", &RecordsRef(self.0))?;
         st.serialize_field("leases", &LeasesRef(self.0))?;
+        st.serialize_field("auth", &*self.0.auth)?;
         st.end()
     }
 }
@@ -269,6 +297,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_2_bodies_load_without_auth_and_version_3_keeps_it() {
+        #[derive(Serialize)]
+        struct V2 {
+            revision: i64,
+            compact_revision: i64,
+            records: Vec<(i64, u32, Record)>,
+            leases: Vec<(i64, LeaseRecord)>,
+        }
+        let old = encode_as(
+            FORMAT_V2,
+            &V2 {
+                revision: 5,
+                compact_revision: -1,
+                records: Vec::new(),
+                leases: vec![(
+                    3,
+                    LeaseRecord {
+                        ttl: 9,
+                        refreshed_ms: 1,
+                    },
+                )],
+            },
+        );
+        let view = SnapshotBody::decode(&old).unwrap().into_view();
+        assert_eq!((view.revision, view.leases.len()), (5, 1));
+        assert_eq!(*view.auth, AuthState::default());
+        let mut auth = AuthState::default();
+        auth.apply(&crate::auth::AuthChange::RoleAdd { name: "r".into() })
+            .unwrap();
+        let view = View {
+            auth: std::sync::Arc::new(auth.clone()),
+            ..view
+        };
+        let back = SnapshotBody::decode(&encode_view(&view)).unwrap();
+        assert_eq!(back.auth, auth);
+        assert_eq!(*back.into_view().auth, auth);
+    }
+
+    #[test]
     fn version_1_snapshot_bodies_still_load() {
         #[derive(Serialize)]
         struct V1 {
@@ -292,12 +359,12 @@ mod tests {
         assert!(body.leases.is_empty());
         let view = body.into_view();
         assert_eq!((view.revision, view.live_keys()), (2, 1));
-        let mut v2 = SnapshotBody::from_view(&view).encode();
-        assert_eq!(v2[0], FORMAT_V2);
-        v2[0] = 3;
+        let mut v3 = SnapshotBody::from_view(&view).encode();
+        assert_eq!(v3[0], FORMAT_V3);
+        v3[0] = 4;
         assert!(matches!(
-            SnapshotBody::decode(&v2),
-            Err(CodecError::Version { found: 3 })
+            SnapshotBody::decode(&v3),
+            Err(CodecError::Version { found: 4 })
         ));
     }
 }

@@ -7,7 +7,7 @@
 
 use prost::Message;
 
-use super::command::{Command, MvccError};
+use super::command::{ClientOp, Command, MvccError};
 use super::lease::MAX_LEASE_TTL;
 use super::view::in_range;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget};
@@ -99,6 +99,24 @@ pub fn check_command(cmd: &Command, origin: Origin, limits: &Limits) -> Result<(
             Err(Rejected::TooLarge)
         }
         Command::LeaseCheckpoint { .. } => Ok(()),
+        Command::Reserved(n) => match *n {},
+        Command::Auth { .. } | Command::Authenticate { .. } => within(cmd.size()),
+        Command::As { op, .. } => match op {
+            ClientOp::Put(r) => {
+                check_put(r)?;
+                within(r.encoded_len())
+            }
+            ClientOp::DeleteRange(r) => {
+                check_delete(r)?;
+                within(r.encoded_len())
+            }
+            ClientOp::Txn(r) => {
+                within(r.encoded_len())?;
+                Ok(check_txn(r, limits.max_txn_ops)?)
+            }
+            ClientOp::LeaseRevoke { id: 0 } => Err(MvccError::LeaseNotFound.into()),
+            ClientOp::LeaseRevoke { .. } => Ok(()),
+        },
     }
 }
 

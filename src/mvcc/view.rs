@@ -94,6 +94,9 @@ pub struct View {
     pub compact_revision: i64,
     /// Granted leases by id.
     pub leases: OrdMap<i64, Lease>,
+    /// The auth store (users, roles, enabled flag, auth revision); shared
+    /// until an auth change copies it.
+    pub auth: Arc<crate::auth::AuthState>,
 }
 
 impl Default for View {
@@ -103,6 +106,7 @@ impl Default for View {
             revision: 1,
             compact_revision: -1,
             leases: OrdMap::new(),
+            auth: Arc::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod network;
 pub mod peer_service;
 pub mod proposer;
 pub mod state_machine;
+mod tokens;
 
 use serde::{Deserialize, Serialize};
 

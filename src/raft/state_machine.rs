@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
+use crate::auth::token::SimpleTokens;
 use crate::mvcc::apply::apply_proposal;
 use crate::mvcc::command::ProposalReply;
 use crate::mvcc::record::{encode_view, write_view, SnapshotBody};
@@ -239,6 +240,9 @@ pub struct StateMachine {
     removed: RemovedMembers,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     snapshots: Option<SnapshotCounter>,
+    /// This member's simple tokens, kept up to date with applied auth
+    /// commands (see `raft::tokens`).
+    tokens: Option<Arc<SimpleTokens>>,
 }
 
 /// Says when a snapshot is due: after `--snapshot-count` applied client
@@ -281,7 +285,13 @@ impl StateMachine {
             removed: RemovedMembers(Arc::new(ArcSwap::from_pointee(head.removed))),
             events,
             snapshots: None,
+            tokens: None,
         })
+    }
+
+    /// Keep `tokens` up to date with the auth commands applied from now on.
+    pub fn set_tokens(&mut self, tokens: Arc<SimpleTokens>) {
+        self.tokens = Some(tokens);
     }
 
     /// The index of the last entry in the loaded state (0: none).
@@ -471,7 +481,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     if let Some(c) = &mut self.snapshots {
                         c.since += cmd.commands().len() as u64;
                     }
-                    let applied = apply_proposal(&view, &cmd);
+                    let mut applied = apply_proposal(&view, &cmd);
+                    if let Some(t) = &self.tokens {
+                        super::tokens::note_auth(t, entry.log_id.index, &cmd, &mut applied.reply);
+                    }
                     view = applied.view;
                     events.extend(applied.events);
                     replies.push(applied.reply);

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+
+use super::auth::Principal;
 use super::ops::{LeaderOp, LeaderReply, Refusal};
 use super::{retry_until, Attempt, Server};
 use crate::error::ApiError;
@@ -110,13 +112,16 @@ impl Server {
         }
     }
 
-    /// A client write whose reply is `pick`'s kind, its header filled.
+    /// A client write of `who` whose reply is `pick`'s kind, its header
+    /// filled.
     async fn submit<T: Stamped>(
         &self,
+        who: &Principal,
         cmd: Command,
         pick: fn(Reply) -> Option<T>,
     ) -> Result<T, ApiError> {
         self.check_command(&cmd, Origin::Client)?;
+        let cmd = self.authorize(who, cmd)?;
         let reply = self.write(cmd, Origin::Client).await?;
         pick(reply).map(|r| self.stamp(r)).ok_or_else(|| {
             ApiError::Internal("unexpected reply kind from the state machine".into())
@@ -132,6 +137,45 @@ impl Server {
 
     /// Range: linearizable unless `serializable` is set.
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, ApiError> {
+        self.range_as(&Principal::Local, r).await
+    }
+
+    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, ApiError> {
+        self.put_as(&Principal::Local, r).await
+    }
+
+    pub async fn delete_range(
+        &self,
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApiError> {
+        self.delete_range_as(&Principal::Local, r).await
+    }
+
+    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, ApiError> {
+        self.txn_as(&Principal::Local, r).await
+    }
+
+    pub async fn compact(&self, r: CompactionRequest) -> Result<CompactionResponse, ApiError> {
+        self.compact_as(&Principal::Local, r).await
+    }
+
+    pub async fn lease_grant(&self, r: LeaseGrantRequest) -> Result<LeaseGrantResponse, ApiError> {
+        self.lease_grant_as(&Principal::Local, r).await
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        r: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ApiError> {
+        self.lease_revoke_as(&Principal::Local, r).await
+    }
+
+    /// Range for `who`, checked on the view it reads.
+    pub async fn range_as(
+        &self,
+        who: &Principal,
+        r: RangeRequest,
+    ) -> Result<RangeResponse, ApiError> {
         validate::check_range(&r)?;
         if !r.serializable && self.refuses_clients() {
             return Err(ApiError::NotSupportedForLearner);
@@ -140,24 +184,26 @@ impl Server {
             self.linearize().await?;
         }
         let view = self.view();
+        self.check_read(who, &view, |v, c| crate::mvcc::auth::check_range(v, c, &r))?;
         let mut resp = view.range(&r, view.revision)?;
         resp.header = Some(self.header(view.revision));
         Ok(resp)
     }
 
-    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, ApiError> {
-        self.submit(Command::Put(r), |reply| match reply {
+    pub async fn put_as(&self, who: &Principal, r: PutRequest) -> Result<PutResponse, ApiError> {
+        self.submit(who, Command::Put(r), |reply| match reply {
             Reply::Put(p) => Some(p),
             _ => None,
         })
         .await
     }
 
-    pub async fn delete_range(
+    pub async fn delete_range_as(
         &self,
+        who: &Principal,
         r: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ApiError> {
-        self.submit(Command::DeleteRange(r), |reply| match reply {
+        self.submit(who, Command::DeleteRange(r), |reply| match reply {
             Reply::DeleteRange(d) => Some(d),
             _ => None,
         })
@@ -165,14 +211,14 @@ impl Server {
     }
 
     /// Txn: one that only reads is answered from the local view.
-    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, ApiError> {
+    pub async fn txn_as(&self, who: &Principal, r: TxnRequest) -> Result<TxnResponse, ApiError> {
         let cmd = Command::Txn(r);
         let Command::Txn(t) = &cmd else {
             return Err(ApiError::Internal("txn".into()));
         };
         if !txn_is_read_only(t) {
             return self
-                .submit(cmd, |reply| match reply {
+                .submit(who, cmd, |reply| match reply {
                     Reply::Txn(t) => Some(t),
                     _ => None,
                 })
@@ -182,7 +228,9 @@ impl Server {
         if !txn_is_serializable(t) {
             self.linearize().await?;
         }
-        match crate::mvcc::apply::apply(&self.view(), &cmd).reply {
+        let view = self.view();
+        self.check_read(who, &view, |v, c| crate::mvcc::auth::check_txn(v, c, t))?;
+        match crate::mvcc::apply::apply(&view, &cmd).reply {
             Reply::Txn(t) => Ok(self.stamp(t)),
             Reply::Error(e) => Err(ApiError::Mvcc(e)),
             other => Err(unexpected(other)),
@@ -191,7 +239,11 @@ impl Server {
 
     /// Compact: with `physical`, wait until the dropped history is deleted
     /// from disk, as etcd does.
-    pub async fn compact(&self, r: CompactionRequest) -> Result<CompactionResponse, ApiError> {
+    pub async fn compact_as(
+        &self,
+        who: &Principal,
+        r: CompactionRequest,
+    ) -> Result<CompactionResponse, ApiError> {
         // Cheap pre-checks against the local view save a Raft round trip; the
         // state machine checks again at apply time.
         let view = self.view();
@@ -203,7 +255,7 @@ impl Server {
         }
         let (revision, physical) = (r.revision, r.physical);
         let resp = self
-            .submit(Command::Compact(r), |reply| match reply {
+            .submit(who, Command::Compact(r), |reply| match reply {
                 Reply::Compact(c) => Some(c),
                 _ => None,
             })
@@ -216,7 +268,11 @@ impl Server {
 
     /// Grant a lease: id 0 lets the server choose; a TTL below the minimum
     /// is raised to it.
-    pub async fn lease_grant(&self, r: LeaseGrantRequest) -> Result<LeaseGrantResponse, ApiError> {
+    pub async fn lease_grant_as(
+        &self,
+        who: &Principal,
+        r: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ApiError> {
         if r.ttl > crate::mvcc::lease::MAX_LEASE_TTL {
             return Err(ApiError::Mvcc(MvccError::LeaseTtlTooLarge));
         }
@@ -233,7 +289,7 @@ impl Server {
             ttl,
             granted_ms,
         };
-        self.submit(cmd, |reply| match reply {
+        self.submit(who, cmd, |reply| match reply {
             Reply::LeaseGrant(g) => Some(g),
             _ => None,
         })
@@ -241,14 +297,19 @@ impl Server {
     }
 
     /// Revoke a lease, deleting its keys.
-    pub async fn lease_revoke(
+    pub async fn lease_revoke_as(
         &self,
+        who: &Principal,
         r: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ApiError> {
-        self.submit(Command::LeaseRevoke { id: r.id }, |reply| match reply {
-            Reply::LeaseRevoke(v) => Some(v),
-            _ => None,
-        })
+        self.submit(
+            who,
+            Command::LeaseRevoke { id: r.id },
+            |reply| match reply {
+                Reply::LeaseRevoke(v) => Some(v),
+                _ => None,
+            },
+        )
         .await
     }
 

@@ -8,6 +8,9 @@
 //!   cluster, waiting for a leader.
 //! * [`concurrency`]: etcd's Lock and Election services (keys under a
 //!   name bound to leases, waiters in create-revision order).
+//! * [`auth`]: who a request is from (token, certificate CN) and the
+//!   permission checks made before proposing; [`auth_service`]: etcd's
+//!   Auth service (users, roles, enable, authenticate).
 //! * [`identity`]: member and cluster ids; the data dir's identity check.
 //! * [`kv`]: the KV and lease services over Raft (etcd's `RaftKV`).
 //! * [`leader`]: what only the leader serves, forwarding to it, leadership
@@ -23,6 +26,8 @@
 //!   triggers, leader probes, Raft metrics).
 
 pub mod concurrency;
+pub mod auth;
+pub mod auth_service;
 pub mod identity;
 pub mod join;
 pub mod kv;
@@ -146,6 +151,10 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Linearizable reads waiting for a shared read-index round.
     reads: read_index::ReadBatcher,
+    /// The simple tokens this member knows (kept by the state machine).
+    tokens: Arc<crate::auth::token::SimpleTokens>,
+    /// With `--auth-token jwt`: the keys.
+    jwt: Option<Arc<crate::auth::jwt::JwtKeys>>,
 }
 
 /// The core of a running member. Cheap to clone.

@@ -85,6 +85,16 @@ impl Server {
         let storage = Storage::open(&config.data_dir, syncer)?;
         let identity = resolve_identity(&storage, &config, found).await?;
         let mut sm = StateMachine::open(storage.clone())?;
+        let tokens = Arc::new(crate::auth::token::SimpleTokens::new(config.auth_token_ttl));
+        sm.set_tokens(tokens.clone());
+        let jwt = match &config.auth_token {
+            crate::auth::jwt::TokenProvider::Simple => None,
+            crate::auth::jwt::TokenProvider::Jwt(opts) => {
+                Some(Arc::new(crate::auth::jwt::JwtKeys::load(opts).map_err(
+                    |e| crate::config::ConfigError::Invalid(format!("--auth-token jwt: {e}")),
+                )?))
+            }
+        };
         let (log_store, _recovered) = LogStore::open(storage.clone())?;
         let wal = log_store.wal();
         let snapshots_due = sm.snapshot_every(config.snapshot_count, log_store.growth());
@@ -172,6 +182,8 @@ impl Server {
             tasks: Mutex::new(Vec::new()),
             reads: Default::default(),
             leader_contact: Arc::new(LeaderContact::default()),
+            tokens,
+            jwt,
         });
         let server = Server { inner };
         server.spawn(tasks::track_metrics(

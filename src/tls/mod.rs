@@ -191,6 +191,14 @@ pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<Certified
     }
 }
 
+/// The subject's common name of a certificate (the first CN), if any:
+/// with `--client-cert-auth`, the user of a request that carries no token.
+pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 /// The end of the validity period of the first certificate in `der`.
 fn not_after(der: &CertificateDer<'_>) -> Option<SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

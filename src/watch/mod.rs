@@ -90,6 +90,9 @@ pub struct WatchHub {
     inner: Arc<HubInner>,
 }
 
+/// Whether a watch stream may watch `key`..`range_end`.
+pub type WatchGuard = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
 impl WatchHub {
     /// A hub over the state machine's event channel and published view.
     pub fn new(
@@ -116,12 +119,27 @@ impl WatchHub {
         S: Stream<Item = Result<WatchRequest, E>> + Send + Unpin + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        self.open_guarded(requests, None)
+    }
+
+    /// [`Self::open`], with every watch creation asked of `guard` (auth:
+    /// may this stream read the range?); a refused one is answered created
+    /// and canceled, "permission denied".
+    pub fn open_guarded<S, E>(
+        &self,
+        requests: S,
+        guard: Option<WatchGuard>,
+    ) -> mpsc::Receiver<WatchResponse>
+    where
+        S: Stream<Item = Result<WatchRequest, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         // Subscribe before loading the view: every batch newer than the
         // loaded view then reaches this receiver.
         let rx = self.inner.events.subscribe();
         let revision = self.inner.view.load().revision;
         let (tx, out) = mpsc::channel(OUTPUT_QUEUE_LEN);
-        let task = stream::StreamTask::new(self.inner.clone(), rx, tx, revision);
+        let task = stream::StreamTask::new(self.inner.clone(), rx, tx, revision, guard);
         tokio::spawn(task.run(requests));
         out
     }

@@ -34,6 +34,10 @@ use crate::pb::mvccpb::{event::EventType, Event};
 pub const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 /// etcd's cancel reason for a key range that selects nothing.
 pub const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// The cancel reason of a watch its user may not read (etcd 3.4 sends the
+/// gRPC error's text).
+pub const ERR_PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 /// Batches a progress request or tick processes before answering, so the
 /// revision it reports is current without starving on a busy channel.
@@ -89,6 +93,8 @@ pub(crate) struct StreamTask {
     /// Every revision up to this one has been delivered to (or skipped by)
     /// every watcher of the stream.
     synced_rev: i64,
+    /// May this stream watch a key range (auth)? `None`: anything.
+    guard: Option<super::WatchGuard>,
 }
 
 async fn send(out: &mpsc::Sender<WatchResponse>, resp: WatchResponse) -> Result<(), Closed> {
@@ -130,6 +136,7 @@ impl StreamTask {
         rx: broadcast::Receiver<Arc<Vec<Event>>>,
         out: mpsc::Sender<WatchResponse>,
         synced_rev: i64,
+        guard: Option<super::WatchGuard>,
     ) -> Self {
         Self {
             hub,
@@ -138,6 +145,7 @@ impl StreamTask {
             watchers: BTreeMap::new(),
             next_id: 0,
             synced_rev,
+            guard,
         }
     }
 
@@ -226,6 +234,16 @@ impl StreamTask {
         };
         if !range_end.is_empty() && range_end.as_ref() != [0] && key >= range_end {
             return send(&self.out, refuse(ERR_EMPTY_RANGE)).await;
+        }
+        if let Some(guard) = &self.guard {
+            if !guard(&key, &range_end) {
+                // etcd 3.4: created and canceled, with the request's id.
+                let resp = WatchResponse {
+                    watch_id: c.watch_id,
+                    ..refuse(ERR_PERMISSION_DENIED)
+                };
+                return send(&self.out, resp).await;
+            }
         }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {

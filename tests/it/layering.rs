@@ -43,8 +43,8 @@ const MAX_LINES: usize = 600;
 const LAYERS: &[&[&str]] = &[
     // 0: protobuf, postcard codec, Go durations, the history checker.
     &["pb", "codec", "duration", "linearizability"],
-    // 1: leaves: storage engine, metrics, TLS, the certificate tool.
-    &["storage", "metrics", "tls", "certs", "replicas"],
+    // 1: leaves: storage engine, metrics, TLS, the certificate tool, auth.
+    &["storage", "metrics", "tls", "certs", "replicas", "auth"],
     // 2: configuration; listeners (bind, serve loop, connection limit).
     &["config", "net"],
     // 3: the deterministic MVCC store.

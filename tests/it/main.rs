@@ -14,6 +14,7 @@ mod common;
 mod target;
 mod watch_util;
 
+mod auth;
 mod bad_input;
 mod catchup;
 mod cluster;
@@ -26,6 +27,7 @@ mod etcd_client;
 mod etcdctl;
 mod etcdctl_lock_elect;
 mod gateway;
+mod etcdctl_auth;
 mod group_commit;
 mod growth;
 mod keepalive;

@@ -106,8 +106,13 @@ pub struct Server {
     _machine: Machine,
 }
 
+/// The raftcd binary: cargo's, or `RAFTCD_BIN` if set (a copy, for a
+/// target dir that several checkouts build into at once).
 pub fn raftcd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_raftcd")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RAFTCD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_raftcd").to_string())
+    })
 }
 
 impl Server {
