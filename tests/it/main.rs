@@ -15,6 +15,7 @@ mod target;
 mod watch_util;
 
 mod bad_input;
+mod bench_cli;
 mod catchup;
 mod cluster;
 mod crash_rounds;
