@@ -19,6 +19,7 @@
 
 mod conn;
 mod report;
+mod tally;
 mod watch;
 mod workload;
 
@@ -310,9 +311,9 @@ impl Spec {
             )));
         }
         match self.workload {
-            Workload::Watch if self.val_size < watch::STAMP => Err(usage(format!(
+            Workload::Watch if self.val_size < tally::STAMP => Err(usage(format!(
                 "watch needs --val-size of at least {} (the value carries the send time), not {}",
-                watch::STAMP,
+                tally::STAMP,
                 self.val_size
             ))),
             Workload::TxnCas { contended: false } if self.key_space < self.clients as u64 => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::workload::Tally;
+use super::tally::Tally;
 use super::{Spec, Workload};
 
 /// Latency in milliseconds. Percentiles come from an HDR histogram

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch as signal};
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,35 +13,18 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
 use super::report::{Report, WatchOutcome};
-use super::workload::{histogram, load, record, status_text, Keys};
+use super::tally::{histogram, record, stamp, status_text, Keys};
+use super::workload::load;
 use super::{BenchError, Spec};
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::pb::mvccpb::event::EventType;
 
-/// Bytes of the send-time stamp at the start of every value.
-pub(super) const STAMP: usize = 8;
 /// How long the watchers may take, after the last put, to see every event.
 const DRAIN: Duration = Duration::from_secs(10);
 /// How long creating a watch may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `value` with its first [`STAMP`] bytes replaced by the nanoseconds since
-/// `start` (little endian).
-pub(super) fn stamped(value: &Bytes, start: Instant) -> Bytes {
-    let nanos = start.elapsed().as_nanos() as u64;
-    let mut out = BytesMut::with_capacity(value.len().max(STAMP));
-    out.put_u64_le(nanos);
-    out.extend_from_slice(value.get(STAMP..).unwrap_or_default());
-    out.freeze()
-}
-
-/// The stamp of a value, if it has one.
-fn stamp(value: &[u8]) -> Option<Duration> {
-    let b: [u8; STAMP] = value.get(..STAMP)?.try_into().ok()?;
-    Some(Duration::from_nanos(u64::from_le_bytes(b)))
-}
 
 /// When a watcher may stop: once it has `events`, or at `deadline`.
 #[derive(Debug, Clone, Copy)]
@@ -206,23 +188,4 @@ pub(super) async fn run(spec: &Spec, channels: &[Channel]) -> Result<Report, Ben
         events,
     });
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_round_trip() {
-        let start = Instant::now() - Duration::from_millis(5);
-        let v = stamped(&Bytes::from_static(b"abcdefghijkl"), start);
-        assert_eq!(v.len(), 12);
-        assert_eq!(&v[STAMP..], b"ijkl");
-        let s = stamp(&v).unwrap();
-        assert!(
-            s >= Duration::from_millis(5) && s < Duration::from_secs(60),
-            "{s:?}"
-        );
-        assert_eq!(stamp(b"short"), None);
-    }
 }

@@ -4,20 +4,19 @@
 //! latencies in an HDR histogram, its errors, and what the workload counts
 //! (found keys, compare outcomes). A progress bar on stderr follows it.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tonic::transport::Channel;
 use tonic::Status;
 
 use super::report::{Report, TxnOutcome};
-use super::{watch, BenchError, Spec, Workload};
+use super::tally::{record, stamped, status_text, value, Keys, Rng, Tally};
+use super::{BenchError, RangeOutcome, Spec, Workload};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::request_op::Request;
@@ -27,80 +26,6 @@ use crate::pb::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnR
 /// A client pauses this long after a failed request, so that a dead
 /// endpoint is not hammered in a tight loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
-/// Distinct error messages one client keeps; the rest are counted together.
-const MAX_ERROR_KINDS: usize = 16;
-/// Latencies are recorded in microseconds, up to an hour.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-/// The latency histogram every tally uses (microseconds, 3 significant digits).
-pub(super) fn histogram() -> Histogram<u64> {
-    // Fixed, valid bounds: creation cannot fail; fall back to auto-resizing.
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-        .or_else(|_| Histogram::new(3))
-        .unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
-}
-
-/// Record `d` into `h`.
-pub(super) fn record(h: &mut Histogram<u64>, d: Duration) {
-    h.saturating_record((d.as_micros() as u64).clamp(1, MAX_LATENCY_US));
-}
-
-/// The keys of a run: `key_size` decimal digits, zero-padded.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Keys {
-    pub size: usize,
-    pub space: u64,
-}
-
-impl Keys {
-    pub fn of(spec: &Spec) -> Keys {
-        Keys {
-            size: spec.key_size,
-            space: spec.key_space,
-        }
-    }
-
-    /// Key number `k`.
-    pub fn key(&self, k: u64) -> Bytes {
-        Bytes::from(format!("{k:0width$}", width = self.size))
-    }
-
-    /// The first key and the end of the range holding every key.
-    pub fn range(&self) -> (Bytes, Bytes) {
-        let mut end = BytesMut::from(&self.key(self.space - 1)[..]);
-        end.put_u8(0);
-        (self.key(0), end.freeze())
-    }
-
-    /// The number of a key of this run, if it is one.
-    pub fn number(&self, key: &[u8]) -> Option<u64> {
-        if key.len() != self.size || !key.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(key)
-            .ok()?
-            .parse()
-            .ok()
-            .filter(|k| *k < self.space)
-    }
-}
-
-/// xorshift64*: enough to spread keys.
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng((seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 /// When the clients stop, and how far they are.
 pub(super) struct Limits {
     issued: AtomicU64,
@@ -134,63 +59,10 @@ impl Limits {
     }
 }
 
-/// What one client (or all, merged) saw.
-pub(super) struct Tally {
-    pub latency: Histogram<u64>,
-    pub ok: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub cas: TxnOutcome,
-    pub found: u64,
-}
-
-impl Tally {
-    pub fn new() -> Tally {
-        Tally {
-            latency: histogram(),
-            ok: 0,
-            errors: BTreeMap::new(),
-            cas: TxnOutcome::default(),
-            found: 0,
-        }
-    }
-
-    pub fn error(&mut self, what: String) {
-        let what = if self.errors.len() >= MAX_ERROR_KINDS && !self.errors.contains_key(&what) {
-            "(other errors)".to_string()
-        } else {
-            what
-        };
-        *self.errors.entry(what).or_default() += 1;
-    }
-
-    pub fn error_count(&self) -> u64 {
-        self.errors.values().sum()
-    }
-
-    pub fn merge(&mut self, other: Tally) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.latency.add(&other.latency);
-        self.ok += other.ok;
-        for (what, n) in other.errors {
-            *self.errors.entry(what).or_default() += n;
-        }
-        self.cas.succeeded += other.cas.succeeded;
-        self.cas.failed += other.cas.failed;
-        self.found += other.found;
-    }
-}
-
-/// A failed request, as the report names it.
-pub(super) fn status_text(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 /// What the clients of one run share.
 pub(super) struct Ctx {
     pub workload: Workload,
     pub keys: Keys,
-    pub sequential: bool,
-    pub clients: u64,
     pub value: Bytes,
     /// The last mod revision seen per key (txn-cas).
     pub known: Vec<AtomicI64>,
@@ -206,39 +78,62 @@ enum Outcome {
     Cas(bool),
 }
 
-/// One closed-loop client.
-struct Client {
-    kv: KvClient<Channel>,
+/// Which key each request of one client uses.
+struct Picker {
     id: u64,
+    clients: u64,
+    space: u64,
+    /// txn-cas without --contended: client i owns keys i, i + clients, ...
+    own: bool,
+    sequential: bool,
     rng: Rng,
-    /// Requests this client sent (txn-cas on own keys).
+    /// Requests this client sent.
     sent: u64,
 }
 
-impl Client {
-    /// The key number of request `n`.
-    fn pick(&mut self, ctx: &Ctx, n: u64) -> u64 {
-        let space = ctx.keys.space;
-        if let Workload::TxnCas { contended: false } = ctx.workload {
-            // Client i owns keys i, i + clients, ...: never fewer than one.
-            let owned = (space - self.id).div_ceil(ctx.clients);
-            let j = if ctx.sequential {
+impl Picker {
+    fn new(spec: &Spec, id: u64) -> Picker {
+        Picker {
+            id,
+            clients: spec.clients as u64,
+            space: spec.key_space,
+            own: spec.workload == (Workload::TxnCas { contended: false }),
+            sequential: spec.sequential_keys,
+            rng: Rng::new(id),
+            sent: 0,
+        }
+    }
+
+    /// The key number of request `n` (numbered over all clients).
+    fn pick(&mut self, n: u64) -> u64 {
+        let k = if self.own {
+            // Never fewer than one: validation keeps --key-space >= --clients.
+            let owned = (self.space - self.id).div_ceil(self.clients);
+            let j = if self.sequential {
                 self.sent
             } else {
                 self.rng.next()
             };
-            self.sent += 1;
-            return self.id + ctx.clients * (j % owned);
-        }
-        if ctx.sequential {
-            n % space
+            self.id + self.clients * (j % owned)
+        } else if self.sequential {
+            n % self.space
         } else {
-            self.rng.next() % space
-        }
+            self.rng.next() % self.space
+        };
+        self.sent += 1;
+        k
     }
+}
 
+/// One closed-loop client.
+struct Client {
+    kv: KvClient<Channel>,
+    picker: Picker,
+}
+
+impl Client {
     async fn one(&mut self, ctx: &Ctx, n: u64) -> Result<Outcome, Status> {
-        let k = self.pick(ctx, n);
+        let k = self.picker.pick(n);
         let key = ctx.keys.key(k);
         match ctx.workload {
             Workload::Put => {
@@ -247,7 +142,7 @@ impl Client {
                 Ok(Outcome::Done)
             }
             Workload::Watch => {
-                let value = watch::stamped(&ctx.value, ctx.start);
+                let value = stamped(&ctx.value, ctx.start);
                 self.kv.put(put_request(key, value)).await?;
                 Ok(Outcome::Done)
             }
@@ -356,11 +251,6 @@ async fn known_revisions(kv: &mut KvClient<Channel>, keys: Keys) -> Result<Vec<A
     }
 }
 
-/// The value every request writes: `val_size` bytes of `a`…`z`.
-fn value(size: usize) -> Bytes {
-    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
-}
-
 /// The progress bar: requests done of `--total`, or time of `--duration`.
 fn progress(spec: &Spec) -> ProgressBar {
     if !spec.progress || !std::io::stderr().is_terminal() {
@@ -400,8 +290,6 @@ pub(super) async fn load(
     let ctx = Arc::new(Ctx {
         workload: spec.workload,
         keys,
-        sequential: spec.sequential_keys,
-        clients: spec.clients as u64,
         value: value(spec.val_size),
         known,
         start,
@@ -432,9 +320,7 @@ pub(super) async fn load(
             let mut client = Client {
                 kv: KvClient::new(channels[i % channels.len()].clone())
                     .max_decoding_message_size(usize::MAX),
-                id: i as u64,
-                rng: Rng::new(i as u64),
-                sent: 0,
+                picker: Picker::new(spec, i as u64),
             };
             tokio::spawn(async move {
                 let mut tally = Tally::new();
@@ -447,8 +333,8 @@ pub(super) async fn load(
                             match outcome {
                                 Outcome::Done => {}
                                 Outcome::Found(f) => tally.found += u64::from(f),
-                                Outcome::Cas(true) => tally.cas.succeeded += 1,
-                                Outcome::Cas(false) => tally.cas.failed += 1,
+                                Outcome::Cas(true) => tally.cas_succeeded += 1,
+                                Outcome::Cas(false) => tally.cas_failed += 1,
                             }
                             ctx.limits.ok.fetch_add(1, Ordering::Relaxed);
                         }
@@ -482,8 +368,13 @@ pub(super) async fn run(spec: &Spec, channels: &[Channel]) -> Result<Report, Ben
     let (tally, elapsed) = load(spec, channels, Instant::now()).await?;
     let mut report = Report::new(spec, &tally, elapsed);
     match spec.workload {
-        Workload::Range { .. } => report.range = Some(super::RangeOutcome { found: tally.found }),
-        Workload::TxnCas { .. } => report.txn = Some(tally.cas),
+        Workload::Range { .. } => report.range = Some(RangeOutcome { found: tally.found }),
+        Workload::TxnCas { .. } => {
+            report.txn = Some(TxnOutcome {
+                succeeded: tally.cas_succeeded,
+                failed: tally.cas_failed,
+            })
+        }
         Workload::Put | Workload::Watch => {}
     }
     Ok(report)
@@ -491,57 +382,54 @@ pub(super) async fn run(spec: &Spec, channels: &[Channel]) -> Result<Report, Ben
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    #[test]
-    fn keys_are_fixed_width_decimals() {
-        let keys = Keys {
-            size: 8,
-            space: 10_000,
+    fn picker(id: u64, workload: Workload, sequential: bool) -> Picker {
+        let spec = Spec {
+            workload,
+            endpoints: vec!["127.0.0.1:2379".into()],
+            tls: None,
+            conns: 1,
+            clients: 3,
+            total: None,
+            duration: None,
+            key_size: 2,
+            val_size: 8,
+            key_space: 10,
+            sequential_keys: sequential,
+            progress: false,
         };
-        assert_eq!(&keys.key(42)[..], b"00000042");
-        assert_eq!(keys.number(b"00009999"), Some(9999));
-        assert_eq!(keys.number(b"00010000"), None);
-        assert_eq!(keys.number(b"0000042"), None);
-        assert_eq!(keys.number(b"0000004x"), None);
-        let (from, end) = keys.range();
-        assert_eq!(&from[..], b"00000000");
-        assert_eq!(&end[..], b"00009999\0");
+        Picker::new(&spec, id)
     }
 
     #[test]
     fn own_keys_are_disjoint_and_cover_the_space() {
-        let ctx = |clients| Ctx {
-            workload: Workload::TxnCas { contended: false },
-            keys: Keys { size: 2, space: 10 },
-            sequential: true,
-            clients,
-            value: Bytes::new(),
-            known: Vec::new(),
-            start: Instant::now(),
-            limits: Limits {
-                issued: AtomicU64::new(0),
-                ok: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                total: None,
-                deadline: None,
-            },
-        };
-        let ctx = ctx(3);
-        let mut seen = BTreeMap::new();
-        for id in 0..3 {
-            let mut c = Client {
-                kv: KvClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
-                id,
-                rng: Rng::new(id),
-                sent: 0,
-            };
-            for n in 0..20 {
-                let k = c.pick(&ctx, n);
-                assert_eq!(k % 3, id, "client {id} got key {k}");
-                seen.insert(k, id);
+        for sequential in [true, false] {
+            let mut seen = BTreeMap::new();
+            for id in 0..3 {
+                let mut p = picker(id, Workload::TxnCas { contended: false }, sequential);
+                for n in 0..200 {
+                    let k = p.pick(n);
+                    assert!(k < 10 && k % 3 == id, "client {id} got key {k}");
+                    seen.insert(k, id);
+                }
             }
+            assert_eq!(seen.len(), 10, "sequential {sequential}");
         }
-        assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn shared_keys_are_sequential_or_spread() {
+        let mut p = picker(1, Workload::Put, true);
+        let got: Vec<u64> = [0, 1, 9, 10, 23].iter().map(|n| p.pick(*n)).collect();
+        assert_eq!(got, [0, 1, 9, 0, 3]);
+        let mut p = picker(1, Workload::TxnCas { contended: true }, false);
+        let mut hits = [0u32; 10];
+        for n in 0..1000 {
+            hits[p.pick(n) as usize] += 1;
+        }
+        assert!(hits.iter().all(|h| *h > 50), "{hits:?}");
     }
 }
