@@ -2,12 +2,13 @@
 //! report checked against what the server holds afterwards (read back with
 //! the real etcdctl), and its refusals of bad flags and dead endpoints.
 
-use std::process::{Command, Output};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{free_port, raftcd_bin, Server};
+use crate::common::{certs, free_port, machine_share, peer_args, raftcd_bin, Server};
 
 /// `raftcd bench ARGS` (stderr is a pipe: no progress bar).
 fn bench(args: &[&str]) -> Output {
@@ -313,5 +314,75 @@ fn bad_flags_and_a_dead_endpoint_say_so_in_one_line() {
         assert!(err.starts_with("raftcd: error: bench: "), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err} lacks {needle}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let _machine = machine_share();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    certs(dir, &["init"]);
+    certs(dir, &["server"]);
+    certs(dir, &["client"]);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut child = Kill(
+        Command::new(raftcd_bin())
+            .args(["--data-dir", &file("data")])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(peer_args(&format!("http://127.0.0.1:{}", free_port())))
+            .args([
+                "--cert-file",
+                &file("server.pem"),
+                "--key-file",
+                &file("server-key.pem"),
+            ])
+            .args(["--trusted-ca-file", &file("ca.pem"), "--client-cert-auth"])
+            .env("ETCD_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn raftcd"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.0.try_wait().unwrap().is_none(), "raftcd exited early");
+        assert!(Instant::now() < deadline, "raftcd not listening in time");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let ep = format!("127.0.0.1:{port}");
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client-key.pem"));
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let mut args = vec!["put", "--endpoints", &ep, "--total", "20", "-w", "json"];
+    args.extend(tls);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!((u(&r, "/count"), u(&r, "/errors")), (20, 0), "{r}");
+
+    // Without the client certificate the server refuses every request.
+    let out = bench(&["put", "--endpoints", &ep, "--total", "3", "--cacert", &ca]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("raftcd: error: bench: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A child process killed when dropped (also when the test fails).
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
