@@ -5,8 +5,10 @@
 //! [--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]`.
 //! Each server runs alone (one after the other) with a fresh temp data dir on
 //! free loopback ports; the closed-loop load generator runs in this process
-//! (etcd-client over gRPC, 8-byte keys, 256-byte values, 10,000-key space, up
-//! to 8 connections shared by the clients), the way the etcd 3.4.23 reference
+//! (`raftcd::bench`, the one behind `raftcd bench`: 8-byte keys, 256-byte
+//! values, 10,000-key space, up to 8 gRPC connections shared by the
+//! clients; etcd-client only for status, compaction and defragmentation),
+//! the way the etcd 3.4.23 reference
 //! numbers in `../shared/reference/` were taken. See `docs/benchmarks.md`.
 //!
 //! Without `--bench` on its command line (that is, under `cargo test
@@ -19,19 +21,16 @@ use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn,
-    TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, CompactionOptions, ConnectOptions};
+use raftcd::bench::{self, Spec, Workload};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
 
 const KEY_SPACE: usize = 10_000;
+const KEY_SIZE: usize = 8;
 const VALUE_SIZE: usize = 256;
 const MAX_CONNS: usize = 8;
 /// Clients used for the fill phases (as the reference's `prepare`).
@@ -372,79 +371,6 @@ fn dir_size(dir: &Path) -> (u64, u64) {
 
 // ---------------------------------------------------------------- load
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-    SerializableGet,
-    /// Txn: if mod_revision(key) == the last one seen then put else get.
-    TxnCas,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Put => "put",
-            Op::Get => "get (linearizable)",
-            Op::SerializableGet => "get (serializable)",
-            Op::TxnCas => "txn compare-and-swap",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Pick {
-    /// Key number = operation number modulo the key count.
-    Sequential,
-    Random,
-}
-
-/// What a step works on.
-struct Workload {
-    keys: Arc<Vec<Vec<u8>>>,
-    value: Arc<Vec<u8>>,
-    pick: Pick,
-    /// The last mod_revision seen per key (txn compare-and-swap only).
-    known: Option<Arc<Vec<AtomicI64>>>,
-}
-
-fn main_keys() -> Vec<Vec<u8>> {
-    (0..KEY_SPACE)
-        .map(|i| format!("{i:08}").into_bytes())
-        .collect()
-}
-
-fn history_keys() -> Vec<Vec<u8>> {
-    (0..HISTORY_KEYS)
-        .map(|i| format!("h{i:07}").into_bytes())
-        .collect()
-}
-
-fn value_bytes() -> Vec<u8> {
-    (0..VALUE_SIZE).map(|i| b'a' + (i % 26) as u8).collect()
-}
-
-/// xorshift64*: enough to spread keys, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-#[derive(Default)]
-struct ClientStats {
-    lat_ns: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
-    cas_ok: u64,
-    cas_failed: u64,
-}
-
 /// One measured step.
 #[derive(Debug, Clone)]
 struct StepResult {
@@ -469,64 +395,7 @@ impl StepResult {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Duration::from_nanos(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-async fn one_op(
-    kv: &mut KvClient,
-    op: Op,
-    k: usize,
-    w: &Workload,
-    stats: &mut ClientStats,
-) -> Result<(), etcd_client::Error> {
-    let key = w.keys[k].clone();
-    match op {
-        Op::Put => {
-            kv.put(key, w.value.as_slice(), None).await?;
-        }
-        Op::Get => {
-            kv.get(key, None).await?;
-        }
-        Op::SerializableGet => {
-            kv.get(key, Some(GetOptions::new().with_serializable()))
-                .await?;
-        }
-        Op::TxnCas => {
-            let Some(known) = w.known.as_ref() else {
-                return Err(etcd_client::Error::InvalidArgs("no revisions".into()));
-            };
-            let seen = known[k].load(Ordering::Relaxed);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, seen)])
-                .and_then([TxnOp::put(key.clone(), w.value.as_slice(), None)])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = kv.txn(txn).await?;
-            if resp.succeeded() {
-                stats.cas_ok += 1;
-                if let Some(h) = resp.header() {
-                    known[k].store(h.revision(), Ordering::Relaxed);
-                }
-            } else {
-                stats.cas_failed += 1;
-                for r in resp.op_responses() {
-                    if let TxnOpResponse::Get(g) = r {
-                        if let Some(kv) = g.kvs().first() {
-                            known[k].store(kv.mod_revision(), Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// When a step ends: after `duration`, or once `total` operations were issued.
+/// When a step ends: after `duration`, or once `total` requests were sent.
 #[derive(Debug, Clone, Copy)]
 struct Limit {
     duration: Duration,
@@ -542,96 +411,71 @@ impl Limit {
     }
 }
 
-/// Run `clients` closed-loop clients over `min(clients, 8)` connections until
-/// `duration` has passed or `total` operations were issued.
+/// What a step sends: the workload, the keys (`key_space` 8-digit keys
+/// from `00000000`) and the value size; random keys unless `sequential`.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    workload: Workload,
+    key_space: u64,
+    val_size: usize,
+    sequential: bool,
+}
+
+impl Load {
+    fn new(workload: Workload, key_space: usize, sequential: bool) -> Load {
+        Load {
+            workload,
+            key_space: key_space as u64,
+            val_size: VALUE_SIZE,
+            sequential,
+        }
+    }
+}
+
+/// Run `clients` closed-loop clients over `min(clients, 8)` connections with
+/// the load generator of `raftcd bench` (`raftcd::bench::run`).
 async fn run_step(
     id: &'static str,
     label: &str,
-    conns: &[Client],
+    endpoint: &str,
     clients: usize,
-    op: Op,
-    w: &Arc<Workload>,
+    load: Load,
     limit: Limit,
-) -> StepResult {
-    let Limit { duration, total } = limit;
-    let nconn = clients.min(conns.len()).max(1);
-    let issued = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let mut kv = conns[c % nconn].kv_client();
-        let w = Arc::clone(w);
-        let issued = Arc::clone(&issued);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut stats = ClientStats::default();
-            while Instant::now() < deadline {
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if total.is_some_and(|t| n >= t) {
-                    break;
-                }
-                let k = match w.pick {
-                    Pick::Sequential => n as usize % w.keys.len(),
-                    Pick::Random => rng.next() as usize % w.keys.len(),
-                };
-                let t0 = Instant::now();
-                match one_op(&mut kv, op, k, &w, &mut stats).await {
-                    Ok(()) => stats.lat_ns.push(t0.elapsed().as_nanos() as u64),
-                    Err(e) => {
-                        stats.errors += 1;
-                        stats.first_error.get_or_insert_with(|| e.to_string());
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-            stats
-        }));
-    }
-    let mut all = ClientStats::default();
-    for t in tasks {
-        match t.await {
-            Ok(s) => {
-                all.lat_ns.extend(s.lat_ns);
-                all.errors += s.errors;
-                all.cas_ok += s.cas_ok;
-                all.cas_failed += s.cas_failed;
-                if all.first_error.is_none() {
-                    all.first_error = s.first_error;
-                }
-            }
-            Err(e) => {
-                all.errors += 1;
-                all.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    let elapsed = start.elapsed();
-    all.lat_ns.sort_unstable();
-    let note = if op == Op::TxnCas {
-        format!("cas ok {} / compare failed {}", all.cas_ok, all.cas_failed)
-    } else {
-        String::new()
+) -> Res<StepResult> {
+    let conns = clients.clamp(1, MAX_CONNS);
+    let spec = Spec {
+        workload: load.workload,
+        endpoints: vec![endpoint.to_string()],
+        tls: None,
+        conns,
+        clients,
+        total: limit.total,
+        duration: Some(limit.duration),
+        key_size: KEY_SIZE,
+        val_size: load.val_size,
+        key_space: load.key_space,
+        sequential_keys: load.sequential,
+        progress: false,
     };
-    StepResult {
+    let r = bench::run(&spec).await?;
+    let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+    Ok(StepResult {
         id,
         label: label.to_string(),
         clients,
-        conns: nconn,
-        ok: all.lat_ns.len() as u64,
-        errors: all.errors,
-        first_error: all.first_error,
-        elapsed,
-        p50: percentile(&all.lat_ns, 50.0),
-        p99: percentile(&all.lat_ns, 99.0),
-        max: all
-            .lat_ns
-            .last()
-            .copied()
-            .map(Duration::from_nanos)
+        conns,
+        ok: r.count,
+        errors: r.errors,
+        first_error: r.error_counts.first().map(|e| e.error.clone()),
+        elapsed: Duration::from_secs_f64(r.elapsed_secs),
+        p50: ms(r.latency_ms.p50),
+        p99: ms(r.latency_ms.p99),
+        max: ms(r.latency_ms.max),
+        note: r
+            .txn
+            .map(|t| format!("cas ok {} / compare failed {}", t.succeeded, t.failed))
             .unwrap_or_default(),
-        note,
-    }
+    })
 }
 
 /// Compact at the current revision (waiting for it to be physical), then
@@ -656,32 +500,6 @@ async fn compact_defrag(kind: Kind, c: &Client) -> Res<()> {
         human_bytes(db.max(0) as u64)
     );
     Ok(())
-}
-
-/// The last mod_revision of every key, for the compare-and-swap step (read
-/// in keys-only ranges of 1,000 to stay far below the message size limit).
-async fn known_revisions(c: &Client, keys: &[Vec<u8>]) -> Res<Vec<AtomicI64>> {
-    let mut c = c.clone();
-    let known: Vec<AtomicI64> = (0..keys.len()).map(|_| AtomicI64::new(0)).collect();
-    for chunk in keys.chunks(1000) {
-        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
-            continue;
-        };
-        let mut end = last.clone();
-        end.push(0);
-        let opts = GetOptions::new().with_range(end).with_keys_only();
-        let resp = c.get(first.clone(), Some(opts)).await?;
-        for kv in resp.kvs() {
-            let slot = std::str::from_utf8(kv.key())
-                .ok()
-                .and_then(|s| s.parse::<usize>().ok())
-                .and_then(|j| known.get(j));
-            if let Some(slot) = slot {
-                slot.store(kv.mod_revision(), Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(known)
 }
 
 // ---------------------------------------------------------------- one server
@@ -759,17 +577,8 @@ async fn bench_server(kind: Kind, bin: &str, o: &Opts) -> ServerReport {
 
 async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResult>) -> Res<()> {
     let kind = server.kind;
-    let conns = server.connect(MAX_CONNS).await?;
-    let keys = Arc::new(main_keys());
-    let value = Arc::new(value_bytes());
-    let workload = |keys: &Arc<Vec<Vec<u8>>>, pick, known| {
-        Arc::new(Workload {
-            keys: Arc::clone(keys),
-            value: Arc::clone(&value),
-            pick,
-            known,
-        })
-    };
+    let conns = server.connect(1).await?;
+    let ep = server.endpoint();
     let per_step = Limit::time(o.duration);
     let mut record = |r: StepResult| {
         log_step(kind, &r);
@@ -780,84 +589,56 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
         // The storage issue's workload: puts of 1 KiB values round-robin
         // onto 100 keys, then compaction and defragmentation; the data dir
         // is measured once the server stops.
-        let space = Arc::new(Workload {
-            keys: Arc::new(history_keys()),
-            value: Arc::new(
-                (0..SPACE_VALUE_SIZE)
-                    .map(|i| b'a' + (i % 26) as u8)
-                    .collect(),
-            ),
-            pick: Pick::Sequential,
-            known: None,
-        });
+        let load = Load {
+            val_size: SPACE_VALUE_SIZE,
+            ..Load::new(Workload::Put, HISTORY_KEYS, true)
+        };
         let label =
             format!("space fill ({puts} puts of {SPACE_VALUE_SIZE} B on {HISTORY_KEYS} keys)");
         let limit = Limit {
             duration: SPACE_FILL_CAP,
             total: Some(puts),
         };
-        let r = run_step(
-            "space fill",
-            &label,
-            &conns,
-            FILL_CLIENTS,
-            Op::Put,
-            &space,
-            limit,
-        )
-        .await;
-        record(r);
+        record(run_step("space fill", &label, &ep, FILL_CLIENTS, load, limit).await?);
         compact_defrag(kind, &conns[0]).await?;
         return Ok(());
     }
 
     // Fill every key once (the reference's `prepare`).
-    let fill = workload(&keys, Pick::Sequential, None);
     let label = format!("fill ({KEY_SPACE} keys)");
     let limit = Limit {
         duration: Duration::from_secs(3600),
         total: Some(KEY_SPACE as u64),
     };
-    let r = run_step("fill", &label, &conns, FILL_CLIENTS, Op::Put, &fill, limit);
-    record(r.await);
+    let fill = Load::new(Workload::Put, KEY_SPACE, true);
+    record(run_step("fill", &label, &ep, FILL_CLIENTS, fill, limit).await?);
 
-    let random = workload(&keys, Pick::Random, None);
-    for op in [Op::Get, Op::SerializableGet] {
+    for (serializable, name) in [(false, "get (linearizable)"), (true, "get (serializable)")] {
+        let get = Load::new(Workload::Range { serializable }, KEY_SPACE, false);
         for &n in &o.clients {
-            let r = run_step(op.name(), op.name(), &conns, n, op, &random, per_step);
-            record(r.await);
+            record(run_step(name, name, &ep, n, get, per_step).await?);
         }
     }
     compact_defrag(kind, &conns[0]).await?;
 
+    let put = Load::new(Workload::Put, KEY_SPACE, false);
     for &n in &o.clients {
-        let r = run_step("put", "put", &conns, n, Op::Put, &random, per_step);
-        record(r.await);
+        record(run_step("put", "put", &ep, n, put, per_step).await?);
     }
     compact_defrag(kind, &conns[0]).await?;
 
+    // Every client on the whole key space (each step first reads every
+    // key's mod revision): few compares fail.
+    let cas = Load::new(Workload::TxnCas { contended: true }, KEY_SPACE, false);
     for &n in &o.clients {
-        let known = Arc::new(known_revisions(&conns[0], &keys).await?);
-        let cas = workload(&keys, Pick::Random, Some(known));
-        let r = run_step(
-            "cas",
-            Op::TxnCas.name(),
-            &conns,
-            n,
-            Op::TxnCas,
-            &cas,
-            per_step,
-        );
-        record(r.await);
+        let label = "txn compare-and-swap";
+        record(run_step("cas", label, &ep, n, cas, per_step).await?);
     }
     // The same with 100 keys shared by all clients: most compares fail.
-    let shared_keys = Arc::new(keys[..SHARED_KEYS].to_vec());
+    let shared = Load::new(Workload::TxnCas { contended: true }, SHARED_KEYS, false);
     for &n in o.clients.iter().filter(|&&n| n > 1) {
-        let known = Arc::new(known_revisions(&conns[0], &shared_keys).await?);
-        let cas = workload(&shared_keys, Pick::Random, Some(known));
         let label = format!("txn compare-and-swap, {SHARED_KEYS} shared keys");
-        let r = run_step("cas shared", &label, &conns, n, Op::TxnCas, &cas, per_step);
-        record(r.await);
+        record(run_step("cas shared", &label, &ep, n, shared, per_step).await?);
     }
     compact_defrag(kind, &conns[0]).await?;
 
@@ -865,23 +646,13 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
         return Ok(());
     }
     // Pile revisions on a few keys (no compaction), then read them.
-    let hist_keys = Arc::new(history_keys());
-    let hist = workload(&hist_keys, Pick::Sequential, None);
     let label = format!("history fill ({} revs)", o.history_revs);
     let limit = Limit {
         duration: HISTORY_FILL_CAP,
         total: Some(o.history_revs),
     };
-    let r = run_step(
-        "history fill",
-        &label,
-        &conns,
-        FILL_CLIENTS,
-        Op::Put,
-        &hist,
-        limit,
-    )
-    .await;
+    let hist = Load::new(Workload::Put, HISTORY_KEYS, true);
+    let r = run_step("history fill", &label, &ep, FILL_CLIENTS, hist, limit).await?;
     let written = r.ok;
     record(r);
     if written < o.history_revs {
@@ -892,19 +663,16 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
             HISTORY_FILL_CAP.as_secs()
         );
     }
-    let hist_get = workload(&hist_keys, Pick::Random, None);
     let label = format!("get under history ({written} revs)");
+    let hist_get = Load::new(
+        Workload::Range {
+            serializable: false,
+        },
+        HISTORY_KEYS,
+        false,
+    );
     for &n in &o.clients {
-        let r = run_step(
-            "history get",
-            &label,
-            &conns,
-            n,
-            Op::Get,
-            &hist_get,
-            per_step,
-        );
-        record(r.await);
+        record(run_step("history get", &label, &ep, n, hist_get, per_step).await?);
     }
     Ok(())
 }
@@ -1148,9 +916,8 @@ async fn run(o: Opts) -> std::process::ExitCode {
     );
     let _ = writeln!(
         out,
-        "- workload: closed-loop clients over at most {MAX_CONNS} gRPC connections, {}-byte keys, \
+        "- workload: `raftcd bench`'s closed-loop clients over at most {MAX_CONNS} gRPC connections, {KEY_SIZE}-byte keys, \
          {VALUE_SIZE}-byte values, {KEY_SPACE}-key space, {:.1} s per step, compact+defrag between phases",
-        main_keys()[0].len(),
         o.duration.as_secs_f64()
     );
     if let Some(puts) = o.space {

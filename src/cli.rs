@@ -1,5 +1,6 @@
 //! The binary's command line: etcd's flags and `ETCD_*` environment
-//! variables, and the `certs` and `snapshot` subcommands, turned into a
+//! variables, and the `certs`, `snapshot`, `storage`, `escrow` and `bench`
+//! subcommands, turned into a
 //! validated [`Config`] with [`Flags::into_config`].
 
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use url::Url;
 
+pub use crate::bench::BenchCommand;
 use crate::config::{
     parse_cluster, parse_urls, ClusterState, Config, ConfigError, Side, CLIENT_SIDE,
     DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
@@ -237,6 +239,10 @@ pub enum SubCommand {
     /// Multi-Party Escrow payment channels.
     #[command(subcommand)]
     Escrow(EscrowCommand),
+    /// Load any etcd v3 endpoint (raftcd or etcd) and report throughput and
+    /// latency percentiles.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// `raftcd escrow ...`.

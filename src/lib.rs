@@ -27,6 +27,8 @@
 //! * [`client`]: the in-process KV handle for embedding programs.
 //! * [`node`]: [`Node::start`], the one start function: the core wired to
 //!   its listeners.
+//! * [`bench`]: `raftcd bench`, a closed-loop load generator for any etcd
+//!   v3 endpoint (throughput, latency percentiles).
 //! * [`cli`]: the binary's flags and subcommands.
 //! * [`tls`]: rustls server and client configurations (ring provider);
 //!   [`tls::client_channel`] connects to a TLS raftcd with a client
@@ -50,6 +52,7 @@
 pub mod api;
 pub mod auth;
 pub mod backup;
+pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod client;

@@ -9,7 +9,10 @@ use raftcd::Node;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
+    let flags = match Flags::try_parse() {
+        Ok(f) => f,
+        Err(e) => return flag_error(e),
+    };
     // openraft is chatty at info; its warnings and errors still show.
     let directives = format!("{},openraft=warn", flags.log_level);
     let filter =
@@ -47,6 +50,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(SubCommand::Escrow(cmd)) = &flags.command {
         return escrow(cmd);
+    }
+    if let Some(SubCommand::Bench(cmd)) = &flags.command {
+        return raftcd::bench::main(cmd);
     }
     let config = match flags.into_config() {
         Ok(c) => c,
@@ -91,6 +97,36 @@ fn main() -> std::process::ExitCode {
             }
         }
     })
+}
+
+/// A command line clap refuses. `raftcd bench` says it in one line (its
+/// users script it); everything else prints clap's full message.
+fn flag_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let is_help = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    // `bench` as a subcommand: not the value of a flag (`--name bench`).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().enumerate().any(|(i, a)| {
+        a == "bench" && (i == 0 || !args[i - 1].starts_with('-') || args[i - 1].contains('='))
+    });
+    if is_help || !bench {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let line: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    let line = line.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("raftcd: error: bench: {line} (see raftcd bench --help)");
+    std::process::ExitCode::from(2)
 }
 
 /// `raftcd certs ...`: make the files, print their names.

@@ -65,7 +65,9 @@ const LAYERS: &[&[&str]] = &[
     &["escrow"],
     // 11: wiring; the one start function.
     &["node", "init"],
-    // 12: the command line.
+    // 12: `raftcd bench`, a gRPC load generator (pb, tls, duration).
+    &["bench"],
+    // 13: the command line.
     &["cli"],
 ];
 

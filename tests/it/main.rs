@@ -16,6 +16,7 @@ mod watch_util;
 
 mod auth;
 mod bad_input;
+mod bench_cli;
 mod catchup;
 mod cluster;
 mod crash_rounds;
