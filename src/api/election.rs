@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::principal;
 use super::status::concurrency_status;
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3electionpb::{
@@ -35,9 +36,10 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         Ok(Response::new(
             self.server
-                .campaign(req.into_inner())
+                .campaign(&who, req.into_inner())
                 .await
                 .map_err(concurrency_status)?,
         ))
@@ -47,9 +49,10 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         Ok(Response::new(
             self.server
-                .proclaim(req.into_inner())
+                .proclaim(&who, req.into_inner())
                 .await
                 .map_err(concurrency_status)?,
         ))
@@ -59,10 +62,11 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         let name = req.into_inner().name;
         Ok(Response::new(
             self.server
-                .election_leader(&name)
+                .election_leader(&who, &name)
                 .await
                 .map_err(concurrency_status)?,
         ))
@@ -74,7 +78,8 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
-        let leaders = self.server.observe(&req.into_inner().name);
+        let who = principal(&self.server, &req).await?;
+        let leaders = self.server.observe(who, &req.into_inner().name);
         Ok(Response::new(Box::pin(
             ReceiverStream::new(leaders).map(Ok),
         )))
@@ -84,9 +89,10 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         Ok(Response::new(
             self.server
-                .resign(req.into_inner())
+                .resign(&who, req.into_inner())
                 .await
                 .map_err(concurrency_status)?,
         ))

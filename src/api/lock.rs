@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::principal;
 use super::status::concurrency_status;
 use crate::pb::v3lockpb::lock_server::Lock;
 use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
@@ -21,9 +22,10 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         Ok(Response::new(
             self.server
-                .lock(req.into_inner())
+                .lock(&who, req.into_inner())
                 .await
                 .map_err(concurrency_status)?,
         ))
@@ -33,9 +35,10 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let who = principal(&self.server, &req).await?;
         Ok(Response::new(
             self.server
-                .unlock(req.into_inner())
+                .unlock(&who, req.into_inner())
                 .await
                 .map_err(concurrency_status)?,
         ))

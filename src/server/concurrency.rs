@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::auth::Principal;
 use super::Server;
 use crate::error::ApiError;
 use crate::mvcc::prefix_end;
@@ -179,32 +180,38 @@ impl Drop for Cleanup {
 impl Server {
     /// The lease a lock or candidacy is bound to: `lease`, or a new one of
     /// [`SESSION_TTL`] seconds for 0 (etcd's server opens a session).
-    async fn session_lease(&self, lease: i64) -> Result<i64, ApiError> {
+    async fn session_lease(&self, who: &Principal, lease: i64) -> Result<i64, ApiError> {
         if lease != 0 {
             return Ok(lease);
         }
         let granted = self
-            .lease_grant(LeaseGrantRequest {
-                ttl: SESSION_TTL,
-                id: 0,
-            })
+            .lease_grant_as(
+                who,
+                LeaseGrantRequest {
+                    ttl: SESSION_TTL,
+                    id: 0,
+                },
+            )
             .await?;
         Ok(granted.id)
     }
 
     /// Lock: create `name/LEASE` unless it exists, then wait until no key
     /// under `name/` was created before it. Answers the key.
-    pub async fn lock(&self, r: LockRequest) -> Result<LockResponse, ApiError> {
-        let lease = self.session_lease(r.lease).await?;
+    pub async fn lock(&self, who: &Principal, r: LockRequest) -> Result<LockResponse, ApiError> {
+        let lease = self.session_lease(who, r.lease).await?;
         let prefix = key_prefix(&r.name);
         let key = lease_key(&prefix, lease);
         let owner = op(Op::RequestRange(by_create(&prefix, SortOrder::Ascend, 0)));
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put(&key, Bytes::new(), lease), owner.clone()],
-                failure: vec![op(Op::RequestRange(get(&key))), owner],
-            })
+            .txn_as(
+                who,
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![put(&key, Bytes::new(), lease), owner.clone()],
+                    failure: vec![op(Op::RequestRange(get(&key))), owner],
+                },
+            )
             .await?;
         let header = header_of(&resp);
         let my_rev = if resp.succeeded {
@@ -248,12 +255,19 @@ impl Server {
     }
 
     /// Unlock: delete the key Lock answered.
-    pub async fn unlock(&self, r: UnlockRequest) -> Result<UnlockResponse, ApiError> {
+    pub async fn unlock(
+        &self,
+        who: &Principal,
+        r: UnlockRequest,
+    ) -> Result<UnlockResponse, ApiError> {
         let resp = self
-            .delete_range(DeleteRangeRequest {
-                key: r.key,
-                ..Default::default()
-            })
+            .delete_range_as(
+                who,
+                DeleteRangeRequest {
+                    key: r.key,
+                    ..Default::default()
+                },
+            )
             .await?;
         Ok(UnlockResponse {
             header: resp.header,
@@ -263,16 +277,23 @@ impl Server {
     /// Campaign: create `name/LEASE` with `value` (or take over the lease's
     /// existing key, proclaiming `value` if it differs), then wait until no
     /// key under `name/` was created before it.
-    pub async fn campaign(&self, r: CampaignRequest) -> Result<CampaignResponse, ApiError> {
-        let lease = self.session_lease(r.lease).await?;
+    pub async fn campaign(
+        &self,
+        who: &Principal,
+        r: CampaignRequest,
+    ) -> Result<CampaignResponse, ApiError> {
+        let lease = self.session_lease(who, r.lease).await?;
         let prefix = key_prefix(&r.name);
         let key = lease_key(&prefix, lease);
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put(&key, r.value.clone(), lease)],
-                failure: vec![op(Op::RequestRange(get(&key)))],
-            })
+            .txn_as(
+                who,
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![put(&key, r.value.clone(), lease)],
+                    failure: vec![op(Op::RequestRange(get(&key)))],
+                },
+            )
             .await?;
         let header = header_of(&resp);
         let mut rev = header.revision;
@@ -289,8 +310,8 @@ impl Server {
                 .ok_or_else(|| ApiError::Internal("candidate key vanished".into()))?;
             rev = kv.create_revision;
             if kv.value != r.value {
-                if let Err(e) = self.proclaim_as(&leader(rev), r.value.clone()).await {
-                    let _ = self.resign_as(&leader(rev)).await;
+                if let Err(e) = self.proclaim_as(who, &leader(rev), r.value.clone()).await {
+                    let _ = self.resign_as(who, &leader(rev)).await;
                     return Err(e);
                 }
             }
@@ -309,10 +330,14 @@ impl Server {
 
     /// Proclaim: put `value` on the leader key if it still is the one
     /// created at `rev`, else etcd's "election: not leader".
-    pub async fn proclaim(&self, r: ProclaimRequest) -> Result<ProclaimResponse, ApiError> {
+    pub async fn proclaim(
+        &self,
+        who: &Principal,
+        r: ProclaimRequest,
+    ) -> Result<ProclaimResponse, ApiError> {
         let mut leader = r.leader.ok_or(ApiError::MissingLeaderKey)?;
-        leader.lease = self.session_lease(leader.lease).await?;
-        let header = self.proclaim_as(&leader, r.value).await?;
+        leader.lease = self.session_lease(who, leader.lease).await?;
+        let header = self.proclaim_as(who, &leader, r.value).await?;
         Ok(ProclaimResponse {
             header: Some(header),
         })
@@ -320,15 +345,19 @@ impl Server {
 
     async fn proclaim_as(
         &self,
+        who: &Principal,
         leader: &LeaderKey,
         value: Bytes,
     ) -> Result<ResponseHeader, ApiError> {
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![put(&leader.key, value, leader.lease)],
-                failure: Vec::new(),
-            })
+            .txn_as(
+                who,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![put(&leader.key, value, leader.lease)],
+                    failure: Vec::new(),
+                },
+            )
             .await?;
         if !resp.succeeded {
             return Err(ApiError::ElectionNotLeader);
@@ -338,23 +367,35 @@ impl Server {
 
     /// Resign: delete the leader key if it still is the one created at
     /// `rev` (answering as well when it is not, as etcd does).
-    pub async fn resign(&self, r: ResignRequest) -> Result<ResignResponse, ApiError> {
+    pub async fn resign(
+        &self,
+        who: &Principal,
+        r: ResignRequest,
+    ) -> Result<ResignResponse, ApiError> {
         let mut leader = r.leader.ok_or(ApiError::MissingLeaderKey)?;
-        leader.lease = self.session_lease(leader.lease).await?;
-        let header = self.resign_as(&leader).await?;
+        leader.lease = self.session_lease(who, leader.lease).await?;
+        let header = self.resign_as(who, &leader).await?;
         Ok(ResignResponse {
             header: Some(header),
         })
     }
 
-    async fn resign_as(&self, leader: &LeaderKey) -> Result<ResponseHeader, ApiError> {
-        Ok(header_of(&self.txn(resign_txn(leader)).await?))
+    async fn resign_as(
+        &self,
+        who: &Principal,
+        leader: &LeaderKey,
+    ) -> Result<ResponseHeader, ApiError> {
+        Ok(header_of(&self.txn_as(who, resign_txn(leader)).await?))
     }
 
     /// Leader: the key under `name/` created first, else etcd's "election:
     /// no leader".
-    pub async fn election_leader(&self, name: &[u8]) -> Result<LeaderResponse, ApiError> {
-        let (header, kv) = self.first_candidate(&key_prefix(name)).await?;
+    pub async fn election_leader(
+        &self,
+        who: &Principal,
+        name: &[u8],
+    ) -> Result<LeaderResponse, ApiError> {
+        let (header, kv) = self.first_candidate(who, &key_prefix(name)).await?;
         Ok(LeaderResponse {
             header: Some(header),
             kv: Some(kv.ok_or(ApiError::ElectionNoLeader)?),
@@ -363,9 +404,12 @@ impl Server {
 
     async fn first_candidate(
         &self,
+        who: &Principal,
         prefix: &Bytes,
     ) -> Result<(ResponseHeader, Option<KeyValue>), ApiError> {
-        let resp = self.range(by_create(prefix, SortOrder::Ascend, 0)).await?;
+        let resp = self
+            .range_as(who, by_create(prefix, SortOrder::Ascend, 0))
+            .await?;
         Ok((resp.header.unwrap_or_default(), resp.kvs.into_iter().next()))
     }
 
@@ -373,14 +417,14 @@ impl Server {
     /// then every new value it proclaims, then the next leader once its key
     /// is deleted, and so on, until the receiver is dropped or the member
     /// stops (etcd's `Election.Observe`).
-    pub fn observe(&self, name: &[u8]) -> mpsc::Receiver<LeaderResponse> {
+    pub fn observe(&self, who: Principal, name: &[u8]) -> mpsc::Receiver<LeaderResponse> {
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE_LEN);
         let server = self.clone();
         let prefix = key_prefix(name);
         tokio::spawn(async move {
             let mut shutdown = server.shutdown_signal();
             tokio::select! {
-                end = server.observe_loop(&prefix, &tx) => {
+                end = server.observe_loop(&who, &prefix, &tx) => {
                     if let Err(e) = end {
                         tracing::debug!(error = %e, "election observer ended");
                     }
@@ -394,6 +438,7 @@ impl Server {
 
     async fn observe_loop(
         &self,
+        who: &Principal,
         prefix: &Bytes,
         tx: &mpsc::Sender<LeaderResponse>,
     ) -> Result<(), ApiError> {
@@ -406,7 +451,7 @@ impl Server {
             .map_err(|_| ApiError::Internal("observer went away".into()))
         };
         loop {
-            let (mut header, kv) = self.first_candidate(prefix).await?;
+            let (mut header, kv) = self.first_candidate(who, prefix).await?;
             let kv = match kv {
                 Some(kv) => kv,
                 None => {

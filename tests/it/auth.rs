@@ -487,6 +487,62 @@ async fn permissions_are_enforced_on_every_kind_of_request() {
     assert_eq!(alice.get("other", None).await.unwrap().kvs().len(), 1);
 }
 
+/// Lock and Election run with the caller's permissions (etcd serves them
+/// through its in-process client, which carries the caller's token): a
+/// user may lock or campaign only where it may read and write the keys.
+#[tokio::test]
+async fn lock_and_election_run_with_the_caller_s_permissions() {
+    let s = AuthServer::start(&[]);
+    let mut c = s.client().await;
+    setup(&mut c).await;
+    let mut alice = s.login("alice", "alicepw").await.unwrap();
+
+    let held = alice.lock("app/w/lk", None).await.unwrap();
+    assert!(held.key().starts_with(b"app/w/lk/"), "{:?}", held.key());
+    alice.unlock(held.key()).await.unwrap();
+    let (_, message) = grpc(alice.lock("other", None).await);
+    assert_eq!(message, "etcdserver: permission denied");
+    // Read-only keys: the lock key cannot be written.
+    let (_, message) = grpc(alice.lock("app/ro", None).await);
+    assert_eq!(message, "etcdserver: permission denied");
+
+    let lease = alice.lease_grant(60, None).await.unwrap().id();
+    let won = alice.campaign("app/w/el", "v1", lease).await.unwrap();
+    let leader = won.leader().expect("leader key").clone();
+    assert_eq!(
+        alice
+            .leader("app/w/el")
+            .await
+            .unwrap()
+            .kv()
+            .map(|kv| kv.value().to_vec()),
+        Some(b"v1".to_vec())
+    );
+    alice
+        .resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))
+        .await
+        .unwrap();
+    let (_, message) = grpc(alice.campaign("other", "v1", lease).await);
+    assert_eq!(message, "etcdserver: permission denied");
+    let (_, message) = grpc(alice.leader("other").await);
+    assert_eq!(message, "etcdserver: permission denied");
+    // Nothing was written where alice may not write.
+    let mut root = s.login("root", "rootpw").await.unwrap();
+    let everything = GetOptions::new().with_all_keys();
+    let keys: Vec<Vec<u8>> = root
+        .get("", Some(everything))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| kv.key().to_vec())
+        .collect();
+    assert!(
+        keys.iter().all(|k| k.starts_with(b"app/w/")),
+        "keys outside alice's write range: {keys:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_credentials_are_refused_and_change_nothing() {
     let s = AuthServer::start(&[]);
