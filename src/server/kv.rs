@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-
 use super::auth::Principal;
 use super::ops::{LeaderOp, LeaderReply, Refusal};
 use super::{retry_until, Attempt, Server};

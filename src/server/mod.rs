@@ -25,9 +25,9 @@
 //! * [`tasks`]: the background tasks a member runs (lease expiry, snapshot
 //!   triggers, leader probes, Raft metrics).
 
-pub mod concurrency;
 pub mod auth;
 pub mod auth_service;
+pub mod concurrency;
 pub mod identity;
 pub mod join;
 pub mod kv;
