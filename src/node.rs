@@ -34,6 +34,17 @@ impl Node {
     /// Open the data dir, start Raft, serve the peer URLs, wait until the
     /// cluster has a leader, then serve the client URLs.
     pub async fn start(config: Config) -> Result<Node, StartError> {
+        Self::start_filtered(config, None).await
+    }
+
+    /// [`Node::start`] with a fault filter on the peer transport from the
+    /// moment Raft starts (for fault-injection tests: a member restarted
+    /// inside a partition stays inside it while it starts).
+    #[doc(hidden)]
+    pub async fn start_filtered(
+        config: Config,
+        filter: Option<Arc<dyn FaultFilter>>,
+    ) -> Result<Node, StartError> {
         if config.force_new_cluster {
             crate::server::recover::force_new_cluster(&config).await?;
         }
@@ -65,6 +76,9 @@ impl Node {
         let server = Server::open_as(config, found).await;
         handoff.finish().await;
         let server = server?;
+        if filter.is_some() {
+            server.set_fault_filter(filter);
+        }
         let config = server.config().clone();
         for url in &config.listen_peer_urls {
             let listener = match bound.iter().position(|(u, _)| u == url) {

@@ -100,6 +100,9 @@ pub struct Member {
     config: Config,
     id: u64,
     running: Option<(Runtime, Node)>,
+    /// A start in progress on a thread of its own (a member that starts
+    /// inside a partition waits for a quorum, as etcd does, until healed).
+    starting: Option<Starting>,
     /// Removed from the cluster (a replacement whose `member add` was
     /// refused): never started again.
     removed: bool,
@@ -109,6 +112,12 @@ impl Member {
     pub fn is_running(&self) -> bool {
         self.running.is_some()
     }
+}
+
+/// A member's start in progress.
+struct Starting {
+    done: std::sync::mpsc::Receiver<Result<(Runtime, Node), String>>,
+    since: Instant,
 }
 
 /// A cluster of in-process members on loopback, on temporary storage.
@@ -131,32 +140,36 @@ async fn connect_admin(endpoint: &str) -> Result<etcd_client::Client, String> {
         .map_err(|e| format!("connect to {endpoint}: {e}"))
 }
 
-/// How long a member's start may take before the harness calls it hung.
+/// How long a member's start may take, once the network is healed, before
+/// the harness calls it hung.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a member did not start.
-pub enum StartFailure {
-    /// `Node::start` returned this error.
-    Refused(String),
-    /// `Node::start` did not return within [`START_TIMEOUT`] (its thread
-    /// and runtime are left behind).
-    Hung,
-}
-
-/// [`start_member`] on a thread of its own, given up after [`START_TIMEOUT`].
-fn start_member_within(config: Config) -> Result<(Runtime, Node), StartFailure> {
+/// Start a member on a thread of its own; the receiver gets the result.
+/// A start refused at once (the old member's data dir lock or ports not yet
+/// released) is tried again for up to 15 s.
+fn start_in_background(
+    config: Config,
+    filter: Arc<dyn FaultFilter>,
+) -> std::sync::mpsc::Receiver<Result<(Runtime, Node), String>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(start_member(config));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let result = loop {
+            match start_member(config.clone(), Some(filter.clone())) {
+                Ok(started) => break Ok(started),
+                Err(e) if Instant::now() > deadline => break Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let _ = tx.send(result);
     });
-    match rx.recv_timeout(START_TIMEOUT) {
-        Ok(Ok(started)) => Ok(started),
-        Ok(Err(e)) => Err(StartFailure::Refused(e)),
-        Err(_) => Err(StartFailure::Hung),
-    }
+    rx
 }
 
-fn start_member(config: Config) -> Result<(Runtime, Node), String> {
+fn start_member(
+    config: Config,
+    filter: Option<Arc<dyn FaultFilter>>,
+) -> Result<(Runtime, Node), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(format!("member-{}", config.name))
@@ -164,7 +177,7 @@ fn start_member(config: Config) -> Result<(Runtime, Node), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let node = runtime
-        .block_on(Node::start(config))
+        .block_on(Node::start_filtered(config, filter))
         .map_err(|e| e.to_string())?;
     Ok((runtime, node))
 }
@@ -261,7 +274,7 @@ impl Cluster {
                 .iter()
                 .map(|c| {
                     let c = c.clone();
-                    s.spawn(move || start_member(c))
+                    s.spawn(move || start_member(c, None))
                 })
                 .collect();
             handles
@@ -285,6 +298,7 @@ impl Cluster {
                     config,
                     id,
                     running: Some((runtime, node)),
+                    starting: None,
                     removed: false,
                 }
             })
@@ -310,6 +324,14 @@ impl Cluster {
             .position(|m| m.id == id && m.is_running())
     }
 
+    /// Whether running member `i` knows a leader (a remembered one too).
+    pub fn knows_leader(&self, i: usize) -> bool {
+        self.members[i]
+            .running
+            .as_ref()
+            .is_some_and(|(_, node)| node.leader().is_some())
+    }
+
     /// Wait until some running member knows a running leader.
     pub fn wait_leader(&self, timeout: Duration) -> Option<usize> {
         let deadline = Instant::now() + timeout;
@@ -332,40 +354,86 @@ impl Cluster {
         }
     }
 
-    /// Start member `i` again on its data dir (waiting for the old one's
-    /// storage lock and ports to be released).
-    pub fn restart(&mut self, i: usize) -> Result<(), String> {
-        if self.members[i].is_running() {
-            return Ok(());
+    /// Start member `i` again on its data dir, in the background: it
+    /// joins the running members once its start finishes (see
+    /// [`Cluster::poll_starts`]). Says what it did.
+    pub fn restart(&mut self, i: usize) -> String {
+        let m = &mut self.members[i];
+        if m.is_running() || m.starting.is_some() || m.removed {
+            return format!("{} is up", m.name);
         }
-        if self.members[i].removed {
-            return Ok(());
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let (runtime, node) = loop {
-            match start_member_within(self.members[i].config.clone()) {
-                Ok(started) => break started,
-                Err(StartFailure::Hung) => {
-                    self.hung.push(format!(
-                        "{} did not finish starting in {} s (its peers' leader: {:?})",
-                        self.members[i].name,
-                        START_TIMEOUT.as_secs(),
-                        self.leader().map(|l| self.members[l].name.clone())
-                    ));
-                    return Err(format!("restart of {}: hung", self.members[i].name));
-                }
-                Err(StartFailure::Refused(e)) if Instant::now() > deadline => {
-                    return Err(format!("restart of {}: {e}", self.members[i].name))
-                }
-                Err(StartFailure::Refused(_)) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        node.set_fault_filter(Some(Arc::new(Cut {
-            me: node.identity().member_id,
+        let filter = Arc::new(Cut {
+            me: m.id,
             net: self.net.clone(),
-        })));
-        self.members[i].running = Some((runtime, node));
-        Ok(())
+        });
+        m.starting = Some(Starting {
+            done: start_in_background(m.config.clone(), filter),
+            since: Instant::now(),
+        });
+        format!("starting {}", m.name)
+    }
+
+    /// Members whose start finished join the running ones; says what
+    /// happened to each (a start that failed is reported, not retried).
+    pub fn poll_starts(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        for m in &mut self.members {
+            let Some(starting) = &m.starting else {
+                continue;
+            };
+            let result = match starting.done.try_recv() {
+                Ok(result) => result,
+                Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err("the start thread died".to_string())
+                }
+            };
+            let took = starting.since.elapsed();
+            m.starting = None;
+            match result {
+                Ok((runtime, node)) => {
+                    m.id = node.identity().member_id;
+                    node.set_fault_filter(Some(Arc::new(Cut {
+                        me: m.id,
+                        net: self.net.clone(),
+                    })));
+                    m.running = Some((runtime, node));
+                    said.push(format!(
+                        "{} started after {:.1} s",
+                        m.name,
+                        took.as_secs_f64()
+                    ));
+                }
+                Err(e) => said.push(format!("start of {}: {e}", m.name)),
+            }
+        }
+        said
+    }
+
+    /// Wait (up to [`START_TIMEOUT`]) until no start is in progress; a
+    /// start still in progress then is recorded in [`Cluster::hung`].
+    pub fn wait_started(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut said = Vec::new();
+        loop {
+            said.extend(self.poll_starts());
+            if self.members.iter().all(|m| m.starting.is_none()) {
+                return said;
+            }
+            if Instant::now() > deadline {
+                let leader = self.leader().map(|l| self.members[l].name.clone());
+                for m in self.members.iter().filter(|m| m.starting.is_some()) {
+                    self.hung.push(format!(
+                        "{} did not finish starting {} s after the network healed (its peers' leader: {leader:?}; started {:.1} s before)",
+                        m.name,
+                        START_TIMEOUT.as_secs(),
+                        m.starting.as_ref().map_or(0.0, |s| s.since.elapsed().as_secs_f64()),
+                    ));
+                }
+                return said;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Freeze member `i` for `how_long` (see the module doc); returns at once.
@@ -479,13 +547,11 @@ impl Cluster {
             config,
             id: 0,
             running: None,
+            starting: None,
             removed: false,
         };
-        self.restart(i)?;
-        if let Some((_, node)) = &self.members[i].running {
-            self.members[i].id = node.identity().member_id;
-        }
-        Ok(format!("removed {old_name}, added and started {name}"))
+        self.restart(i);
+        Ok(format!("removed {old_name}, added {name}, starting it"))
     }
 
     /// Kill every member.
