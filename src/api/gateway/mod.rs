@@ -349,8 +349,18 @@ mod tests {
         let methods = etcd_methods();
         let paths: std::collections::HashSet<_> = methods.iter().map(|(p, _)| *p).collect();
         assert_eq!(paths.len(), methods.len());
-        assert!(methods
-            .iter()
-            .all(|(p, m)| p.starts_with("/v3/") && m.grpc_path.starts_with("/etcdserverpb.")));
+        let services = [
+            "/etcdserverpb.",
+            "/v3lockpb.Lock/",
+            "/v3electionpb.Election/",
+        ];
+        for (p, m) in &methods {
+            assert!(p.starts_with("/v3/"), "{p}");
+            assert!(
+                services.iter().any(|s| m.grpc_path.starts_with(s)),
+                "{p} -> {}",
+                m.grpc_path
+            );
+        }
     }
 }
