@@ -24,15 +24,12 @@ use super::auth::Principal;
 use super::Server;
 use crate::error::ApiError;
 use crate::mvcc::prefix_end;
-use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::pb::etcdserverpb::range_request::SortOrder;
 use crate::pb::etcdserverpb::request_op::Request as Op;
-use crate::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest,
-    WatchResponse,
+    DeleteRangeRequest, LeaseGrantRequest, ResponseHeader, TxnRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse,
 };
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::KeyValue;
@@ -42,96 +39,17 @@ use crate::pb::v3electionpb::{
 };
 use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
+mod requests;
+use requests::{
+    by_create, created_at, delete, get, header_of, key_prefix, lease_key, op, put, range_at,
+};
+
 /// The TTL of the lease granted for a Lock or Campaign given lease 0
 /// (clientv3 concurrency's `defaultSessionTTL`).
 pub const SESSION_TTL: i64 = 60;
 
 /// Leader responses an Observe stream may have queued for a slow client.
 const OBSERVE_QUEUE_LEN: usize = 16;
-
-/// `name/`: the prefix of a lock's or an election's keys.
-fn key_prefix(name: &[u8]) -> Bytes {
-    let mut p = name.to_vec();
-    p.push(b'/');
-    Bytes::from(p)
-}
-
-/// `prefix` + the lease id as Go's `%x` writes an int64 (a sign, no two's
-/// complement).
-fn lease_key(prefix: &[u8], lease: i64) -> Bytes {
-    let sign = if lease < 0 { "-" } else { "" };
-    let mut k = prefix.to_vec();
-    k.extend_from_slice(format!("{sign}{:x}", lease.unsigned_abs()).as_bytes());
-    Bytes::from(k)
-}
-
-/// Compare: `key`'s create revision is `rev` (0: the key does not exist).
-fn created_at(key: &Bytes, rev: i64) -> Compare {
-    Compare {
-        result: CompareResult::Equal as i32,
-        target: CompareTarget::Create as i32,
-        key: key.clone(),
-        target_union: Some(TargetUnion::CreateRevision(rev)),
-        ..Default::default()
-    }
-}
-
-fn op(request: Op) -> RequestOp {
-    RequestOp {
-        request: Some(request),
-    }
-}
-
-fn put(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
-    op(Op::RequestPut(PutRequest {
-        key: key.clone(),
-        value,
-        lease,
-        ..Default::default()
-    }))
-}
-
-fn get(key: &Bytes) -> RangeRequest {
-    RangeRequest {
-        key: key.clone(),
-        ..Default::default()
-    }
-}
-
-fn delete(key: &Bytes) -> RequestOp {
-    op(Op::RequestDeleteRange(DeleteRangeRequest {
-        key: key.clone(),
-        ..Default::default()
-    }))
-}
-
-/// The key under `prefix` created first (clientv3's `WithFirstCreate`) or
-/// last (`WithLastCreate`), at most `max_create` (0: any).
-fn by_create(prefix: &Bytes, order: SortOrder, max_create: i64) -> RangeRequest {
-    RangeRequest {
-        key: prefix.clone(),
-        range_end: prefix_end(prefix),
-        sort_target: SortTarget::Create as i32,
-        sort_order: order as i32,
-        limit: 1,
-        max_create_revision: max_create,
-        ..Default::default()
-    }
-}
-
-/// The range answer of a txn's `i`th op.
-fn range_at(resp: &TxnResponse, i: usize) -> Result<&RangeResponse, ApiError> {
-    match resp.responses.get(i).and_then(|r| r.response.as_ref()) {
-        Some(OpResponse::ResponseRange(r)) => Ok(r),
-        other => Err(ApiError::Internal(format!(
-            "txn op {i}: expected a range response, got {other:?}"
-        ))),
-    }
-}
-
-fn header_of(resp: &TxnResponse) -> ResponseHeader {
-    resp.header.unwrap_or_default()
-}
 
 /// A txn run when dropped armed: cleans up after a waiting Lock or
 /// Campaign whose client went away (its future is dropped mid-wait).
