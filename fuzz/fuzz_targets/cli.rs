@@ -160,8 +160,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = file.check();
         }
         Some(SubCommand::Escrow(EscrowCommand::Recover {
-            mpe_contract,
-            channel_id,
+            id,
             nonce,
             amount,
             signature,
@@ -169,8 +168,8 @@ fuzz_target!(|data: &[u8]| {
             use raftcd::escrow::payment::{parse_address, parse_signature, parse_u256, Payment};
             let payment = (|| {
                 Ok::<_, raftcd::escrow::payment::PaymentError>(Payment {
-                    mpe_contract: parse_address("--mpe-contract", mpe_contract)?,
-                    channel_id: parse_u256("--channel-id", channel_id)?,
+                    mpe_contract: parse_address("--mpe-contract", &id.mpe_contract)?,
+                    channel_id: parse_u256("--channel-id", &id.channel_id)?,
                     nonce: parse_u256("--nonce", nonce)?,
                     amount: parse_u256("--amount", amount)?,
                     signature: parse_signature(signature)?,
