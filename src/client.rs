@@ -16,6 +16,9 @@ use crate::pb::etcdserverpb::{
     PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
+use crate::pb::v3electionpb::{CampaignRequest, LeaderKey, ProclaimRequest, ResignRequest};
+use crate::pb::v3lockpb::{LockRequest, UnlockRequest};
+use crate::server::auth::Principal;
 use crate::server::Server;
 
 /// The range end of a key prefix (re-exported for embedding programs).
@@ -184,5 +187,80 @@ impl Client {
             })
             .await?;
         Ok(())
+    }
+
+    /// Acquire the lock `name` as etcd's Lock service does: wait until this
+    /// caller's key `name/LEASE` is the oldest under `name/`. The key is
+    /// bound to `lease` (0: a new lease of 60 s nobody keeps alive, as
+    /// etcd's server does); revoking the lease releases the lock. Returns
+    /// the key that holds it, for [`Client::unlock`].
+    pub async fn lock(&self, name: impl Into<Bytes>, lease: i64) -> Result<Bytes, ApiError> {
+        let req = LockRequest {
+            name: name.into(),
+            lease,
+        };
+        Ok(self.server.lock(&Principal::Local, req).await?.key)
+    }
+
+    /// Release a lock [`Client::lock`] returned.
+    pub async fn unlock(&self, key: impl Into<Bytes>) -> Result<(), ApiError> {
+        let req = UnlockRequest { key: key.into() };
+        self.server.unlock(&Principal::Local, req).await.map(|_| ())
+    }
+
+    /// Campaign in the election `name` with `value` (etcd's Election
+    /// service): wait until elected; the candidacy is bound to `lease` (0:
+    /// a new 60 s lease). Returns the leader key for
+    /// [`Client::proclaim`] and [`Client::resign`].
+    pub async fn campaign(
+        &self,
+        name: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        lease: i64,
+    ) -> Result<LeaderKey, ApiError> {
+        let req = CampaignRequest {
+            name: name.into(),
+            lease,
+            value: value.into(),
+        };
+        let resp = self.server.campaign(&Principal::Local, req).await?;
+        resp.leader
+            .ok_or_else(|| ApiError::Internal("campaign answered without a leader key".into()))
+    }
+
+    /// Announce a new value as the leader `leader` (etcd's "election: not
+    /// leader" if that leadership is gone).
+    pub async fn proclaim(
+        &self,
+        leader: &LeaderKey,
+        value: impl Into<Bytes>,
+    ) -> Result<(), ApiError> {
+        let req = ProclaimRequest {
+            leader: Some(leader.clone()),
+            value: value.into(),
+        };
+        self.server
+            .proclaim(&Principal::Local, req)
+            .await
+            .map(|_| ())
+    }
+
+    /// The current leader of the election `name`: its key and value, or
+    /// `None` when nobody campaigns.
+    pub async fn leader(&self, name: impl Into<Bytes>) -> Result<Option<KeyValue>, ApiError> {
+        let name: Bytes = name.into();
+        match self.server.election_leader(&Principal::Local, &name).await {
+            Ok(resp) => Ok(resp.kv),
+            Err(ApiError::ElectionNoLeader) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Give up the leadership `leader` (nothing happens if it is gone).
+    pub async fn resign(&self, leader: &LeaderKey) -> Result<(), ApiError> {
+        let req = ResignRequest {
+            leader: Some(leader.clone()),
+        };
+        self.server.resign(&Principal::Local, req).await.map(|_| ())
     }
 }

@@ -201,3 +201,88 @@ async fn racing_compare_and_swap_has_one_winner() {
     }
     node.shutdown().await.expect("shutdown");
 }
+
+/// The in-process client's Lock and Election: a second locker waits until
+/// the first unlocks; a lease revoked releases its lock; a campaign is
+/// visible as the leader, proclaims change its value, a resign ends it and
+/// the next candidate wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lock_and_election() {
+    let _machine = crate::common::machine_share();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(Config::embedded(tmp.path().join("conc")))
+        .await
+        .expect("start");
+    let c = node.client();
+
+    let first = c.lock("job", 0).await.expect("first lock");
+    assert!(first.starts_with(b"job/"), "{first:?}");
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lock("job", 0).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second locker got a held lock");
+    c.unlock(first.clone()).await.expect("unlock");
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the second locker got the lock once released")
+        .unwrap()
+        .expect("second lock");
+    assert_ne!(second, first);
+    // A lock bound to a lease goes with it.
+    c.unlock(second).await.expect("unlock");
+    let lease = c.grant_lease(60).await.unwrap();
+    let held = c.lock("job", lease).await.expect("lock on a lease");
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lock("job", 0).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    c.revoke_lease(lease).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("revoking the holder's lease released the lock")
+        .unwrap()
+        .expect("lock after revoke");
+    assert_ne!(next, held);
+    assert!(
+        c.get(held).await.unwrap().is_none(),
+        "the revoked key is gone"
+    );
+
+    assert!(c.leader("boss").await.unwrap().is_none());
+    let alice = c.campaign("boss", "alice", 0).await.expect("campaign");
+    let shown = c.leader("boss").await.unwrap().expect("a leader");
+    assert_eq!(shown.value, Bytes::from("alice"));
+    c.proclaim(&alice, "alice-2").await.expect("proclaim");
+    assert_eq!(
+        c.leader("boss").await.unwrap().map(|kv| kv.value),
+        Some(Bytes::from("alice-2"))
+    );
+    let bob = {
+        let c = c.clone();
+        tokio::spawn(async move { c.campaign("boss", "bob", 0).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!bob.is_finished(), "bob was elected while alice leads");
+    c.resign(&alice).await.expect("resign");
+    let bob = tokio::time::timeout(std::time::Duration::from_secs(5), bob)
+        .await
+        .expect("bob elected once alice resigned")
+        .unwrap()
+        .expect("campaign");
+    assert_eq!(
+        c.leader("boss").await.unwrap().map(|kv| kv.value),
+        Some(Bytes::from("bob"))
+    );
+    let err = c
+        .proclaim(&alice, "stale")
+        .await
+        .expect_err("alice no longer leads");
+    assert_eq!(err.to_string(), "election: not leader");
+    c.resign(&bob).await.unwrap();
+    assert!(c.leader("boss").await.unwrap().is_none());
+    node.shutdown().await.expect("shutdown");
+}
