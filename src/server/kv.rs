@@ -382,11 +382,10 @@ impl Server {
         retry_until(
             super::deadline(),
             |deadline| async move {
-                if self.leader().is_none() {
+                let Some(leader) = self.leader() else {
                     return Ok(Attempt::Retry);
-                }
-                if self.inner.config.stale_follower_reads
-                    && self.leader() != Some(self.inner.identity.member_id)
+                };
+                if self.inner.config.stale_follower_reads && leader != self.inner.identity.member_id
                 {
                     return Ok(Attempt::Done(()));
                 }

@@ -12,7 +12,7 @@
 //! far before it looks at the view.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -43,6 +43,10 @@ struct Queue {
 }
 
 impl ReadBatcher {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Read-index rounds run so far on this member (`/metrics`).
     pub(crate) fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
@@ -65,12 +69,7 @@ impl Server {
     pub(crate) fn read_index(&self) -> oneshot::Receiver<RoundResult> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut q = self
-                .inner
-                .reads
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut q = self.inner.reads.queue();
             q.waiters.push(tx);
             !std::mem::replace(&mut q.driving, true)
         };
@@ -85,12 +84,7 @@ impl Server {
     async fn drive_read_rounds(&self) {
         loop {
             let waiters = {
-                let mut q = self
-                    .inner
-                    .reads
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut q = self.inner.reads.queue();
                 if q.waiters.is_empty() {
                     q.driving = false;
                     return;
