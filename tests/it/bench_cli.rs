@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{certs, free_port, machine_share, peer_args, raftcd_bin, Server};
+use crate::common::{
+    base64_decode, certs, free_port, machine_share, peer_args, raftcd_bin, Server,
+};
 
 /// `raftcd bench ARGS` (stderr is a pipe: no progress bar).
 fn bench(args: &[&str]) -> Output {
@@ -97,23 +99,6 @@ fn kvs(server: &Server, range: &[&str]) -> Vec<(String, String, i64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let d = ABC.iter().position(|x| *x == c).expect("base64 digit") as u32;
-        acc = (acc << 6) | d;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 #[test]

@@ -555,6 +555,7 @@ mod race {
     use raftcd::pb::escrowpb::escrow_client::EscrowClient;
     use raftcd::pb::escrowpb::{self, ChannelId, PaymentRequest};
 
+    use crate::common::base64_decode;
     use crate::common::cluster::Cluster;
 
     const CHANNELS: u64 = 10;
@@ -881,22 +882,5 @@ mod race {
                 .claims;
             assert_eq!(claims.len(), 20);
         });
-    }
-
-    fn base64_decode(s: &str) -> Vec<u8> {
-        const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = Vec::new();
-        let (mut acc, mut bits) = (0u32, 0);
-        for c in s.bytes().filter(|c| *c != b'=') {
-            let v = ALPHA.iter().position(|a| *a == c).unwrap() as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        out
     }
 }

@@ -311,6 +311,25 @@ pub fn start_refused(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, S
     (status, stderr)
 }
 
+/// Standard base64 (as etcd's JSON carries bytes), decoded; panics on a
+/// character outside the alphabet (test input only).
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let d = ALPHABET.iter().position(|x| *x == c).expect("base64 digit") as u32;
+        acc = (acc << 6) | d;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1:port; (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
