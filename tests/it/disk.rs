@@ -35,6 +35,21 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Where the records of a file end: a log segment (magic, then records)
+/// is preallocated, so zeros follow its last record; other files end with
+/// their records.
+fn records_end(path: &Path, bytes: &[u8]) -> usize {
+    use raftcd::storage::frame::{parse, Parsed};
+    if path.extension().is_none_or(|e| e != "wal") {
+        return bytes.len();
+    }
+    let mut at = 8; // the magic bytes
+    while let Parsed::Record { size, .. } = parse(&bytes[at..], 1 << 30) {
+        at += size;
+    }
+    at
+}
+
 async fn connect(server: &Server) -> Client {
     Client::connect([server.endpoint()], None)
         .await
@@ -178,13 +193,14 @@ async fn damaged_files_are_refused_at_start_naming_the_file_and_nothing_changes(
         );
     };
     for (path, good) in &pristine {
-        // A bit flipped in the middle.
+        let end = records_end(path, good);
+        // A bit flipped in the middle of the records.
         let mut bad = good.clone();
-        bad[good.len() / 2] ^= 0x08;
+        bad[end / 2] ^= 0x08;
         std::fs::write(path, &bad).unwrap();
         refused("bit flip", path, path);
-        // Cut short by a third.
-        std::fs::write(path, &good[..good.len() * 2 / 3]).unwrap();
+        // Records cut short by a third.
+        std::fs::write(path, &good[..end * 2 / 3]).unwrap();
         if path.starts_with(dir.join("wal")) {
             // Cut at a record boundary or not, the log no longer reaches
             // what was committed: the log directory is named.
@@ -215,13 +231,22 @@ async fn a_torn_last_log_record_is_cut_off_with_a_warning_and_nothing_acknowledg
         .into_keys()
         .rfind(|p| p.starts_with(dir.join("wal")))
         .expect("a log segment");
-    let good = std::fs::read(&segment).unwrap();
-    // Half a record: a header announcing 200 bytes, 60 of them written.
-    let mut torn = good.clone();
-    torn.extend_from_slice(&200u32.to_le_bytes());
-    torn.extend_from_slice(&0xdead_beefu32.to_le_bytes());
-    torn.push(2);
-    torn.extend_from_slice(&[0x5a; 60]);
+    let preallocated = std::fs::read(&segment).unwrap();
+    let end = records_end(&segment, &preallocated);
+    assert!(
+        end < preallocated.len() && preallocated[end..].iter().all(|&b| b == 0),
+        "the segment is preallocated: zeros after its last record"
+    );
+    let good = preallocated[..end].to_vec();
+    // Half a record after the last one, in the preallocated space: a
+    // header announcing 200 bytes, 60 of them written.
+    let mut record = Vec::new();
+    record.extend_from_slice(&200u32.to_le_bytes());
+    record.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    record.push(2);
+    record.extend_from_slice(&[0x5a; 60]);
+    let mut torn = preallocated.clone();
+    torn[end..end + record.len()].copy_from_slice(&record);
     std::fs::write(&segment, &torn).unwrap();
 
     let log = tmp.path().join("stderr");

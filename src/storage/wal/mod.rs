@@ -11,7 +11,15 @@
 //! Records are [`super::frame`]s. [`Wal::append`] writes and returns;
 //! [`Wal::sync`] queues a callback that a flusher thread calls, in order,
 //! once one `fdatasync` has made everything appended before it durable.
-//! A segment is closed (synced) at 64 MiB and the next one begun;
+//! The segment being written is preallocated ahead of the writes
+//! (`fallocate`, [`PREALLOC_BYTES`] at a time): an append then overwrites
+//! allocated space instead of growing the file, so its `fdatasync` need not
+//! commit a new file size to the filesystem journal (on ext4 here: about
+//! 225 µs a sync instead of 375 µs). The unwritten rest reads as zeros,
+//! which no record starts with (kind 0 is never written): recovery ends
+//! the last segment at its first zero header.
+//! A segment is closed (trimmed to its records and synced) at 64 MiB and
+//! the next one begun;
 //! [`Wal::purge`] deletes whole segments, [`Wal::truncate`] cuts the file
 //! that holds the first removed entry, so space comes back as files.
 //!
@@ -36,8 +44,8 @@ use std::time::{Duration, Instant};
 
 mod segment;
 
-pub use segment::SEGMENT_BYTES;
 use segment::{bounds, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION};
+pub use segment::{PREALLOC_BYTES, SEGMENT_BYTES};
 
 use super::frame::{self, Parsed};
 use super::{blob::sync_dir, damaged, io, sync_failed, StorageError, Syncer};
@@ -70,6 +78,11 @@ struct Shared {
     durable: Mutex<Option<u64>>,
     /// A segment is closed once it holds this much.
     segment_bytes: u64,
+    /// Space allocated ahead of the writes, at a time (0: none).
+    prealloc_bytes: u64,
+    /// Preallocation failed once (a filesystem without `fallocate`): the
+    /// log grows its files by writing, as it would without it.
+    prealloc_off: std::sync::atomic::AtomicBool,
 }
 
 /// The log. Cheap to clone; clones share it.
@@ -106,7 +119,15 @@ impl Wal {
         syncer: Arc<dyn Syncer>,
         observer: Option<SyncObserver>,
     ) -> Result<(Wal, Recovered), StorageError> {
-        Self::open_sized(dir, keep_from, reach, syncer, observer, SEGMENT_BYTES)
+        Self::open_sized(
+            dir,
+            keep_from,
+            reach,
+            syncer,
+            observer,
+            SEGMENT_BYTES,
+            PREALLOC_BYTES,
+        )
     }
 
     fn open_sized(
@@ -116,6 +137,7 @@ impl Wal {
         syncer: Arc<dyn Syncer>,
         observer: Option<SyncObserver>,
         segment_bytes: u64,
+        prealloc_bytes: u64,
     ) -> Result<(Wal, Recovered), StorageError> {
         let segment::Recovery {
             segments,
@@ -143,6 +165,8 @@ impl Wal {
             syncs: Default::default(),
             durable: Mutex::new(last),
             segment_bytes,
+            prealloc_bytes,
+            prealloc_off: Default::default(),
         });
         let (tx, rx) = mpsc::channel::<SyncDone>();
         let flusher_shared = shared.clone();
@@ -232,6 +256,7 @@ impl Wal {
         let Some(seg) = st.segments.back_mut() else {
             return Err(StorageError::Failed("no segment to append to".into()));
         };
+        self.preallocate(seg, seg.len + buf.len() as u64);
         self.fatal(
             seg.file
                 .write_all_at(buf, seg.len)
@@ -245,14 +270,39 @@ impl Wal {
         Ok(())
     }
 
-    /// Sync the current segment: it is full, the next one begins.
+    /// Make sure `seg`'s file has space allocated up to `end`, extending it
+    /// by whole [`PREALLOC_BYTES`] steps. A failure is not an error: the
+    /// write that follows grows the file (and reports a full disk itself).
+    fn preallocate(&self, seg: &mut Segment, end: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let step = self.shared.prealloc_bytes;
+        if end <= seg.allocated || step == 0 || self.shared.prealloc_off.load(Relaxed) {
+            return;
+        }
+        let target = end.div_ceil(step).saturating_mul(step);
+        match allocate(&seg.file, seg.allocated, target - seg.allocated) {
+            Ok(()) => seg.allocated = target,
+            Err(e) => {
+                self.shared.prealloc_off.store(true, Relaxed);
+                tracing::warn!(file = %seg.path.display(), error = %e, "cannot preallocate the Raft log; appends grow the file instead (slower syncs)");
+            }
+        }
+    }
+
+    /// Sync the current segment: it is full, the next one begins. Its
+    /// preallocated tail is cut off first, so only the last segment of a
+    /// log ever ends in unwritten space.
     fn close_segment(&self, st: &mut State) -> Result<(), StorageError> {
-        if let Some(seg) = st.segments.back() {
+        if let Some(seg) = st.segments.back_mut() {
             let started = Instant::now();
+            if seg.allocated > seg.len {
+                self.fatal(seg.file.set_len(seg.len).map_err(io(&seg.path, "trim")))?;
+                seg.allocated = seg.len;
+            }
             self.fatal(
                 self.shared
                     .syncer
-                    .sync_data(&seg.file)
+                    .sync_all(&seg.file)
                     .map_err(sync_failed(&seg.path)),
             )?;
             self.shared
@@ -286,6 +336,7 @@ impl Wal {
             path,
             file: Arc::new(file),
             len: head.len() as u64,
+            allocated: head.len() as u64,
             entries: Vec::new(),
         });
         st.next_seq = seq + 1;
@@ -387,9 +438,13 @@ impl Wal {
             if from < seg.end_index() {
                 let keep = from.saturating_sub(seg.first_index) as usize;
                 let cut = seg.entries.get(keep).map_or(seg.len, |(offset, _)| *offset);
+                // Cut at the first removed entry: what follows (removed
+                // entries and preallocated space) is gone, so no stale
+                // record can be read back; appends allocate again.
                 seg.file.set_len(cut).map_err(io(&seg.path, "truncate"))?;
                 seg.entries.truncate(keep);
                 seg.len = cut;
+                seg.allocated = cut;
                 self.fatal(
                     self.shared
                         .syncer
@@ -459,6 +514,33 @@ impl Wal {
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failed).clone()
     }
+}
+
+/// Allocate `len` bytes of `file` from `offset`, extending its size
+/// (`fallocate` mode 0: the new space reads as zeros).
+#[cfg(target_os = "linux")]
+fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::other(
+            "preallocation past the largest file offset",
+        ));
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // fallocate reads no memory of ours.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere: extend the file (a sparse tail; the size is still committed
+/// once per step instead of once per append).
+#[cfg(not(target_os = "linux"))]
+fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    file.set_len(offset.saturating_add(len))
 }
 
 fn fail(shared: &Shared, e: &StorageError) {
@@ -531,8 +613,19 @@ mod tests {
         (i, vec![tag; 40 + (i % 7) as usize])
     }
 
+    /// Small segments (4 KiB) allocated 1 KiB at a time, so tests cross
+    /// both boundaries often.
     fn open(dir: &Path, purged: u64) -> Result<(Wal, Recovered), StorageError> {
-        Wal::open_sized(dir, purged, 0, Arc::new(OsSync), None, 4096)
+        Wal::open_sized(dir, purged, 0, Arc::new(OsSync), None, 4096, 1024)
+    }
+
+    /// A segment's records without the preallocated zeros after them (a
+    /// test entry never ends in a zero byte).
+    fn content(path: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        bytes.truncate(end);
+        bytes
     }
 
     fn files(dir: &Path) -> Vec<String> {
@@ -612,6 +705,10 @@ mod tests {
         wal.append((1..=200).map(|i| entry(i, 1))).unwrap();
         wal.truncate(120).unwrap();
         assert_eq!(wal.bounds(), (Some(1), Some(119)));
+        // The cut file ends at its last kept record: neither removed
+        // entries nor preallocated space are left behind it.
+        let last = dir.join(files(&dir).pop().unwrap());
+        assert_eq!(std::fs::read(&last).unwrap(), content(&last));
         wal.append((120..=130).map(|i| entry(i, 9))).unwrap();
         wal.sync_now().await.unwrap();
         drop(wal);
@@ -642,21 +739,30 @@ mod tests {
         drop(wal);
         let name = files(&dir).pop().unwrap();
         let path = dir.join(&name);
-        let good = std::fs::read(&path).unwrap();
+        let preallocated = std::fs::read(&path).unwrap();
+        let good = content(&path);
+        assert!(preallocated.len() > good.len() && preallocated.len().is_multiple_of(1024));
         // The last record half written, as a crash mid-append leaves it; and
-        // the same record written whole but with its last bytes zeroed.
-        let mut half = good.clone();
+        // the same record written whole but with its last bytes zeroed; both
+        // in the preallocated space (zeros after them) and at the end of a
+        // file that was not preallocated.
         let mut tail = Vec::new();
         frame::put(
             &mut tail,
             KIND_ENTRY,
             &[21u64.to_le_bytes().to_vec(), vec![7; 60]].concat(),
         );
-        half.extend_from_slice(&tail[..tail.len() / 2]);
-        let mut zeroed = good.clone();
-        zeroed.extend_from_slice(&tail[..tail.len() - 10]);
+        let half = &tail[..tail.len() / 2];
+        let mut zeroed = tail[..tail.len() - 10].to_vec();
         zeroed.extend_from_slice(&[0; 10]);
-        for torn in [half, zeroed] {
+        let mut cases = Vec::new();
+        for record in [half, &zeroed[..]] {
+            let mut in_space = preallocated.clone();
+            in_space[good.len()..good.len() + record.len()].copy_from_slice(record);
+            cases.push(in_space);
+            cases.push([&good[..], record].concat());
+        }
+        for torn in cases {
             std::fs::write(&path, &torn).unwrap();
             let (wal, rec) = open(&dir, 0).unwrap();
             let note = rec.repaired.expect("repaired");
@@ -709,13 +815,16 @@ mod tests {
         for (i, name) in names.iter().enumerate() {
             let path = dir.join(name);
             let good = std::fs::read(&path).unwrap();
-            // A bit flipped in an entry in the middle of the file.
+            let records = content(&path).len();
+            // Only the last segment keeps preallocated space.
+            assert_eq!(records == good.len(), i + 1 < names.len(), "{name}");
+            // A bit flipped in an entry in the middle of the records.
             let mut bad = good.clone();
-            bad[good.len() / 2] ^= 0x10;
+            bad[records / 2] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
             let (file, offset, _) = refused(&format!("flip in {name}"));
             assert_eq!(file, path);
-            assert!(offset > 0 && offset <= (good.len() / 2) as u64);
+            assert!(offset > 0 && offset <= (records / 2) as u64);
             // A bit flipped in the header.
             let mut bad = good.clone();
             bad[MAGIC.len() + frame::HEADER + 3] ^= 1;
@@ -778,7 +887,7 @@ mod tests {
             calls: AtomicU64::new(0),
             delay: Duration::ZERO,
         });
-        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer.clone(), None, 1 << 20).unwrap();
+        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer.clone(), None, 1 << 20, 0).unwrap();
         for i in 1..=2 {
             wal.append([entry(i, 1)]).unwrap();
             wal.sync_now().await.unwrap();
@@ -804,7 +913,7 @@ mod tests {
             calls: AtomicU64::new(0),
             delay: Duration::from_millis(20),
         });
-        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer, None, 1 << 20).unwrap();
+        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer, None, 1 << 20, 0).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 1..=100u64 {
             wal.append([entry(i, 1)]).unwrap();

@@ -16,6 +16,9 @@ pub(super) const KIND_HEADER: u8 = 1;
 pub(super) const KIND_ENTRY: u8 = 2;
 /// A segment is closed once it holds this much.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// The segment being written is allocated this much at a time ahead of
+/// its writes (see [`super`]).
+pub const PREALLOC_BYTES: u64 = 4 << 20;
 /// The largest entry read back: bigger than any entry the proposer makes
 /// (requests are capped at 256 MiB), small enough to bound a bad length.
 pub(super) const MAX_ENTRY: usize = 1 << 30;
@@ -27,6 +30,9 @@ pub(super) struct Segment {
     pub(super) path: PathBuf,
     pub(super) file: Arc<File>,
     pub(super) len: u64,
+    /// The file's size: `len` plus the preallocated space after it, which
+    /// holds zeros.
+    pub(super) allocated: u64,
     /// Offset and size of each entry record: entry `first_index + i` is at
     /// `entries[i]`.
     pub(super) entries: Vec<(u64, u32)>,
@@ -256,6 +262,13 @@ fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<R
                         format!("unknown record kind {kind}"),
                     ))
                 }
+                // The last segment's preallocated space, never written:
+                // the log ends here.
+                Parsed::Incomplete | Parsed::Bad(_)
+                    if last && bytes[at..].iter().all(|&b| b == 0) =>
+                {
+                    break;
+                }
                 Parsed::Incomplete | Parsed::Bad(_)
                     if last && frame::any_record_after(&bytes[at..], MAX_ENTRY).is_none() =>
                 {
@@ -277,7 +290,14 @@ fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<R
             }
         }
     }
-    let len = torn.map_or(bytes.len() as u64, |(offset, _)| offset);
+    // Where the records end (the next append goes there), and the file's
+    // size: a torn tail is cut off (see `recover`), preallocated space kept.
+    let len = torn.map_or(at as u64, |(offset, _)| offset);
+    let allocated = if torn.is_some() {
+        len
+    } else {
+        bytes.len() as u64
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -290,6 +310,7 @@ fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<R
             path: path.to_path_buf(),
             file: Arc::new(file),
             len,
+            allocated,
             entries,
         },
         torn,
