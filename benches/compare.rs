@@ -59,6 +59,8 @@ const STARTUP_POLL: Duration = Duration::from_millis(5);
 const STARTUP_ATTEMPT: Duration = Duration::from_millis(200);
 /// A start with no accepted write after this long fails the run.
 const STARTUP_CAP: Duration = Duration::from_secs(30);
+/// Starts again with new ports when one was taken before the server bound it.
+const BIND_RETRIES: usize = 3;
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--duration-secs N] \
 [--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N] [--space N] \
@@ -195,8 +197,11 @@ struct ServerProc {
     _tmp: tempfile::TempDir,
 }
 
-fn free_port() -> Res<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Two distinct free loopback ports (both held until both are chosen).
+fn free_ports() -> Res<(u16, u16)> {
+    let a = TcpListener::bind("127.0.0.1:0")?;
+    let b = TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 /// A command with no inherited etcd configuration variables.
@@ -251,8 +256,7 @@ impl ServerProc {
             .tempdir()?;
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("server.log");
-        let port = free_port()?;
-        let peer_port = free_port()?;
+        let (port, peer_port) = free_ports()?;
         let client_url = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let mut cmd = clean_command(bin);
@@ -316,6 +320,34 @@ impl ServerProc {
         Ok(())
     }
 
+    /// Whether the server failed to bind a port: `free_ports` released it
+    /// and another socket on this machine took it before the server bound it.
+    fn port_taken(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .is_ok_and(|log| log.to_lowercase().contains("address already in use"))
+    }
+
+    /// Start and wait until the server answers, with new ports if one was
+    /// taken (up to `BIND_RETRIES` times).
+    async fn start_ready(kind: Kind, bin: &str) -> Res<ServerProc> {
+        let mut retries = 0;
+        loop {
+            let mut server = ServerProc::start(kind, bin)?;
+            match server.connect(1).await {
+                Ok(_) => return Ok(server),
+                Err(_) if retries < BIND_RETRIES && server.port_taken() => {
+                    eprintln!(
+                        "[{}] a port was taken before the server bound it; starting again",
+                        kind.name()
+                    );
+                    server.stop();
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Wait until the server answers a Status call; return 8 connections.
     async fn connect(&mut self, conns: usize) -> Res<Vec<Client>> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -356,6 +388,9 @@ impl ServerProc {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -483,6 +518,27 @@ impl ServerProc {
     }
 }
 
+/// One fresh start timed to its first accepted write, then stopped; with
+/// new ports if one was taken (up to `BIND_RETRIES` times).
+async fn startup_once(kind: Kind, bin: &str) -> Res<StartupRun> {
+    let mut retries = 0;
+    loop {
+        let mut server = ServerProc::start(kind, bin)?;
+        let run = server.first_write().await;
+        server.stop();
+        match run {
+            Err(_) if retries < BIND_RETRIES && server.port_taken() => {
+                eprintln!(
+                    "[{}] a port was taken before the server bound it; starting again",
+                    kind.name()
+                );
+                retries += 1;
+            }
+            run => return run,
+        }
+    }
+}
+
 /// `runs` fresh starts of each server, alternating between the servers,
 /// each timed to its first accepted write, then stopped.
 async fn measure_startups(servers: &[(Kind, String)], runs: usize) -> Vec<Startup> {
@@ -499,15 +555,7 @@ async fn measure_startups(servers: &[(Kind, String)], runs: usize) -> Vec<Startu
             if st.failure.is_some() {
                 continue;
             }
-            let result = match ServerProc::start(*kind, bin) {
-                Ok(mut server) => {
-                    let r = server.first_write().await;
-                    server.stop();
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            match result {
+            match startup_once(*kind, bin).await {
                 Ok(r) => {
                     eprintln!(
                         "[{}] start to first write, run {}/{runs}: {:.1} ms ({} refused connects, {} timed-out puts, {} rejected puts)",
@@ -746,7 +794,7 @@ async fn bench_server(kind: Kind, bin: &str, o: &Opts, startup: Startup) -> Serv
         startup,
     };
     eprintln!("[{}] starting {bin} ({})", kind.name(), report.version);
-    let mut server = match ServerProc::start(kind, bin) {
+    let mut server = match ServerProc::start_ready(kind, bin).await {
         Ok(s) => s,
         Err(e) => {
             report.failure = Some(e.to_string());

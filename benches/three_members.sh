@@ -31,7 +31,12 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_ports() { # N: N distinct free loopback ports
+  python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])' "$1"
+}
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
@@ -55,27 +60,55 @@ first_write() {
 }
 
 # start SERVER_BINARY NAME: three members; sets `eps` (their client
-# endpoints), `pids` and `first_ms` (start to first accepted write).
+# endpoints), `pids` and `first_ms` (start to first accepted write). Starts
+# again with new ports (up to 3 times) if a member found one of its ports
+# taken: free_ports releases them before the members bind them.
 start() {
-  local bin=$1 name=$2 cluster="" endpoints="" i t0
-  local -a cports pports
-  for i in 1 2 3; do cports[$i]=$(free_port); pports[$i]=$(free_port); done
+  local try
+  for try in 1 2 3 4; do
+    start_once "$@" "$try" && return 0
+    echo "$2: a port was taken before a member bound it; starting again" >&2
+  done
+  echo "$2: no start after 4 tries" >&2
+  return 1
+}
+
+start_once() { # SERVER_BINARY NAME TRY
+  local bin=$1 name=$2 try=$3 cluster="" endpoints="" i t0 dir
+  local -a ports cports pports mine=()
+  read -r -a ports <<<"$(free_ports 6)"
+  for i in 1 2 3; do cports[$i]=${ports[$((i - 1))]}; pports[$i]=${ports[$((i + 2))]}; done
   for i in 1 2 3; do cluster+="m$i=http://127.0.0.1:${pports[$i]},"; done
   cluster=${cluster%,}
   t0=$(now_us)
   for i in 1 2 3; do
-    "$bin" --name "m$i" --data-dir "$tmp/$name-m$i" \
+    dir=$tmp/$name-$try-m$i
+    "$bin" --name "m$i" --data-dir "$dir" \
       --listen-client-urls "http://127.0.0.1:${cports[$i]}" \
       --advertise-client-urls "http://127.0.0.1:${cports[$i]}" \
       --listen-peer-urls "http://127.0.0.1:${pports[$i]}" \
       --initial-advertise-peer-urls "http://127.0.0.1:${pports[$i]}" \
       --initial-cluster "$cluster" --initial-cluster-token "bench-$name" \
-      --log-level warn >"$tmp/$name-m$i.log" 2>&1 &
+      --log-level warn >"$dir.log" 2>&1 &
+    mine+=($!)
     pids+=($!)
     endpoints+="127.0.0.1:${cports[$i]},"
   done
   eps=${endpoints%,}
-  first_ms=$(first_write "$t0" "${cports[1]}" "${cports[2]}" "${cports[3]}")
+  first_ms=$(first_write "$t0" "${cports[1]}" "${cports[2]}" "${cports[3]}") || true
+  for i in 1 2 3; do
+    kill -0 "${mine[$((i - 1))]}" 2>/dev/null && continue
+    if grep -qi "address already in use" "$tmp/$name-$try-m$i.log"; then
+      kill "${mine[@]}" 2>/dev/null || true
+      wait "${mine[@]}" 2>/dev/null || true
+      pids=()
+      return 1
+    fi
+    echo "$name member m$i exited; its log:" >&2
+    tail -20 "$tmp/$name-$try-m$i.log" >&2
+    exit 1
+  done
+  [ -n "$first_ms" ] || { echo "$name: no write accepted within 30 s" >&2; exit 1; }
   for i in 1 2 3; do
     for _ in $(seq 300); do
       curl -sf "http://127.0.0.1:${cports[$i]}/health" | grep -q true && break
