@@ -2,14 +2,17 @@
 //! Side-by-side benchmark: raftcd against a real etcd 3.4 on the same machine.
 //!
 //! Run with `cargo bench --bench compare -- [--duration-secs N]
-//! [--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]`.
+//! [--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N]
+//! [--startup-runs N] [--json FILE]`.
 //! Each server runs alone (one after the other) with a fresh temp data dir on
 //! free loopback ports; the closed-loop load generator runs in this process
 //! (`raftcd::bench`, the one behind `raftcd bench`: 8-byte keys, 256-byte
 //! values, 10,000-key space, up to 8 gRPC connections shared by the
 //! clients; etcd-client only for status, compaction and defragmentation),
 //! the way the etcd 3.4.23 reference
-//! numbers in `../shared/reference/` were taken. See `docs/benchmarks.md`.
+//! numbers in `../shared/reference/` were taken. Before the load, each
+//! server is started a few times more on fresh data dirs to time start to
+//! first accepted write. See `docs/benchmarks.md`.
 //!
 //! Without `--bench` on its command line (that is, under `cargo test
 //! --benches` or `--all-targets`) it does nothing, so test runs stay fast.
@@ -23,8 +26,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use etcd_client::{Client, CompactionOptions, ConnectOptions};
 use raftcd::bench::{self, Spec, Workload};
+use raftcd::pb::etcdserverpb::kv_client::KvClient;
+use raftcd::pb::etcdserverpb::PutRequest;
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -43,9 +51,20 @@ const HISTORY_KEYS: usize = 100;
 const HISTORY_FILL_CAP: Duration = Duration::from_secs(180);
 const DEFAULT_HISTORY_REVS: u64 = 400_000;
 const ETCD_BIN: &str = "/usr/bin/etcd";
+/// Starts of each server timed to its first accepted write.
+const DEFAULT_STARTUP_RUNS: usize = 5;
+/// How often the start-to-first-write probe tries a put.
+const STARTUP_POLL: Duration = Duration::from_millis(5);
+/// How long one probe attempt (connect, or put) may take.
+const STARTUP_ATTEMPT: Duration = Duration::from_millis(200);
+/// A start with no accepted write after this long fails the run.
+const STARTUP_CAP: Duration = Duration::from_secs(30);
+/// Starts again with new ports when one was taken before the server bound it.
+const BIND_RETRIES: usize = 3;
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--duration-secs N] \
-[--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N] [--space N]";
+[--only raftcd|etcd] [--clients 1,64] [--no-history] [--history-revs N] [--space N] \
+[--startup-runs N] [--json FILE]";
 /// Value size of the space step (the storage issue's workload).
 const SPACE_VALUE_SIZE: usize = 1024;
 /// The space fill stops after this long even if not all puts are in.
@@ -77,6 +96,10 @@ struct Opts {
     history_revs: u64,
     /// Only the space step, with this many puts.
     space: Option<u64>,
+    /// Fresh starts per server timed to the first accepted write (0: none).
+    startup_runs: usize,
+    /// Also write the results as JSON to this file.
+    json: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Res<Opts> {
@@ -87,6 +110,8 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         history: true,
         history_revs: DEFAULT_HISTORY_REVS,
         space: None,
+        startup_runs: DEFAULT_STARTUP_RUNS,
+        json: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -144,6 +169,13 @@ fn parse_args(args: &[String]) -> Res<Opts> {
                 }
                 o.space = Some(n);
             }
+            "--startup-runs" => {
+                o.startup_runs = value()?.parse()?;
+                if o.startup_runs > 100 {
+                    return Err("--startup-runs: at most 100".into());
+                }
+            }
+            "--json" => o.json = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
         }
@@ -160,11 +192,16 @@ struct ServerProc {
     port: u16,
     data_dir: PathBuf,
     log: PathBuf,
+    /// Just before the process was spawned.
+    spawned: Instant,
     _tmp: tempfile::TempDir,
 }
 
-fn free_port() -> Res<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Two distinct free loopback ports (both held until both are chosen).
+fn free_ports() -> Res<(u16, u16)> {
+    let a = TcpListener::bind("127.0.0.1:0")?;
+    let b = TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 /// A command with no inherited etcd configuration variables.
@@ -219,8 +256,7 @@ impl ServerProc {
             .tempdir()?;
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("server.log");
-        let port = free_port()?;
-        let peer_port = free_port()?;
+        let (port, peer_port) = free_ports()?;
         let client_url = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let mut cmd = clean_command(bin);
@@ -240,6 +276,7 @@ impl ServerProc {
         cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
+        let spawned = Instant::now();
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {bin}: {e}"))?;
@@ -249,6 +286,7 @@ impl ServerProc {
             port,
             data_dir,
             log,
+            spawned,
             _tmp: tmp,
         })
     }
@@ -267,20 +305,54 @@ impl ServerProc {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// An error if the process has exited.
+    fn check_running(&mut self) -> Res<()> {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait()? {
+                return Err(format!(
+                    "{} exited early with {status}; log:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the server failed to bind a port: `free_ports` released it
+    /// and another socket on this machine took it before the server bound it.
+    fn port_taken(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .is_ok_and(|log| log.to_lowercase().contains("address already in use"))
+    }
+
+    /// Start and wait until the server answers, with new ports if one was
+    /// taken (up to `BIND_RETRIES` times).
+    async fn start_ready(kind: Kind, bin: &str) -> Res<ServerProc> {
+        let mut retries = 0;
+        loop {
+            let mut server = ServerProc::start(kind, bin)?;
+            match server.connect(1).await {
+                Ok(_) => return Ok(server),
+                Err(_) if retries < BIND_RETRIES && server.port_taken() => {
+                    eprintln!(
+                        "[{}] a port was taken before the server bound it; starting again",
+                        kind.name()
+                    );
+                    server.stop();
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Wait until the server answers a Status call; return 8 connections.
     async fn connect(&mut self, conns: usize) -> Res<Vec<Client>> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    return Err(format!(
-                        "{} exited early with {status}; log:\n{}",
-                        self.kind.name(),
-                        self.log_tail()
-                    )
-                    .into());
-                }
-            }
+            self.check_running()?;
             if let Ok(mut c) = Client::connect([self.endpoint()], Some(connect_options())).await {
                 if c.status().await.is_ok() {
                     break;
@@ -316,6 +388,9 @@ impl ServerProc {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -330,6 +405,177 @@ impl ServerProc {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+// ---------------------------------------------------------------- start to first write
+
+/// One fresh start timed to its first accepted write.
+#[derive(Debug, Clone, Copy)]
+struct StartupRun {
+    /// From spawning the process to the reply of the first accepted put.
+    elapsed: Duration,
+    /// Connection attempts that failed (nothing listening yet); not failures.
+    refused: u64,
+    /// Puts with no answer within `STARTUP_ATTEMPT` (etcd accepts
+    /// connections before it serves them).
+    timed_out: u64,
+    /// Puts answered with an error.
+    rejected: u64,
+}
+
+/// The start-to-first-write runs of one server.
+#[derive(Debug, Clone, Default)]
+struct Startup {
+    runs: Vec<StartupRun>,
+    failure: Option<String>,
+}
+
+impl Startup {
+    fn sorted_ms(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.runs.iter().map(|r| ms(r.elapsed)).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn median_ms(&self) -> Option<f64> {
+        let v = self.sorted_ms();
+        let n = v.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(v[n / 2]),
+            _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        }
+    }
+
+    fn total(&self, f: impl Fn(&StartupRun) -> u64) -> u64 {
+        self.runs.iter().map(f).sum()
+    }
+}
+
+impl ServerProc {
+    /// A put every `STARTUP_POLL` (a new connection while none answers)
+    /// until one is accepted: the time from spawning the process.
+    async fn first_write(&mut self) -> Res<StartupRun> {
+        let endpoint = Endpoint::from_shared(self.endpoint())?
+            .connect_timeout(STARTUP_ATTEMPT)
+            .tcp_nodelay(true);
+        let mut run = StartupRun {
+            elapsed: Duration::ZERO,
+            refused: 0,
+            timed_out: 0,
+            rejected: 0,
+        };
+        let mut kv: Option<KvClient<Channel>> = None;
+        let mut last_error = String::new();
+        loop {
+            let attempt = Instant::now();
+            self.check_running()?;
+            if attempt.duration_since(self.spawned) > STARTUP_CAP {
+                return Err(format!(
+                    "{}: no write accepted {} s after the start (last error: {last_error}); log:\n{}",
+                    self.kind.name(),
+                    STARTUP_CAP.as_secs(),
+                    self.log_tail()
+                )
+                .into());
+            }
+            let client = match kv.as_mut() {
+                Some(c) => Some(c),
+                None => match endpoint.connect().await {
+                    Ok(ch) => Some(kv.insert(KvClient::new(ch))),
+                    Err(e) => {
+                        run.refused += 1;
+                        last_error = format!("connect: {e}");
+                        None
+                    }
+                },
+            };
+            if let Some(client) = client {
+                let req = PutRequest {
+                    key: Bytes::from_static(b"first-write"),
+                    value: Bytes::from_static(b"x"),
+                    ..Default::default()
+                };
+                match tokio::time::timeout(STARTUP_ATTEMPT, client.put(req)).await {
+                    Ok(Ok(_)) => {
+                        run.elapsed = self.spawned.elapsed();
+                        return Ok(run);
+                    }
+                    Ok(Err(status)) => {
+                        run.rejected += 1;
+                        last_error = format!("put: {status}");
+                        kv = None;
+                    }
+                    Err(_) => {
+                        run.timed_out += 1;
+                        last_error = "put: no answer".into();
+                        kv = None;
+                    }
+                }
+            }
+            tokio::time::sleep_until((attempt + STARTUP_POLL).into()).await;
+        }
+    }
+}
+
+/// One fresh start timed to its first accepted write, then stopped; with
+/// new ports if one was taken (up to `BIND_RETRIES` times).
+async fn startup_once(kind: Kind, bin: &str) -> Res<StartupRun> {
+    let mut retries = 0;
+    loop {
+        let mut server = ServerProc::start(kind, bin)?;
+        let run = server.first_write().await;
+        server.stop();
+        match run {
+            Err(_) if retries < BIND_RETRIES && server.port_taken() => {
+                eprintln!(
+                    "[{}] a port was taken before the server bound it; starting again",
+                    kind.name()
+                );
+                retries += 1;
+            }
+            run => return run,
+        }
+    }
+}
+
+/// `runs` fresh starts of each server, alternating between the servers,
+/// each timed to its first accepted write, then stopped.
+async fn measure_startups(servers: &[(Kind, String)], runs: usize) -> Vec<Startup> {
+    let mut out = vec![Startup::default(); servers.len()];
+    if runs == 0 {
+        return out;
+    }
+    // Run each binary once (`--version`) so that no start reads it from disk.
+    for (_, bin) in servers {
+        binary_version(bin);
+    }
+    for i in 0..runs {
+        for ((kind, bin), st) in servers.iter().zip(out.iter_mut()) {
+            if st.failure.is_some() {
+                continue;
+            }
+            match startup_once(*kind, bin).await {
+                Ok(r) => {
+                    eprintln!(
+                        "[{}] start to first write, run {}/{runs}: {:.1} ms ({} refused connects, {} timed-out puts, {} rejected puts)",
+                        kind.name(),
+                        i + 1,
+                        ms(r.elapsed),
+                        r.refused,
+                        r.timed_out,
+                        r.rejected
+                    );
+                    st.runs.push(r);
+                }
+                Err(e) => {
+                    eprintln!("[{}] start to first write failed: {e}", kind.name());
+                    st.failure = Some(e.to_string());
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Drop for ServerProc {
@@ -509,8 +755,12 @@ struct ServerReport {
     version: String,
     steps: Vec<StepResult>,
     peak_rss: Option<u64>,
+    /// Peak RSS before the history step (the standard load only).
+    peak_rss_standard: Option<u64>,
     disk: Option<(u64, u64)>,
     failure: Option<String>,
+    /// Start to first accepted write, timed before the load.
+    startup: Startup,
 }
 
 fn log_step(kind: Kind, r: &StepResult) {
@@ -532,24 +782,32 @@ fn log_step(kind: Kind, r: &StepResult) {
     }
 }
 
-async fn bench_server(kind: Kind, bin: &str, o: &Opts) -> ServerReport {
+async fn bench_server(kind: Kind, bin: &str, o: &Opts, startup: Startup) -> ServerReport {
     let mut report = ServerReport {
         kind,
         version: binary_version(bin),
         steps: Vec::new(),
         peak_rss: None,
+        peak_rss_standard: None,
         disk: None,
         failure: None,
+        startup,
     };
     eprintln!("[{}] starting {bin} ({})", kind.name(), report.version);
-    let mut server = match ServerProc::start(kind, bin) {
+    let mut server = match ServerProc::start_ready(kind, bin).await {
         Ok(s) => s,
         Err(e) => {
             report.failure = Some(e.to_string());
             return report;
         }
     };
-    if let Err(e) = run_phases(&mut server, o, &mut report.steps).await {
+    let phases = run_phases(
+        &mut server,
+        o,
+        &mut report.steps,
+        &mut report.peak_rss_standard,
+    );
+    if let Err(e) = phases.await {
         eprintln!("[{}] benchmark stopped: {e}", kind.name());
         report.failure = Some(e.to_string());
     }
@@ -575,7 +833,12 @@ async fn bench_server(kind: Kind, bin: &str, o: &Opts) -> ServerReport {
     report
 }
 
-async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResult>) -> Res<()> {
+async fn run_phases(
+    server: &mut ServerProc,
+    o: &Opts,
+    steps: &mut Vec<StepResult>,
+    standard_rss: &mut Option<u64>,
+) -> Res<()> {
     let kind = server.kind;
     let conns = server.connect(1).await?;
     let ep = server.endpoint();
@@ -641,6 +904,7 @@ async fn run_phases(server: &mut ServerProc, o: &Opts, steps: &mut Vec<StepResul
         record(run_step("cas shared", &label, &ep, n, shared, per_step).await?);
     }
     compact_defrag(kind, &conns[0]).await?;
+    *standard_rss = server.peak_rss();
 
     if !o.history {
         return Ok(());
@@ -722,10 +986,17 @@ fn server_table(r: &ServerReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "- peak RSS (VmHWM): {}",
+        "- peak RSS (VmHWM): {}{}",
         r.peak_rss
             .map(human_bytes)
-            .unwrap_or_else(|| "unknown".into())
+            .unwrap_or_else(|| "unknown".into()),
+        match (
+            r.peak_rss_standard,
+            r.steps.iter().any(|st| st.id == "history fill")
+        ) {
+            (Some(b), true) => format!(" ({} before the history step)", human_bytes(b)),
+            _ => String::new(),
+        }
     );
     match r.disk {
         Some((disk, apparent)) => {
@@ -739,6 +1010,28 @@ fn server_table(r: &ServerReport) -> String {
         None => {
             let _ = writeln!(s, "- data dir after the run: unknown");
         }
+    }
+    let st = &r.startup;
+    if let Some(median) = st.median_ms() {
+        let v = st.sorted_ms();
+        let _ = writeln!(
+            s,
+            "- start to first accepted write (1 member, fresh data dir, {} starts): median {median:.1} ms, \
+             min {:.1}, max {:.1} ({} refused connects, {} timed-out puts, {} rejected puts)",
+            v.len(),
+            v[0],
+            v[v.len() - 1],
+            st.total(|r| r.refused),
+            st.total(|r| r.timed_out),
+            st.total(|r| r.rejected)
+        );
+    }
+    if let Some(f) = &st.failure {
+        let _ = writeln!(
+            s,
+            "- start to first accepted write **failed**: {}",
+            f.lines().next().unwrap_or("")
+        );
     }
     s
 }
@@ -803,14 +1096,25 @@ fn summary_table(raftcd: Option<&ServerReport>, etcd: Option<&ServerReport>) -> 
         );
     }
     let _ = writeln!(s);
-    let _ = writeln!(s, "| resource | raftcd | etcd | raftcd / etcd |");
+    let _ = writeln!(s, "| measure | raftcd | etcd | raftcd / etcd |");
     let _ = writeln!(s, "|---|---:|---:|---:|");
     let rss = |r: Option<&ServerReport>| r.and_then(|r| r.peak_rss);
+    let rss_standard = |r: Option<&ServerReport>| r.and_then(|r| r.peak_rss_standard);
     let disk = |r: Option<&ServerReport>| r.and_then(|r| r.disk).map(|d| d.0);
-    for (name, a, b) in [
-        ("peak RSS (VmHWM)", rss(raftcd), rss(etcd)),
-        ("data dir on disk after the run", disk(raftcd), disk(etcd)),
-    ] {
+    let history = [raftcd, etcd]
+        .into_iter()
+        .flatten()
+        .any(|r| r.steps.iter().any(|st| st.id == "history fill"));
+    let mut rows = vec![("peak RSS (VmHWM)", rss(raftcd), rss(etcd))];
+    if history {
+        rows.push((
+            "peak RSS before the history step",
+            rss_standard(raftcd),
+            rss_standard(etcd),
+        ));
+    }
+    rows.push(("data dir on disk after the run", disk(raftcd), disk(etcd)));
+    for (name, a, b) in rows {
         let show = |x: Option<u64>| x.map(human_bytes).unwrap_or_else(|| not.into());
         let ratio = match (a, b) {
             (Some(a), Some(b)) => fmt_ratio(a as f64, b as f64),
@@ -818,7 +1122,69 @@ fn summary_table(raftcd: Option<&ServerReport>, etcd: Option<&ServerReport>) -> 
         };
         let _ = writeln!(s, "| {name} | {} | {} | {ratio} |", show(a), show(b));
     }
+    let first = |r: Option<&ServerReport>| r.and_then(|r| r.startup.median_ms());
+    let starts = [raftcd, etcd]
+        .into_iter()
+        .flatten()
+        .map(|r| r.startup.runs.len())
+        .max()
+        .unwrap_or(0);
+    if starts > 0 {
+        let (a, b) = (first(raftcd), first(etcd));
+        let show = |x: Option<f64>| {
+            x.map(|v| format!("{v:.1} ms"))
+                .unwrap_or_else(|| not.into())
+        };
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) => fmt_ratio(a, b),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| start to first accepted write (median of {starts}) | {} | {} | {ratio} |",
+            show(a),
+            show(b)
+        );
+    }
     s
+}
+
+fn step_json(st: &StepResult) -> serde_json::Value {
+    json!({
+        "id": st.id,
+        "label": st.label,
+        "clients": st.clients,
+        "conns": st.conns,
+        "ops_per_sec": st.ops_per_sec(),
+        "ok": st.ok,
+        "errors": st.errors,
+        "first_error": st.first_error,
+        "p50_ms": ms(st.p50),
+        "p99_ms": ms(st.p99),
+        "max_ms": ms(st.max),
+        "note": st.note,
+    })
+}
+
+fn report_json(r: &ServerReport) -> serde_json::Value {
+    let st = &r.startup;
+    json!({
+        "version": r.version,
+        "failure": r.failure,
+        "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "peak_rss_bytes": r.peak_rss,
+        "peak_rss_standard_bytes": r.peak_rss_standard,
+        "disk_bytes": r.disk.map(|d| d.0),
+        "disk_apparent_bytes": r.disk.map(|d| d.1),
+        "startup": {
+            "runs_ms": st.runs.iter().map(|x| ms(x.elapsed)).collect::<Vec<_>>(),
+            "median_ms": st.median_ms(),
+            "refused": st.total(|x| x.refused),
+            "timed_out": st.total(|x| x.timed_out),
+            "rejected": st.total(|x| x.rejected),
+            "failure": st.failure,
+        },
+    })
 }
 
 fn load_average() -> String {
@@ -873,46 +1239,57 @@ async fn run(o: Opts) -> std::process::ExitCode {
 
     let want = |k: Kind| o.only.is_none_or(|only| only == k);
     let mut etcd_missing = false;
-    let raftcd = if want(Kind::Raftcd) {
-        Some(bench_server(Kind::Raftcd, raftcd_bin, &o).await)
-    } else {
-        None
-    };
-    let etcd = if want(Kind::Etcd) {
+    let mut servers: Vec<(Kind, String)> = Vec::new();
+    if want(Kind::Raftcd) {
+        servers.push((Kind::Raftcd, raftcd_bin.to_string()));
+    }
+    if want(Kind::Etcd) {
         match etcd_bin() {
-            Some(bin) => Some(bench_server(Kind::Etcd, &bin, &o).await),
+            Some(bin) => servers.push((Kind::Etcd, bin)),
             None => {
                 etcd_missing = true;
                 eprintln!(
                     "compare: etcd not found ($BENCH_ETCD_BIN, {ETCD_BIN} or on PATH): etcd is NOT MEASURED. \
                      Install it with `apt-get install etcd-server` (Debian's etcd 3.4)."
                 );
-                None
             }
         }
-    } else {
-        None
-    };
+    }
+    // Start to first write first, on its own fresh data dirs, so the load
+    // steps below run as before. The space step alone skips it.
+    let startup_runs = if o.space.is_some() { 0 } else { o.startup_runs };
+    let startups = measure_startups(&servers, startup_runs).await;
+    let mut raftcd = None;
+    let mut etcd = None;
+    for ((kind, bin), startup) in servers.iter().zip(startups) {
+        let report = bench_server(*kind, bin, &o, startup).await;
+        match kind {
+            Kind::Raftcd => raftcd = Some(report),
+            Kind::Etcd => etcd = Some(report),
+        }
+    }
 
     let mut out = String::new();
     let _ = writeln!(out, "\n## raftcd vs etcd benchmark\n");
-    let _ = writeln!(
-        out,
-        "- command: `cargo bench --bench compare -- {}`",
+    let command = format!(
+        "cargo bench --bench compare -- {}",
         std::env::args()
             .skip(1)
             .filter(|a| a != "--bench")
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let _ = writeln!(out, "- command: `{}`", command.trim_end());
     let _ = writeln!(out, "- raftcd binary: `{raftcd_bin}`");
+    let load_after = load_average();
+    let total_secs = started.elapsed().as_secs();
     let _ = writeln!(
         out,
         "- machine: {} CPUs, load average {} before / {} after; {} s total",
         cpu_count(),
         load_before,
-        load_average(),
-        started.elapsed().as_secs()
+        load_after,
+        total_secs
     );
     let _ = writeln!(
         out,
@@ -934,6 +1311,17 @@ async fn run(o: Opts) -> std::process::ExitCode {
             HISTORY_FILL_CAP.as_secs()
         );
     }
+    if startup_runs > 0 {
+        let _ = writeln!(
+            out,
+            "- start to first accepted write: before the load, {startup_runs} fresh starts of each server (1 member, \
+             empty data dir, alternating), each timed from spawning the process to the reply of the first \
+             accepted put (one put every {} ms, {} ms per attempt; refused connects do not count as failures), \
+             then stopped",
+            STARTUP_POLL.as_millis(),
+            STARTUP_ATTEMPT.as_millis()
+        );
+    }
     if etcd_missing {
         let _ = writeln!(out, "- etcd: not measured (no etcd binary found)");
     }
@@ -947,6 +1335,36 @@ async fn run(o: Opts) -> std::process::ExitCode {
     let _ = writeln!(out, "{}", summary_table(raftcd.as_ref(), etcd.as_ref()));
     println!("{out}");
 
+    if let Some(path) = &o.json {
+        let doc = json!({
+            "command": command.trim_end(),
+            "raftcd_bin": raftcd_bin,
+            "cpus": cpu_count(),
+            "load_before": load_before,
+            "load_after": load_after,
+            "total_secs": total_secs,
+            "duration_secs": o.duration.as_secs_f64(),
+            "clients": o.clients,
+            "history_revs": o.history.then_some(o.history_revs),
+            "startup_runs": startup_runs,
+            "debug_build": cfg!(debug_assertions),
+            "raftcd": raftcd.as_ref().map(report_json),
+            "etcd": etcd.as_ref().map(report_json),
+            "markdown": out,
+        });
+        let text = match serde_json::to_string_pretty(&doc) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("compare: cannot encode the JSON results: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("compare: cannot write {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+
     if raftcd.is_none() && etcd.is_none() {
         eprintln!("compare: no server was measured");
         return std::process::ExitCode::FAILURE;
@@ -954,7 +1372,7 @@ async fn run(o: Opts) -> std::process::ExitCode {
     let failed = [raftcd.as_ref(), etcd.as_ref()]
         .into_iter()
         .flatten()
-        .any(|r| r.failure.is_some());
+        .any(|r| r.failure.is_some() || r.startup.failure.is_some());
     if failed {
         std::process::ExitCode::FAILURE
     } else {
