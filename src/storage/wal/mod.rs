@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 
 mod segment;
 
-use segment::{bounds, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION};
+use segment::{
+    allocate, bounds, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION,
+};
 pub use segment::{PREALLOC_BYTES, SEGMENT_BYTES};
 
 use super::frame::{self, Parsed};
@@ -514,33 +516,6 @@ impl Wal {
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failed).clone()
     }
-}
-
-/// Allocate `len` bytes of `file` from `offset`, extending its size
-/// (`fallocate` mode 0: the new space reads as zeros).
-#[cfg(target_os = "linux")]
-fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(std::io::Error::other(
-            "preallocation past the largest file offset",
-        ));
-    };
-    // SAFETY: the descriptor is open for as long as `file` is borrowed;
-    // fallocate reads no memory of ours.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere: extend the file (a sparse tail; the size is still committed
-/// once per step instead of once per append).
-#[cfg(not(target_os = "linux"))]
-fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
-    file.set_len(offset.saturating_add(len))
 }
 
 fn fail(shared: &Shared, e: &StorageError) {

@@ -85,6 +85,33 @@ pub(super) struct Recovery {
     pub(super) repaired: Option<String>,
 }
 
+/// Allocate `len` bytes of `file` from `offset`, extending its size
+/// (`fallocate` mode 0: the new space reads as zeros).
+#[cfg(target_os = "linux")]
+pub(super) fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::other(
+            "preallocation past the largest file offset",
+        ));
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // fallocate reads no memory of ours.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere: extend the file (a sparse tail; the size is still committed
+/// once per step instead of once per append).
+#[cfg(not(target_os = "linux"))]
+pub(super) fn allocate(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    file.set_len(offset.saturating_add(len))
+}
+
 /// Read and check the log directory `dir` (see [`super::Wal::open`]);
 /// repairs a torn tail only once every check passed.
 pub(super) fn recover(
