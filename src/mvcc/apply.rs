@@ -235,7 +235,8 @@ impl Applier {
                 .and_then(|p| p.value.clone())
                 .ok_or(MvccError::KeyNotFound)?
         } else {
-            req.value.clone()
+            // Its own copy: a slice of the request's buffer would pin it.
+            Bytes::copy_from_slice(&req.value)
         };
         let lease = if req.ignore_lease {
             prev.as_ref()
@@ -254,7 +255,11 @@ impl Applier {
             lease,
             value: Some(value),
         };
-        let key = req.key.clone();
+        // The key the store holds, or its own copy (as for the value).
+        let key = self
+            .view
+            .stored_key(&req.key)
+            .unwrap_or_else(|| Bytes::copy_from_slice(&req.key));
         if let Some(p) = &prev {
             if p.lease != lease {
                 self.view.detach_key(p.lease, &key);
@@ -617,6 +622,35 @@ mod tests {
             },
             v.revision,
         )
+    }
+
+    #[test]
+    fn a_stored_revision_keeps_no_part_of_the_request_buffer() {
+        // A request decoded out of a larger buffer (as tonic decodes a
+        // frame's messages): what the store keeps must not pin it.
+        let frame = Bytes::from(vec![b'x'; 1 << 20]);
+        let within = |b: &Bytes| frame.as_ptr_range().contains(&b.as_ptr());
+        let req = |v: &View| {
+            apply(
+                v,
+                &Command::Put(PutRequest {
+                    key: frame.slice(0..8),
+                    value: frame.slice(8..264),
+                    ..Default::default()
+                }),
+            )
+            .view
+        };
+        let first = req(&View::default());
+        let second = req(&first);
+        let (key, history) = second.index.iter().next().expect("one key");
+        assert_eq!((&key[..], history.len()), (&b"xxxxxxxx"[..], 2));
+        assert!(!within(key), "the index key is a slice of the request");
+        for rev in history.iter() {
+            let value = rev.value.as_ref().expect("a value");
+            assert_eq!(value.len(), 256);
+            assert!(!within(value), "a stored value is a slice of the request");
+        }
     }
 
     #[test]

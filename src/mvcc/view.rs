@@ -142,6 +142,11 @@ pub fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl View {
     /// Iterate `(key, history)` over the interval `key`/`range_end` selects.
+    /// The key as the index holds it (to share its allocation), if held.
+    pub fn stored_key(&self, key: &[u8]) -> Option<Bytes> {
+        self.index.get_key_value(key).map(|(k, _)| k.clone())
+    }
+
     pub fn histories<'a>(
         &'a self,
         key: &'a [u8],
