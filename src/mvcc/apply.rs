@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
-use super::record::{LeaseRecord, Record};
+
 use super::view::{live_at, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -27,26 +27,12 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
-/// A persisted change the state machine must write with the command.
-#[derive(Debug)]
-pub enum Change {
-    /// A new key revision.
-    Put { main: i64, sub: u32, record: Record },
-    /// A record removed by compaction.
-    Remove { main: i64, sub: u32 },
-    /// A lease granted or refreshed.
-    LeasePut { id: i64, record: LeaseRecord },
-    /// A lease revoked.
-    LeaseRemove { id: i64 },
-}
-
 /// The outcome of applying one command (`R` = [`Reply`]) or one Raft entry's
 /// [`Proposal`] (`R` = [`ProposalReply`]).
 pub struct Applied<R = Reply> {
     pub reply: R,
     /// The new view to publish (unchanged on error).
     pub view: View,
-    pub changes: Vec<Change>,
     /// Watch events, in revision order.
     pub events: Vec<Event>,
 }
@@ -63,7 +49,6 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         return Applied {
             reply,
             view,
-            changes: Vec::new(),
             events: Vec::new(),
         };
     }
@@ -100,14 +85,12 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
             Applied {
                 reply,
                 view: a.view,
-                changes: a.changes,
                 events: a.events,
             }
         }
         Err(e) => Applied {
             reply: Reply::Error(e),
             view: view.clone(),
-            changes: Vec::new(),
             events: Vec::new(),
         },
     }
@@ -122,25 +105,22 @@ pub fn apply_proposal(view: &View, proposal: &Proposal) -> Applied<ProposalReply
             Applied {
                 reply: ProposalReply::One(a.reply),
                 view: a.view,
-                changes: a.changes,
                 events: a.events,
             }
         }
         Proposal::Batch(cmds) => {
             let mut view = view.clone();
-            let (mut changes, mut events) = (Vec::new(), Vec::new());
+            let mut events = Vec::new();
             let mut replies = Vec::with_capacity(cmds.len());
             for c in cmds {
                 let a = apply(&view, c);
                 view = a.view;
-                changes.extend(a.changes);
                 events.extend(a.events);
                 replies.push(a.reply);
             }
             Applied {
                 reply: ProposalReply::Batch(replies),
                 view,
-                changes,
                 events,
             }
         }
@@ -154,7 +134,6 @@ struct Applier {
     /// The revision writes of this command get.
     write_rev: i64,
     next_sub: u32,
-    changes: Vec<Change>,
     events: Vec<Event>,
 }
 
@@ -172,7 +151,6 @@ impl Applier {
             view: view.clone(),
             write_rev: view.revision + 1,
             next_sub: 0,
-            changes: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -205,11 +183,6 @@ impl Applier {
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
-        self.changes.push(Change::Put {
-            main: rev.main,
-            sub: rev.sub,
-            record: Record::from_rev(&key, &rev),
-        });
         let h = self.view.index.entry(key).or_default();
         h.push_back(rev);
         // Later reads in the same txn see this write, as in etcd.
@@ -343,10 +316,6 @@ impl Applier {
             return Err(MvccError::LeaseExists);
         }
         let lease = Lease::new(ttl, granted_ms);
-        self.changes.push(Change::LeasePut {
-            id,
-            record: LeaseRecord::of(&lease),
-        });
         self.view.leases.insert(id, lease);
         Ok(LeaseGrantResponse {
             header: header(self.current_rev()),
@@ -369,7 +338,6 @@ impl Applier {
             }
         }
         self.view.leases.remove(&id);
-        self.changes.push(Change::LeaseRemove { id });
         Ok(LeaseRevokeResponse {
             header: header(self.current_rev()),
         })
@@ -387,8 +355,6 @@ impl Applier {
                 continue;
             }
             l.refreshed_ms = r.refreshed_ms;
-            let record = LeaseRecord::of(l);
-            self.changes.push(Change::LeasePut { id: r.id, record });
             n += 1;
         }
         n
@@ -538,9 +504,7 @@ impl Applier {
         if rev > self.view.revision {
             return Err(MvccError::FutureRevision);
         }
-        for (main, sub) in self.view.compact_index(rev) {
-            self.changes.push(Change::Remove { main, sub });
-        }
+        self.view.compact_index(rev);
         self.view.compact_revision = rev;
         Ok(CompactionResponse {
             header: header(self.view.revision),
@@ -678,10 +642,7 @@ mod tests {
             })
             .collect();
         assert_eq!(revs, [2, -1, 3]);
-        assert_eq!(
-            (a.view.revision, a.changes.len(), a.events.len()),
-            (3, 2, 2)
-        );
+        assert_eq!((a.view.revision, a.events.len()), (3, 2));
         let one = apply_proposal(&v, &Proposal::One(cmd("a")));
         assert!(matches!(one.reply, ProposalReply::One(Reply::Put(_))));
         assert_eq!(one.view.revision, 2);
@@ -812,7 +773,6 @@ mod tests {
             }),
         );
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
-        assert!(bad.changes.is_empty());
         assert!(!bad.view.index.contains_key(&b"x"[..]));
     }
 

@@ -44,8 +44,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::apply::{apply, Applied, Change};
-    use crate::mvcc::record::LeaseRecord;
+    use crate::mvcc::apply::{apply, Applied};
     use crate::mvcc::View;
     use crate::mvcc::{Command, MvccError, Reply};
     use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
@@ -97,16 +96,8 @@ mod tests {
             (g.id, g.ttl, g.header.as_ref().map(|h| h.revision)),
             (7, 30, Some(1))
         );
-        assert!(matches!(
-            a.changes[..],
-            [Change::LeasePut {
-                id: 7,
-                record: LeaseRecord {
-                    ttl: 30,
-                    refreshed_ms: 1000
-                }
-            }]
-        ));
+        let lease = &a.view.leases[&7];
+        assert_eq!((lease.ttl, lease.refreshed_ms), (30, 1000));
         let v = a.view;
         assert_eq!(v.revision, 1);
         assert!(matches!(
@@ -134,7 +125,8 @@ mod tests {
         // Unknown lease: rejected, nothing changes.
         let bad = run(&v, put("a", 9));
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
-        assert!(bad.changes.is_empty() && bad.view.index.is_empty());
+        assert!(bad.view.index.is_empty() && bad.events.is_empty());
+        assert_eq!(bad.view.revision, v.revision);
 
         let v = ok(&v, put("a", 1));
         let v = ok(&v, put("b", 1));
@@ -194,10 +186,6 @@ mod tests {
         assert_eq!(r.header.as_ref().map(|h| h.revision), Some(rev + 1));
         assert_eq!(a.view.revision, rev + 1);
         assert!(!a.view.leases.contains_key(&1));
-        assert!(a
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::LeaseRemove { id: 1 })));
         let deleted: Vec<_> = a
             .events
             .iter()
@@ -258,7 +246,7 @@ mod tests {
             },
         );
         assert_eq!(older.view.leases[&1].refreshed_ms, 5000);
-        assert!(older.changes.is_empty());
+        assert!(matches!(older.reply, Reply::LeaseCheckpoint(0)));
     }
 
     #[test]

@@ -42,8 +42,7 @@ impl View {
     /// revisions at or below `rev` are ever dropped, so running it again at
     /// the same `rev` later (after newer writes) drops exactly what a
     /// previous run left in place: nothing, or what a crash kept on disk.
-    pub fn compact_index(&mut self, rev: i64) -> Vec<(i64, u32)> {
-        let mut dropped = Vec::new();
+    pub fn compact_index(&mut self, rev: i64) {
         let keys: Vec<Bytes> = self.index.keys().cloned().collect();
         for key in keys {
             let Some(h) = self.index.get(&key) else {
@@ -66,16 +65,13 @@ impl View {
             if keep_from == 0 {
                 continue;
             }
-            let mut h = h.clone();
-            let kept = h.split_off(keep_from);
-            dropped.extend(h.iter().map(|r| (r.main, r.sub)));
+            let kept = h.clone().split_off(keep_from);
             if kept.is_empty() {
                 self.index.remove(&key);
             } else {
                 self.index.insert(key, kept);
             }
         }
-        dropped
     }
 }
 

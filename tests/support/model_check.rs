@@ -173,8 +173,8 @@ impl Pair {
             for (slot, reply) in slots.into_iter().zip(replies) {
                 ours[slot] = Some(response(reply)?);
             }
-            if applied.changes.is_empty() && applied.view.revision != before.revision {
-                return Err(self.disagree("the revision moved without a change".into()));
+            if applied.events.is_empty() && applied.view.revision != before.revision {
+                return Err(self.disagree("the revision moved without an event".into()));
             }
             self.view = applied.view;
             events = applied.events;
