@@ -202,7 +202,13 @@ impl Applier {
         if !req.ignore_lease {
             self.check_lease(req.lease)?;
         }
-        let prev = self.latest_live(&req.key);
+        // One lookup: the key as the store holds it (to share its
+        // allocation; a new key gets its own copy, never a slice of the
+        // request's buffer, which it would pin) and its live revision.
+        let (key, prev) = match self.view.index.get_key_value(&req.key[..]) {
+            Some((k, h)) => (k.clone(), live_at(h, i64::MAX).cloned()),
+            None => (Bytes::copy_from_slice(&req.key), None),
+        };
         let value = if req.ignore_value {
             prev.as_ref()
                 .and_then(|p| p.value.clone())
@@ -228,11 +234,6 @@ impl Applier {
             lease,
             value: Some(value),
         };
-        // The key the store holds, or its own copy (as for the value).
-        let key = self
-            .view
-            .stored_key(&req.key)
-            .unwrap_or_else(|| Bytes::copy_from_slice(&req.key));
         if let Some(p) = &prev {
             if p.lease != lease {
                 self.view.detach_key(p.lease, &key);

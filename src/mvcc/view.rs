@@ -38,8 +38,7 @@ pub fn at_revision(h: &History, rev: i64) -> Option<&Rev> {
 impl View {
     /// Drop the history compaction at `rev` drops: for every key, each
     /// revision below the newest one at or below `rev`, and that one too if
-    /// it is a tombstone. Returns the (main, sub) revisions dropped. Only
-    /// revisions at or below `rev` are ever dropped, so running it again at
+    /// it is a tombstone. Only revisions at or below `rev` are ever dropped, so running it again at
     /// the same `rev` later (after newer writes) drops exactly what a
     /// previous run left in place: nothing, or what a crash kept on disk.
     pub fn compact_index(&mut self, rev: i64) {
@@ -138,11 +137,6 @@ pub fn in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl View {
     /// Iterate `(key, history)` over the interval `key`/`range_end` selects.
-    /// The key as the index holds it (to share its allocation), if held.
-    pub fn stored_key(&self, key: &[u8]) -> Option<Bytes> {
-        self.index.get_key_value(key).map(|(k, _)| k.clone())
-    }
-
     pub fn histories<'a>(
         &'a self,
         key: &'a [u8],
