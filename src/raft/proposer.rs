@@ -161,7 +161,7 @@ type ReplyRx = tokio::sync::oneshot::Receiver<WriteResult>;
 
 impl Proposer {
     /// A proposer for `raft`, checking commands against `limits`.
-    pub fn start(raft: Raft, limits: Limits) -> Self {
+    pub fn new(raft: Raft, limits: Limits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 raft,
@@ -277,7 +277,7 @@ impl InFlight {
                 }
                 let mut replies = replies.into_iter();
                 let first = replies.next().ok_or(ProposeError::Stopped);
-                for (w, r) in waiters.into_iter().zip(replies.by_ref()) {
+                for (w, r) in waiters.into_iter().zip(replies) {
                     let _ = w.send(Wake::Done(Ok(r)));
                 }
                 first

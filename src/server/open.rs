@@ -168,7 +168,7 @@ impl Server {
             identity,
             storage,
             wal,
-            proposer: Proposer::start(raft.clone(), limits),
+            proposer: Proposer::new(raft.clone(), limits),
             raft,
             view,
             raft_state,
