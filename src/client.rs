@@ -9,7 +9,6 @@
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
@@ -135,13 +134,7 @@ impl Client {
     ) -> Result<bool, ApiError> {
         let resp = self
             .txn(TxnRequest {
-                compare: vec![Compare {
-                    result: CompareResult::Equal as i32,
-                    target: CompareTarget::Mod as i32,
-                    key: key.clone(),
-                    range_end: Bytes::new(),
-                    target_union: Some(TargetUnion::ModRevision(expected_mod_revision)),
-                }],
+                compare: vec![Compare::mod_revision_is(key.clone(), expected_mod_revision)],
                 success: vec![RequestOp {
                     request: Some(Op::RequestPut(PutRequest {
                         key,

@@ -43,3 +43,16 @@ pub mod raftcdpb {
 pub mod escrowpb {
     tonic::include_proto!("raftcd.escrow.v1");
 }
+
+impl etcdserverpb::Compare {
+    /// `key`'s mod revision is `rev`: the guard of a compare-and-swap.
+    pub fn mod_revision_is(key: bytes::Bytes, rev: i64) -> Self {
+        Self {
+            result: etcdserverpb::compare::CompareResult::Equal as i32,
+            target: etcdserverpb::compare::CompareTarget::Mod as i32,
+            key,
+            range_end: bytes::Bytes::new(),
+            target_union: Some(etcdserverpb::compare::TargetUnion::ModRevision(rev)),
+        }
+    }
+}

@@ -17,7 +17,6 @@ use tonic::Status;
 use super::report::{Report, TxnOutcome};
 use super::tally::{record, stamped, status_text, value, Keys, Rng, Tally};
 use super::{BenchError, RangeOutcome, Spec, Workload};
-use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
@@ -196,13 +195,7 @@ fn put_request(key: Bytes, value: Bytes) -> PutRequest {
 /// If the key's mod revision is `seen`, put `value`; else read the key.
 fn cas_request(key: Bytes, value: Bytes, seen: i64) -> TxnRequest {
     TxnRequest {
-        compare: vec![Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Mod as i32,
-            key: key.clone(),
-            range_end: Bytes::new(),
-            target_union: Some(TargetUnion::ModRevision(seen)),
-        }],
+        compare: vec![Compare::mod_revision_is(key.clone(), seen)],
         success: vec![RequestOp {
             request: Some(Request::RequestPut(put_request(key.clone(), value))),
         }],

@@ -11,7 +11,6 @@ use super::error::MAX_ATTEMPTS;
 pub use super::error::{EscrowError, Refusal};
 use super::payment::Payment;
 use crate::client::{prefix_end, Client};
-use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
@@ -37,16 +36,6 @@ fn put(key: String, value: Vec<u8>) -> RequestOp {
             value: Bytes::from(value),
             ..Default::default()
         })),
-    }
-}
-
-fn mod_is(key: &str, rev: i64) -> Compare {
-    Compare {
-        result: CompareResult::Equal as i32,
-        target: CompareTarget::Mod as i32,
-        key: Bytes::from(key.to_string()),
-        range_end: Bytes::new(),
-        target_union: Some(TargetUnion::ModRevision(rev)),
     }
 }
 
@@ -139,7 +128,7 @@ impl Escrow {
         let resp = self
             .client
             .txn(TxnRequest {
-                compare: vec![mod_is(&key.key(), rev)],
+                compare: vec![Compare::mod_revision_is(Bytes::from(key.key()), rev)],
                 success: ops,
                 failure: vec![],
             })
@@ -377,7 +366,10 @@ impl Escrow {
             let resp = self
                 .client
                 .txn(TxnRequest {
-                    compare: vec![mod_is(&claim_key, kv.mod_revision)],
+                    compare: vec![Compare::mod_revision_is(
+                        Bytes::from(claim_key.clone()),
+                        kv.mod_revision,
+                    )],
                     success: vec![put(claim_key.clone(), claim.to_json())],
                     failure: vec![],
                 })
