@@ -34,9 +34,10 @@ pub enum BackupError {
     Storage(#[from] crate::storage::StorageError),
 }
 
-/// Serialize `view` as a backup file.
-pub fn write_backup(view: &View) -> Vec<u8> {
-    let body = encode_view(view);
+/// Serialize `view` as a backup file (fails only if an old revision cannot
+/// be read back from the spill).
+pub fn write_backup(view: &View) -> std::io::Result<Vec<u8>> {
+    let body = encode_view(view)?;
     let mut out = Vec::with_capacity(body.len() + 560);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
@@ -45,7 +46,7 @@ pub fn write_backup(view: &View) -> Vec<u8> {
     out.resize(padded, 0);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
-    out
+    Ok(out)
 }
 
 /// Check and parse a backup file.
@@ -122,7 +123,7 @@ mod tests {
             }),
         )
         .view;
-        let b = write_backup(&v);
+        let b = write_backup(&v).unwrap();
         assert_eq!(b.len() % 512, 32);
         let back = read_backup(&b).unwrap();
         assert_eq!(back.revision, 2);

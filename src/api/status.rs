@@ -28,6 +28,7 @@ impl From<ApiError> for Status {
                     | MvccError::UnknownCompareResult(_)
                     | MvccError::UnknownSort => Code::InvalidArgument,
                     MvccError::Auth(a) => auth_code(a),
+                    MvccError::History(_) => Code::Internal,
                 };
                 (code, format!("etcdserver: {m}"))
             }

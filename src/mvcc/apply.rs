@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
 
-use super::view::{live_at, Rev, View};
+use super::view::{latest_live, History, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
@@ -175,16 +175,17 @@ impl Applier {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<Rev> {
-        self.view
-            .index
-            .get(key)
-            .and_then(|h| live_at(h, i64::MAX))
-            .cloned()
+        self.view.index.get(key).and_then(latest_live).cloned()
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
-        let h = self.view.index.entry(key).or_default();
-        h.push_back(rev);
+        let view = &mut self.view;
+        match view.index.get_mut(&key) {
+            Some(h) => h.push(rev, &mut view.spill),
+            None => {
+                view.index.insert(key, History::new(rev));
+            }
+        }
         // Later reads in the same txn see this write, as in etcd.
         self.view.revision = self.write_rev;
     }
@@ -206,7 +207,7 @@ impl Applier {
         // allocation; a new key gets its own copy, never a slice of the
         // request's buffer, which it would pin) and its live revision.
         let (key, prev) = match self.view.index.get_key_value(&req.key[..]) {
-            Some((k, h)) => (k.clone(), live_at(h, i64::MAX).cloned()),
+            Some((k, h)) => (k.clone(), latest_live(h).cloned()),
             None => (Bytes::copy_from_slice(&req.key), None),
         };
         let value = if req.ignore_value {
@@ -257,7 +258,7 @@ impl Applier {
         let victims: Vec<(Bytes, Rev)> = self
             .view
             .histories(&req.key, &req.range_end)
-            .filter_map(|(k, h)| live_at(h, i64::MAX).map(|r| (k.clone(), r.clone())))
+            .filter_map(|(k, h)| latest_live(h).map(|r| (k.clone(), r.clone())))
             .collect();
         let mut prev_kvs = Vec::new();
         for (key, prev) in &victims {
@@ -366,21 +367,15 @@ impl Applier {
             .map_err(|_| MvccError::UnknownCompareTarget(c.target))?;
         let result = CompareResult::try_from(c.result)
             .map_err(|_| MvccError::UnknownCompareResult(c.result))?;
-        // Evaluate against the state before the txn, over one key or a range.
-        let rev = self.base.revision;
-        let mut keys: Vec<Option<Rev>> = Vec::new();
+        // Evaluate against the state before the txn (its latest revisions),
+        // over one key or a range.
+        let mut keys: Vec<Option<&Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(
-                self.base
-                    .index
-                    .get(&c.key)
-                    .and_then(|h| live_at(h, rev))
-                    .cloned(),
-            );
+            keys.push(self.base.index.get(&c.key).and_then(latest_live));
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
-                if let Some(r) = live_at(h, rev) {
-                    keys.push(Some(r.clone()));
+                if let Some(r) = latest_live(h) {
+                    keys.push(Some(r));
                 }
             }
             // An empty range compares like one missing key, as in etcd.
@@ -389,7 +384,7 @@ impl Applier {
             }
         }
         for r in keys {
-            if !compare_one(target, result, c.target_union.as_ref(), r.as_ref()) {
+            if !compare_one(target, result, c.target_union.as_ref(), r) {
                 return Ok(false);
             }
         }
@@ -436,7 +431,7 @@ impl Applier {
             match &op.request {
                 Some(Request::RequestTxn(t)) => self.check_path(t, range_error)?,
                 Some(Request::RequestPut(p)) => {
-                    let live = |k: &[u8]| self.base.index.get(k).and_then(|h| live_at(h, i64::MAX));
+                    let live = |k: &[u8]| self.base.index.get(k).and_then(latest_live);
                     if (p.ignore_value || p.ignore_lease) && live(&p.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
@@ -611,7 +606,8 @@ mod tests {
         let (key, history) = second.index.iter().next().expect("one key");
         assert_eq!((&key[..], history.len()), (&b"xxxxxxxx"[..], 2));
         assert!(!within(key), "the index key is a slice of the request");
-        for rev in history.iter() {
+        for rev in history.revs(&second.spill) {
+            let rev = rev.unwrap();
             let value = rev.value.as_ref().expect("a value");
             assert_eq!(value.len(), 256);
             assert!(!within(value), "a stored value is a slice of the request");
@@ -842,9 +838,16 @@ mod model_tests {
 
     #[test]
     fn store_matches_model_under_random_ops() {
-        for seed in 1..=20u64 {
+        // Old revisions kept in memory, and spilled to files on disk.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = crate::storage::spill::Spill::open(dir.path()).unwrap();
+        let mut hashes = std::collections::BTreeMap::new();
+        for (seed, on_disk) in (1..=20u64).flat_map(|s| [(s, false), (s, true)]) {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut view = View::default();
+            if on_disk {
+                view.spill = disk.fresh();
+            }
             // history[r] = state at revision r (index 0 unused).
             let mut history: Vec<State> = vec![State::new(), State::new()];
             let mut compacted = -1i64;
@@ -959,6 +962,17 @@ mod model_tests {
                 );
                 assert_eq!(resp.count as usize, got.len());
             }
+            // Both ways of keeping old revisions hash alike, and the
+            // snapshot of a spilled store reads back whole.
+            let hash = view.hash_kv(0).unwrap();
+            assert_eq!(*hashes.entry(seed).or_insert(hash), hash, "seed {seed}");
+            let body = crate::mvcc::record::encode_view(&view).unwrap();
+            let back = crate::mvcc::record::SnapshotBody::decode(&body).unwrap();
+            let back = back.into_view_in(disk.fresh());
+            assert_eq!(back.revisions().unwrap(), view.revisions().unwrap());
+            assert_eq!(back.hash_kv(0).unwrap(), hash);
         }
+        // Segment files go with the last view that names them.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -360,6 +360,19 @@ pub enum MvccError {
     /// Refused by the auth store (its message is etcd's whole string).
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// An old revision could not be read back from the spill (see
+    /// [`crate::storage::spill`]).
+    #[error("mvcc: {0}")]
+    History(String),
+}
+
+impl From<crate::storage::spill::SpillError> for MvccError {
+    fn from(e: crate::storage::spill::SpillError) -> Self {
+        match e {
+            crate::storage::spill::SpillError::Gone => MvccError::Compacted,
+            e => MvccError::History(e.to_string()),
+        }
+    }
 }
 
 /// serde adapter: a prost message as its protobuf bytes.

@@ -1,19 +1,26 @@
 //! One key's revision history, oldest first, as the view holds it.
 //!
-//! Most keys have a few revisions (a compacted store has one per key), a
-//! few have thousands. A persistent vector (`imbl::Vector`) allocates its
-//! elements in chunks of 64: for a key with two revisions that is a 4.6 KiB
-//! chunk, which made 10,000 keys written twice cost 46 MiB. So a history of
-//! up to [`FEW`] revisions is a shared slice copied on each write (at most
-//! a few KiB), and a longer one is a persistent vector, cheap to extend and
-//! to share between views. Both clone in O(1).
+//! Only a key's latest revision is read on the hot path (puts, txn
+//! compares, current reads), so it is the only one kept whole in memory.
+//! Each older revision is a 16-byte [`Slot`]: its main revision and where
+//! its record is in the store's [`Spill`] (a tombstone needs no record: its
+//! sub revision is in the slot). Reads at old revisions, watch replays and
+//! snapshots read those records back.
+//!
+//! A history is one `Arc`, so the index's map entries stay small (the
+//! persistent map copies a whole leaf of entries on write). Older slots up
+//! to [`FEW`] are a shared slice copied on write (a persistent vector
+//! allocates 64 slots at a time); more are a persistent vector, cheap to
+//! extend and to share between views. Everything clones in O(1).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use imbl::Vector;
 
 use crate::pb::mvccpb::KeyValue;
+use crate::storage::spill::{Spill, SpillError};
 
 /// One revision of one key. `value == None` marks a tombstone (delete).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,139 +50,229 @@ impl Rev {
     }
 }
 
-/// Histories up to this many revisions are kept as a shared slice.
+/// Older slots up to this many are kept as a shared slice.
 pub const FEW: usize = 32;
 
-/// A key's history, oldest revision first.
+/// A superseded revision: its main revision and its place in the spill,
+/// or, with [`TOMBSTONE`] set, a tombstone and its sub revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    main: i64,
+    loc: u64,
+}
+
+const TOMBSTONE: u64 = 1 << 63;
+
+/// Bytes of a spilled record before the value: sub, create, version, lease.
+const RECORD_HEAD: usize = 4 + 8 + 8 + 8;
+
 #[derive(Clone, Debug)]
-pub enum History {
-    /// Up to [`FEW`] revisions, copied on write.
-    Few(Arc<[Rev]>),
-    /// More: a persistent vector.
-    Many(Vector<Rev>),
+enum Older {
+    None,
+    Few(Arc<[Slot]>),
+    Many(Vector<Slot>),
 }
 
-impl Default for History {
-    fn default() -> Self {
-        History::Few(Arc::from(Vec::new()))
-    }
-}
-
-impl PartialEq for History {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for History {}
-
-impl History {
-    pub fn len(&self) -> usize {
+impl Older {
+    fn len(&self) -> usize {
         match self {
-            History::Few(a) => a.len(),
-            History::Many(v) => v.len(),
+            Older::None => 0,
+            Older::Few(a) => a.len(),
+            Older::Many(v) => v.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get(&self, i: usize) -> Option<&Rev> {
+    fn get(&self, i: usize) -> Option<Slot> {
         match self {
-            History::Few(a) => a.get(i),
-            History::Many(v) => v.get(i),
+            Older::None => None,
+            Older::Few(a) => a.get(i).copied(),
+            Older::Many(v) => v.get(i).copied(),
         }
     }
 
-    pub fn last(&self) -> Option<&Rev> {
+    fn push(&mut self, slot: Slot) {
         match self {
-            History::Few(a) => a.last(),
-            History::Many(v) => v.last(),
-        }
-    }
-
-    /// The revisions, oldest first.
-    pub fn iter(&self) -> Iter<'_> {
-        match self {
-            History::Few(a) => Iter::Few(a.iter()),
-            History::Many(v) => Iter::Many(v.iter()),
-        }
-    }
-
-    pub fn binary_search_by(
-        &self,
-        f: impl FnMut(&Rev) -> std::cmp::Ordering,
-    ) -> Result<usize, usize> {
-        match self {
-            History::Few(a) => a.binary_search_by(f),
-            History::Many(v) => v.binary_search_by(f),
-        }
-    }
-
-    /// Add the newest revision.
-    pub fn push_back(&mut self, rev: Rev) {
-        match self {
-            History::Few(a) if a.len() < FEW => {
+            Older::None => *self = Older::Few(Arc::from([slot])),
+            Older::Few(a) if a.len() < FEW => {
                 let mut v = Vec::with_capacity(a.len() + 1);
                 v.extend_from_slice(a);
-                v.push(rev);
+                v.push(slot);
                 *a = Arc::from(v);
             }
-            History::Few(a) => {
-                let mut v: Vector<Rev> = a.iter().cloned().collect();
-                v.push_back(rev);
-                *self = History::Many(v);
+            Older::Few(a) => {
+                let mut v: Vector<Slot> = a.iter().copied().collect();
+                v.push_back(slot);
+                *self = Older::Many(v);
             }
-            History::Many(v) => v.push_back(rev),
+            Older::Many(v) => v.push_back(slot),
         }
     }
 
-    /// Split at `at`: `self` keeps the older part, the newer one (from
-    /// `at` on) is returned, as a shared slice again if it is short.
-    pub fn split_off(&mut self, at: usize) -> History {
+    /// The slots from `at` on.
+    fn from(&self, at: usize) -> Older {
+        let n = self.len();
+        if at >= n {
+            return Older::None;
+        }
         match self {
-            History::Few(a) => {
-                let at = at.min(a.len());
-                let newer = History::Few(Arc::from(&a[at..]));
-                *a = Arc::from(&a[..at]);
-                newer
-            }
-            History::Many(v) => {
-                let newer = v.split_off(at.min(v.len()));
+            Older::None => Older::None,
+            Older::Few(a) => Older::Few(Arc::from(&a[at..])),
+            Older::Many(v) => {
+                let newer = v.clone().split_off(at);
                 if newer.len() <= FEW {
-                    History::Few(newer.iter().cloned().collect::<Vec<_>>().into())
+                    Older::Few(newer.iter().copied().collect::<Vec<_>>().into())
                 } else {
-                    History::Many(newer)
+                    Older::Many(newer)
                 }
             }
         }
     }
 }
 
-/// Iterator over a [`History`], oldest first.
-pub enum Iter<'a> {
-    Few(std::slice::Iter<'a, Rev>),
-    Many(imbl::vector::Iter<'a, Rev, imbl::shared_ptr::DefaultSharedPtr>),
+#[derive(Clone, Debug)]
+struct Inner {
+    older: Older,
+    latest: Rev,
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = &'a Rev;
+/// A key's history, oldest revision first; never empty.
+#[derive(Clone, Debug)]
+pub struct History(Arc<Inner>);
 
-    fn next(&mut self) -> Option<&'a Rev> {
-        match self {
-            Iter::Few(i) => i.next(),
-            Iter::Many(i) => i.next(),
+impl History {
+    /// A history of one revision.
+    pub fn new(rev: Rev) -> Self {
+        History(Arc::new(Inner {
+            older: Older::None,
+            latest: rev,
+        }))
+    }
+
+    /// Number of revisions (at least one).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0.older.len() + 1
+    }
+
+    /// The newest revision.
+    pub fn latest(&self) -> &Rev {
+        &self.0.latest
+    }
+
+    /// Main revision of entry `i`.
+    pub fn main(&self, i: usize) -> Option<i64> {
+        match self.0.older.get(i) {
+            Some(s) => Some(s.main),
+            None if i == self.0.older.len() => Some(self.0.latest.main),
+            None => None,
         }
     }
-}
 
-impl DoubleEndedIterator for Iter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Few(i) => i.next_back(),
-            Iter::Many(i) => i.next_back(),
+    /// Whether entry `i` is a tombstone.
+    pub fn is_tombstone(&self, i: usize) -> Option<bool> {
+        match self.0.older.get(i) {
+            Some(s) => Some(s.loc & TOMBSTONE != 0),
+            None if i == self.0.older.len() => Some(self.0.latest.is_tombstone()),
+            None => None,
         }
+    }
+
+    /// Entry `i`, read back from `spill` unless it is the latest.
+    pub fn rev(&self, i: usize, spill: &Spill) -> Result<Option<Cow<'_, Rev>>, SpillError> {
+        let Some(slot) = self.0.older.get(i) else {
+            return Ok((i == self.0.older.len()).then_some(Cow::Borrowed(&self.0.latest)));
+        };
+        if slot.loc & TOMBSTONE != 0 {
+            return Ok(Some(Cow::Owned(Rev {
+                main: slot.main,
+                sub: slot.loc as u32,
+                create: 0,
+                version: 0,
+                lease: 0,
+                value: None,
+            })));
+        }
+        let rec = spill.read(slot.loc)?;
+        let head = rec.get(..RECORD_HEAD).ok_or(SpillError::Damaged {
+            loc: slot.loc,
+            reason: "record shorter than its fields",
+        })?;
+        let int = |at: usize| i64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
+        Ok(Some(Cow::Owned(Rev {
+            main: slot.main,
+            sub: u32::from_le_bytes(head[..4].try_into().unwrap_or_default()),
+            create: int(4),
+            version: int(12),
+            lease: int(20),
+            value: Some(rec.slice(RECORD_HEAD..)),
+        })))
+    }
+
+    /// Index of the entry visible at revision `rev`: the newest with
+    /// `main <= rev`.
+    pub fn position_at(&self, rev: i64) -> Option<usize> {
+        if self.0.latest.main <= rev {
+            return Some(self.0.older.len());
+        }
+        let first_after = self.first_at_or_after(rev.saturating_add(1));
+        first_after.checked_sub(1)
+    }
+
+    /// Index of the first entry with `main >= rev` (`len()` if none).
+    pub fn first_at_or_after(&self, rev: i64) -> usize {
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.main(mid) {
+                Some(m) if m < rev => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo
+    }
+
+    /// Add the newest revision; the one it supersedes goes to `spill`.
+    pub fn push(&mut self, rev: Rev, spill: &mut Spill) {
+        let tag = rev.main;
+        let inner = Arc::make_mut(&mut self.0);
+        let old = std::mem::replace(&mut inner.latest, rev);
+        let loc = match &old.value {
+            None => TOMBSTONE | u64::from(old.sub),
+            Some(v) => {
+                let mut rec = Vec::with_capacity(RECORD_HEAD + v.len());
+                rec.extend_from_slice(&old.sub.to_le_bytes());
+                rec.extend_from_slice(&old.create.to_le_bytes());
+                rec.extend_from_slice(&old.version.to_le_bytes());
+                rec.extend_from_slice(&old.lease.to_le_bytes());
+                rec.extend_from_slice(v);
+                spill.append(&rec, tag) & !TOMBSTONE
+            }
+        };
+        inner.older.push(Slot {
+            main: old.main,
+            loc,
+        });
+    }
+
+    /// The history from entry `at` on; `None` if that is nothing.
+    pub fn keep_from(&self, at: usize) -> Option<History> {
+        let older = self.0.older.len();
+        match at {
+            0 => Some(self.clone()),
+            a if a > older => None,
+            a => Some(History(Arc::new(Inner {
+                older: self.0.older.from(a),
+                latest: self.0.latest.clone(),
+            }))),
+        }
+    }
+
+    /// Every entry, oldest first, read back from `spill`.
+    pub fn revs<'a>(
+        &'a self,
+        spill: &'a Spill,
+    ) -> impl Iterator<Item = Result<Cow<'a, Rev>, SpillError>> + 'a {
+        (0..self.len()).filter_map(move |i| self.rev(i, spill).transpose())
     }
 }
 
@@ -184,50 +281,56 @@ mod tests {
     use super::*;
 
     fn rev(main: i64) -> Rev {
+        let tomb = main % 5 == 0;
         Rev {
             main,
-            sub: 0,
-            create: 1,
-            version: main,
-            lease: 0,
-            value: Some(Bytes::from(main.to_string())),
+            sub: (main % 3) as u32,
+            create: if tomb { 0 } else { 1 },
+            version: if tomb { 0 } else { main },
+            lease: if tomb { 0 } else { main * 7 },
+            value: (!tomb).then(|| Bytes::from(main.to_string().repeat(main as usize % 40))),
         }
     }
 
     #[test]
-    fn short_and_long_histories_behave_alike() {
-        let mut h = History::default();
-        let mut plain = Vec::new();
-        for i in 1..=100i64 {
-            h.push_back(rev(i));
-            plain.push(rev(i));
-            let shared = h.clone();
-            assert_eq!(matches!(h, History::Few(_)), i as usize <= FEW);
-            assert_eq!(h.len(), plain.len());
-            assert_eq!(h.last(), plain.last());
-            assert!(h.iter().eq(plain.iter()));
-            assert!(h.iter().rev().eq(plain.iter().rev()));
-            assert_eq!(h.get(i as usize / 2), plain.get(i as usize / 2));
-            assert_eq!(
-                h.binary_search_by(|r| r.main.cmp(&(i / 2))),
-                plain.binary_search_by(|r| r.main.cmp(&(i / 2)))
-            );
-            assert_eq!(shared, h);
+    fn histories_read_back_what_was_pushed_from_memory_and_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        for mut spill in [Spill::memory(), Spill::open(dir.path()).unwrap()] {
+            let mut h = History::new(rev(1));
+            let mut plain = vec![rev(1)];
+            for i in 2..=100i64 {
+                let before = h.clone();
+                h.push(rev(i), &mut spill);
+                plain.push(rev(i));
+                assert_eq!(h.len(), plain.len());
+                assert_eq!(h.latest(), plain.last().unwrap());
+                // The old history is untouched.
+                assert_eq!(before.len(), plain.len() - 1);
+                assert_eq!(before.latest(), &plain[plain.len() - 2]);
+                let all: Vec<Rev> = h.revs(&spill).map(|r| r.unwrap().into_owned()).collect();
+                assert_eq!(all, plain);
+                for (j, p) in plain.iter().enumerate() {
+                    assert_eq!(h.main(j), Some(p.main));
+                    assert_eq!(h.is_tombstone(j), Some(p.is_tombstone()));
+                }
+                assert_eq!(h.main(plain.len()), None);
+                assert!(h.rev(plain.len(), &spill).unwrap().is_none());
+            }
+            spill.flush();
+            // Positions: newest at or below a revision.
+            assert_eq!(h.position_at(0), None);
+            assert_eq!(h.position_at(1), Some(0));
+            assert_eq!(h.position_at(50), Some(49));
+            assert_eq!(h.position_at(i64::MAX), Some(99));
+            assert_eq!(h.first_at_or_after(50), 49);
+            assert_eq!(h.first_at_or_after(101), 100);
+            // Keep the newer part: long and short.
+            let tail = h.keep_from(90).unwrap();
+            let got: Vec<Rev> = tail.revs(&spill).map(|r| r.unwrap().into_owned()).collect();
+            assert_eq!(got, plain[90..]);
+            assert_eq!(h.keep_from(99).unwrap().len(), 1);
+            assert!(h.keep_from(100).is_none());
+            assert_eq!(h.keep_from(0).unwrap().len(), 100);
         }
-        // Split a long one: the short newer part is a slice again.
-        let mut older = h.clone();
-        let newer = older.split_off(90);
-        assert!(matches!(newer, History::Few(_)));
-        assert!(newer.iter().eq(plain[90..].iter()));
-        assert!(older.iter().eq(plain[..90].iter()));
-        // And a short one.
-        let mut few = History::default();
-        for i in 1..=5 {
-            few.push_back(rev(i));
-        }
-        let tail = few.split_off(3);
-        assert!(few.iter().eq(plain[..3].iter()));
-        assert!(tail.iter().eq(plain[3..5].iter()));
-        assert_eq!(few.split_off(10).len(), 0);
     }
 }

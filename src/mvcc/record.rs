@@ -8,12 +8,14 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::command::MvccError;
 use super::lease::Lease;
-use super::view::{Rev, View};
+use super::view::{History, Rev, View};
 use crate::auth::AuthState;
 use crate::codec::{
     decode_payload, encode_as, split_version, CodecError, FORMAT_V1, FORMAT_V2, FORMAT_V3,
 };
+use crate::storage::spill::Spill;
 
 /// How one key revision is persisted (keyed by main and sub revision).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,14 +168,13 @@ impl SnapshotBody {
 
     /// The whole of `view` as an owned body (tests and tools; the snapshot
     /// and backup paths encode straight from the view with [`encode_view`]).
-    pub fn from_view(view: &View) -> Self {
-        let mut records = Vec::new();
-        for (k, h) in view.index.iter() {
-            for r in h.iter() {
-                records.push((r.main, r.sub, Record::from_rev(k, r)));
-            }
-        }
-        Self {
+    pub fn from_view(view: &View) -> Result<Self, MvccError> {
+        let records = view
+            .revisions()?
+            .iter()
+            .map(|(k, r)| (r.main, r.sub, Record::from_rev(k, r)))
+            .collect();
+        Ok(Self {
             revision: view.revision,
             compact_revision: view.compact_revision,
             records,
@@ -183,20 +184,33 @@ impl SnapshotBody {
                 .map(|(id, l)| (*id, LeaseRecord::of(l)))
                 .collect(),
             auth: (*view.auth).clone(),
-        }
+        })
     }
 
+    /// The store this body holds, its old revisions kept in memory.
     pub fn into_view(self) -> View {
+        self.into_view_in(Spill::memory())
+    }
+
+    /// The store this body holds, its old revisions spilled to `spill`.
+    pub fn into_view_in(self, spill: Spill) -> View {
         let mut view = View {
             revision: self.revision,
             compact_revision: self.compact_revision,
             auth: std::sync::Arc::new(self.auth),
+            spill,
             ..View::default()
         };
         for (main, sub, rec) in self.records {
             let (key, rev) = rec.into_rev(main, sub);
-            view.index.entry(key).or_default().push_back(rev);
+            match view.index.get_mut(&key[..]) {
+                Some(h) => h.push(rev, &mut view.spill),
+                None => {
+                    view.index.insert(key, History::new(rev));
+                }
+            }
         }
+        view.spill.flush();
         for (id, r) in self.leases {
             view.leases.insert(id, Lease::new(r.ttl, r.refreshed_ms));
         }
@@ -211,8 +225,11 @@ impl SnapshotBody {
 /// Encode `view` as a version-3 [`SnapshotBody`] without first copying it
 /// into one: records are written straight from the index, key by key, each
 /// key's history oldest first (the order [`SnapshotBody::into_view`] needs).
-pub fn encode_view(view: &View) -> Vec<u8> {
-    encode_as(FORMAT_V3, &BodyRef(view))
+/// Fails only if an old revision cannot be read back from the spill.
+pub fn encode_view(view: &View) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_view(view, &mut out)?;
+    Ok(out)
 }
 
 /// [`encode_view`] streamed into `w`.
@@ -257,7 +274,9 @@ impl Serialize for RecordsRef<'_> {
         let count = self.0.index.values().map(|h| h.len()).sum();
         let mut seq = s.serialize_seq(Some(count))?;
         for (key, history) in self.0.index.iter() {
-            for rev in history.iter() {
+            for rev in history.revs(&self.0.spill) {
+                let rev = rev.map_err(serde::ser::Error::custom)?;
+                let rev = &*rev;
                 seq.serialize_element(&(rev.main, rev.sub, RecordRef { key, rev }))?;
             }
         }
@@ -330,7 +349,7 @@ mod tests {
             auth: std::sync::Arc::new(auth.clone()),
             ..view
         };
-        let back = SnapshotBody::decode(&encode_view(&view)).unwrap();
+        let back = SnapshotBody::decode(&encode_view(&view).unwrap()).unwrap();
         assert_eq!(back.auth, auth);
         assert_eq!(*back.into_view().auth, auth);
     }
@@ -359,7 +378,7 @@ mod tests {
         assert!(body.leases.is_empty());
         let view = body.into_view();
         assert_eq!((view.revision, view.live_keys()), (2, 1));
-        let mut v3 = SnapshotBody::from_view(&view).encode();
+        let mut v3 = SnapshotBody::from_view(&view).unwrap().encode();
         assert_eq!(v3[0], FORMAT_V3);
         v3[0] = 4;
         assert!(matches!(

@@ -6,6 +6,7 @@
 //! The lease table (lease id → granted TTL, refresh time, attached keys) is
 //! part of the view in the same way (see [`super::lease`]).
 
+use std::borrow::Cow;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -19,20 +20,35 @@ use super::lease::Lease;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
+use crate::storage::spill::Spill;
 
 pub use super::history::{History, Rev};
 
-/// The entry of `h` visible at revision `rev` (the newest with main <= rev).
-pub fn at_revision(h: &History, rev: i64) -> Option<&Rev> {
-    let last = h.last()?;
-    if last.main <= rev {
-        return Some(last);
+/// The entry of `h` visible at revision `rev` (the newest with main <= rev),
+/// read back from `spill` unless it is the latest.
+pub fn at_revision<'a>(
+    h: &'a History,
+    rev: i64,
+    spill: &Spill,
+) -> Result<Option<Cow<'a, Rev>>, MvccError> {
+    match h.position_at(rev) {
+        None => Ok(None),
+        Some(i) => Ok(h.rev(i, spill)?),
     }
-    match h.binary_search_by(|r| r.main.cmp(&rev)) {
-        Ok(i) => h.get(i),
-        Err(0) => None,
-        Err(i) => h.get(i - 1),
-    }
+}
+
+/// The live (non-deleted) entry of `h` visible at `rev`.
+pub fn live_at<'a>(
+    h: &'a History,
+    rev: i64,
+    spill: &Spill,
+) -> Result<Option<Cow<'a, Rev>>, MvccError> {
+    Ok(at_revision(h, rev, spill)?.filter(|r| !r.is_tombstone()))
+}
+
+/// The latest entry of `h` if it is live.
+pub fn latest_live(h: &History) -> Option<&Rev> {
+    Some(h.latest()).filter(|r| !r.is_tombstone())
 }
 
 impl View {
@@ -47,36 +63,33 @@ impl View {
             let Some(h) = self.index.get(&key) else {
                 continue;
             };
-            let keep_from = match at_revision(h, rev) {
+            let keep_from = match h.position_at(rev) {
                 None => continue,
-                Some(r) => {
-                    let idx = h
-                        .iter()
-                        .position(|x| x.main == r.main && x.sub == r.sub)
-                        .unwrap_or(0);
-                    if r.is_tombstone() {
-                        idx + 1
-                    } else {
-                        idx
-                    }
-                }
+                Some(i) if h.is_tombstone(i) == Some(true) => i + 1,
+                Some(i) => i,
             };
             if keep_from == 0 {
                 continue;
             }
-            let kept = h.clone().split_off(keep_from);
-            if kept.is_empty() {
-                self.index.remove(&key);
-            } else {
-                self.index.insert(key, kept);
+            match h.keep_from(keep_from) {
+                None => self.index.remove(&key),
+                Some(kept) => self.index.insert(key, kept),
+            };
+        }
+        // Every spilled revision superseded at or below `rev` is gone.
+        self.spill.drop_through(rev);
+    }
+
+    /// Every revision of every key, read back (tests and tools).
+    pub fn revisions(&self) -> Result<Vec<(Bytes, Rev)>, MvccError> {
+        let mut out = Vec::new();
+        for (k, h) in self.index.iter() {
+            for r in h.revs(&self.spill) {
+                out.push((k.clone(), r?.into_owned()));
             }
         }
+        Ok(out)
     }
-}
-
-/// The live (non-deleted) entry of `h` visible at `rev`.
-pub fn live_at(h: &History, rev: i64) -> Option<&Rev> {
-    at_revision(h, rev).filter(|r| !r.is_tombstone())
 }
 
 /// An immutable snapshot of the store.
@@ -92,6 +105,8 @@ pub struct View {
     /// The auth store (users, roles, enabled flag, auth revision); shared
     /// until an auth change copies it.
     pub auth: Arc<crate::auth::AuthState>,
+    /// Where the superseded revisions the index names are kept.
+    pub spill: Spill,
 }
 
 impl Default for View {
@@ -102,6 +117,7 @@ impl Default for View {
             compact_revision: -1,
             leases: OrdMap::new(),
             auth: Arc::default(),
+            spill: Spill::memory(),
         }
     }
 }
@@ -201,9 +217,11 @@ impl View {
         let mut count: i64 = 0;
         let mut kvs: Vec<KeyValue> = Vec::new();
         for (k, h) in self.histories(&req.key, &req.range_end) {
-            let Some(r) = live_at(h, rev) else { continue };
+            let Some(r) = live_at(h, rev, &self.spill)? else {
+                continue;
+            };
             count += 1;
-            if req.count_only || kvs.len() >= collect_cap || !keep(r) {
+            if req.count_only || kvs.len() >= collect_cap || !keep(&r) {
                 continue;
             }
             let mut kv = r.to_kv(k);
@@ -256,7 +274,11 @@ impl View {
         let rev = self.read_revision(rev)?;
         let mut h = crc32fast::Hasher::new();
         for (k, hist) in self.index.iter() {
-            for r in hist.iter().take_while(|r| r.main <= rev) {
+            let upto = hist.first_at_or_after(rev.saturating_add(1));
+            for i in 0..upto {
+                let Some(r) = hist.rev(i, &self.spill)? else {
+                    break;
+                };
                 h.update(&r.main.to_be_bytes());
                 h.update(&r.sub.to_be_bytes());
                 h.update(&(k.len() as u64).to_be_bytes());
@@ -281,7 +303,7 @@ impl View {
     pub fn live_keys(&self) -> usize {
         self.index
             .values()
-            .filter(|h| h.last().is_some_and(|r| !r.is_tombstone()))
+            .filter(|h| !h.latest().is_tombstone())
             .count()
     }
 }
@@ -337,7 +359,7 @@ impl View {
             .index
             .iter()
             .filter_map(|(k, h)| {
-                live_at(h, i64::MAX)
+                latest_live(h)
                     .filter(|r| r.lease != 0)
                     .map(|r| (r.lease, k.clone()))
             })

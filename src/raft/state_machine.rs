@@ -69,17 +69,19 @@ impl SnapshotData {
         }
     }
 
-    fn bytes(&mut self) -> &mut Cursor<Vec<u8>> {
+    /// The encoded body, encoded now if it was not yet (which fails only
+    /// if an old revision cannot be read back from the spill).
+    fn bytes(&mut self) -> std::io::Result<&mut Cursor<Vec<u8>>> {
         if let Some(view) = self.view.take() {
-            self.bytes = Cursor::new(encode_view(&view));
+            self.bytes = Cursor::new(encode_view(&view)?);
         }
-        &mut self.bytes
+        Ok(&mut self.bytes)
     }
 
     /// The encoded body.
-    pub fn into_bytes(mut self) -> Vec<u8> {
-        self.bytes();
-        self.bytes.into_inner()
+    pub fn into_bytes(mut self) -> std::io::Result<Vec<u8>> {
+        self.bytes()?;
+        Ok(self.bytes.into_inner())
     }
 }
 
@@ -89,7 +91,10 @@ impl tokio::io::AsyncRead for SnapshotData {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(self.get_mut().bytes()).poll_read(cx, buf)
+        match self.get_mut().bytes() {
+            Ok(b) => std::pin::Pin::new(b).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -99,21 +104,30 @@ impl tokio::io::AsyncWrite for SnapshotData {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(self.get_mut().bytes()).poll_write(cx, buf)
+        match self.get_mut().bytes() {
+            Ok(b) => std::pin::Pin::new(b).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(self.get_mut().bytes()).poll_flush(cx)
+        match self.get_mut().bytes() {
+            Ok(b) => std::pin::Pin::new(b).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(self.get_mut().bytes()).poll_shutdown(cx)
+        match self.get_mut().bytes() {
+            Ok(b) => std::pin::Pin::new(b).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -122,14 +136,17 @@ impl tokio::io::AsyncSeek for SnapshotData {
         self: std::pin::Pin<&mut Self>,
         position: std::io::SeekFrom,
     ) -> std::io::Result<()> {
-        std::pin::Pin::new(self.get_mut().bytes()).start_seek(position)
+        std::pin::Pin::new(self.get_mut().bytes()?).start_seek(position)
     }
 
     fn poll_complete(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<u64>> {
-        std::pin::Pin::new(self.get_mut().bytes()).poll_complete(cx)
+        match self.get_mut().bytes() {
+            Ok(b) => std::pin::Pin::new(b).poll_complete(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -188,7 +205,7 @@ impl StateImage {
         let head: StateHead =
             crate::codec::decode(&rest[..len]).map_err(|e| bad(format!("state header: {e}")))?;
         let body = SnapshotBody::decode(&rest[len..]).map_err(|e| bad(format!("store: {e}")))?;
-        Ok((head, body.into_view()))
+        Ok((head, body.into_view_in(storage.spill())))
     }
 
     /// Write `view` with `head` durably to the `state` file, one writer
@@ -271,7 +288,13 @@ impl StateMachine {
     pub fn open(storage: Storage) -> Result<Self, StorageError> {
         let (head, view) = match storage.read(Blob::State)? {
             Some(bytes) => StateImage::decode(&storage, &bytes)?,
-            None => (StateHead::default(), View::default()),
+            None => (
+                StateHead::default(),
+                View {
+                    spill: storage.spill(),
+                    ..View::default()
+                },
+            ),
         };
         let (events, _) = broadcast::channel(1024);
         let state_size = std::fs::metadata(storage.file(Blob::State)).map_or(0, |m| m.len());
@@ -503,6 +526,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let _ = c.due.send(());
             }
         }
+        // Superseded revisions go to their file once per batch.
+        view.spill.flush();
         self.view.store(Arc::new(view));
         if !events.is_empty() {
             // No receiver is not an error: nobody is watching.
@@ -532,13 +557,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, MemberInfo>,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
-        let data = snapshot.into_bytes();
+        let data = snapshot.into_bytes().map_err(|e| {
+            sm_read_err(StorageError::Failed(format!(
+                "a snapshot from the leader cannot be read: {e}"
+            )))
+        })?;
         let body = SnapshotBody::decode(&data).map_err(|e| {
             sm_read_err(StorageError::Refused(format!(
                 "a snapshot from the leader cannot be read: {e}"
             )))
         })?;
-        let view = body.into_view();
+        let view = body.into_view_in(self.storage.spill());
         self.applied = meta.last_log_id;
         self.set_membership(meta.last_membership.clone());
         let view = Arc::new(view);
@@ -714,13 +743,13 @@ mod tests {
 
         // Same bytes as encoding the owned body: old and new members (and
         // backups) read each other's snapshots.
-        let streamed = encode_view(&view);
-        assert_eq!(streamed, SnapshotBody::from_view(&view).encode());
+        let streamed = encode_view(&view).unwrap();
+        assert_eq!(streamed, SnapshotBody::from_view(&view).unwrap().encode());
 
         // The current snapshot is the applied state, at the last applied id.
         let snap = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(52));
-        let body = SnapshotBody::decode(&snap.snapshot.into_bytes()).unwrap();
+        let body = SnapshotBody::decode(&snap.snapshot.into_bytes().unwrap()).unwrap();
         let round = body.into_view();
         assert_eq!(round.hash_kv(0).unwrap(), view.hash_kv(0).unwrap());
         assert_eq!(round.leases, view.leases);

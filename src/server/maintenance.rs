@@ -120,7 +120,8 @@ impl Server {
         let revision = view.revision;
         let bytes = tokio::task::spawn_blocking(move || crate::backup::write_backup(&view))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("cannot encode the backup: {e}")))?;
         Ok((bytes, revision))
     }
 

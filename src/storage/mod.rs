@@ -26,6 +26,7 @@
 
 pub mod blob;
 pub mod frame;
+pub mod spill;
 pub mod wal;
 
 use std::fs::File;
@@ -131,6 +132,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const LOCK: &str = "LOCK";
 /// Name of the log's directory.
 pub const WAL_DIR: &str = "wal";
+/// The directory of superseded revisions (not durable; see [`spill`]).
+pub const SPILL_DIR: &str = "spill";
 /// The member's configuration `raftcd storage init` writes (see
 /// `crate::init`); storage leaves it alone.
 pub const START_FILE: &str = "raftcd.toml";
@@ -145,6 +148,8 @@ pub struct Storage {
 struct Inner {
     dir: PathBuf,
     syncer: Arc<dyn Syncer>,
+    /// Where the store's superseded revisions go (emptied at open).
+    spill: spill::Spill,
     _lock: File,
 }
 
@@ -204,16 +209,19 @@ impl Storage {
                 tracing::info!(file = %item.path().display(), "removed an interrupted write");
             } else if name != LOCK
                 && name != WAL_DIR
+                && name != SPILL_DIR
                 && name != START_FILE
                 && !Blob::ALL.iter().any(|b| b.name() == name)
             {
                 tracing::warn!(file = %item.path().display(), "a file raftcd did not write is in the data dir; it is left alone");
             }
         }
+        let spill = spill::Spill::open(&dir.join(SPILL_DIR)).map_err(open_err)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 syncer,
+                spill,
                 _lock: lock,
             }),
         })
@@ -266,6 +274,12 @@ impl Storage {
     /// opening or locking it): a member started there before.
     pub fn holds_identity(dir: &Path) -> bool {
         blob::path(dir, Blob::Member).exists()
+    }
+
+    /// A spill with no segments, writing into this data dir's spill
+    /// directory (for a store built from the `state` file or a snapshot).
+    pub fn spill(&self) -> spill::Spill {
+        self.inner.spill.fresh()
     }
 
     /// The path of a file of the data dir.

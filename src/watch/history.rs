@@ -4,34 +4,29 @@
 use bytes::Bytes;
 
 use crate::mvcc::view::History;
-use crate::mvcc::View;
+use crate::mvcc::{MvccError, View};
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 
-/// Index of the first entry of `h` with `main >= rev`.
-fn first_at_or_after(h: &History, rev: i64) -> usize {
-    let (mut lo, mut hi) = (0usize, h.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match h.get(mid) {
-            Some(r) if r.main < rev => lo = mid + 1,
-            _ => hi = mid,
-        }
-    }
-    lo
-}
-
-/// The event for entry `i` of `key`'s history `h`. `prev_kv` is the entry
-/// before it when that one is a live value (and still kept).
-fn event_at(key: &Bytes, h: &History, i: usize, with_prev: bool) -> Option<Event> {
-    let r = h.get(i)?;
-    let prev_kv = if with_prev && i > 0 {
-        h.get(i - 1)
-            .filter(|p| !p.is_tombstone())
-            .map(|p| p.to_kv(key))
-    } else {
-        None
+/// The event for entry `i` of `key`'s history `h`, with its main and sub
+/// revision. `prev_kv` is the entry before it when that one is a live value
+/// (and still kept).
+fn event_at(
+    view: &View,
+    key: &Bytes,
+    h: &History,
+    i: usize,
+    with_prev: bool,
+) -> Result<Option<(i64, u32, Event)>, MvccError> {
+    let Some(r) = h.rev(i, &view.spill)? else {
+        return Ok(None);
     };
-    Some(if r.is_tombstone() {
+    let prev_kv = match i.checked_sub(1) {
+        Some(p) if with_prev && h.is_tombstone(p) == Some(false) => {
+            h.rev(p, &view.spill)?.map(|p| p.to_kv(key))
+        }
+        _ => None,
+    };
+    let event = if r.is_tombstone() {
         Event {
             r#type: EventType::Delete as i32,
             kv: Some(KeyValue {
@@ -47,7 +42,8 @@ fn event_at(key: &Bytes, h: &History, i: usize, with_prev: bool) -> Option<Event
             kv: Some(r.to_kv(key)),
             prev_kv,
         }
-    })
+    };
+    Ok(Some((r.main, r.sub, event)))
 }
 
 /// The events on keys in `key`/`range_end` with revisions in `from..=upto`,
@@ -63,25 +59,25 @@ pub fn collect(
     upto: i64,
     max_revs: usize,
     with_prev: bool,
-) -> (Vec<Event>, i64) {
+) -> Result<(Vec<Event>, i64), MvccError> {
     if from > upto || max_revs == 0 {
-        return (Vec::new(), upto);
+        return Ok((Vec::new(), upto));
     }
     // Pass 1: the `max_revs` smallest revisions present in the range.
     let mut revs = std::collections::BTreeSet::new();
     for (_, h) in view.histories(key, range_end) {
-        let mut i = first_at_or_after(h, from);
-        while let Some(r) = h.get(i) {
-            if r.main > upto {
+        let mut i = h.first_at_or_after(from);
+        while let Some(main) = h.main(i) {
+            if main > upto {
                 break;
             }
             if revs.len() >= max_revs {
                 match revs.last() {
-                    Some(&last) if r.main >= last => break,
+                    Some(&last) if main >= last => break,
                     _ => {}
                 }
             }
-            revs.insert(r.main);
+            revs.insert(main);
             if revs.len() > max_revs {
                 revs.pop_last();
             }
@@ -96,19 +92,19 @@ pub fn collect(
     // Pass 2: the events in `from..=last`.
     let mut found: Vec<(i64, u32, Event)> = Vec::new();
     for (k, h) in view.histories(key, range_end) {
-        let mut i = first_at_or_after(h, from);
-        while let Some(r) = h.get(i) {
-            if r.main > last {
+        let mut i = h.first_at_or_after(from);
+        while let Some(main) = h.main(i) {
+            if main > last {
                 break;
             }
-            if let Some(ev) = event_at(k, h, i, with_prev) {
-                found.push((r.main, r.sub, ev));
+            if let Some(ev) = event_at(view, k, h, i, with_prev)? {
+                found.push(ev);
             }
             i += 1;
         }
     }
     found.sort_by_key(|(main, sub, _)| (*main, *sub));
-    (found.into_iter().map(|(_, _, e)| e).collect(), last)
+    Ok((found.into_iter().map(|(_, _, e)| e).collect(), last))
 }
 
 #[cfg(test)]
@@ -162,7 +158,7 @@ mod tests {
         v = put(&v, "a", "2"); // 4
         v = del(&v, "a"); // 5
         v = put(&v, "c", "1"); // 6
-        let (evs, last) = collect(&v, b"a", b"c", 1, v.revision, 1000, true);
+        let (evs, last) = collect(&v, b"a", b"c", 1, v.revision, 1000, true).unwrap();
         assert_eq!(last, 6);
         assert_eq!(
             revs(&evs),
@@ -182,7 +178,7 @@ mod tests {
             evs[3].prev_kv.as_ref().map(|p| p.value.clone()),
             Some(Bytes::from("2"))
         );
-        let (evs, _) = collect(&v, b"a", b"c", 4, v.revision, 1000, false);
+        let (evs, _) = collect(&v, b"a", b"c", 4, v.revision, 1000, false).unwrap();
         assert_eq!(revs(&evs), vec![(0, "a".into(), 4), (1, "a".into(), 5)]);
         assert!(evs.iter().all(|e| e.prev_kv.is_none()));
     }
@@ -197,7 +193,7 @@ mod tests {
         let mut all = Vec::new();
         let mut calls = 0;
         while from <= v.revision {
-            let (evs, last) = collect(&v, b"k", b"l", from, v.revision, 3, false);
+            let (evs, last) = collect(&v, b"k", b"l", from, v.revision, 3, false).unwrap();
             let distinct: std::collections::BTreeSet<i64> = evs
                 .iter()
                 .filter_map(|e| e.kv.as_ref().map(|k| k.mod_revision))

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{history, HubInner, HISTORY_BATCH_REVS};
 use crate::mvcc::view::in_range;
-use crate::mvcc::View;
+use crate::mvcc::{MvccError, View};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::{
@@ -390,7 +390,7 @@ impl StreamTask {
         let header = (self.hub.header)(view.revision);
         let mut from = w.min_rev;
         while from <= view.revision {
-            let (events, last) = history::collect(
+            let collected = history::collect(
                 view,
                 &w.key,
                 &w.range_end,
@@ -399,6 +399,29 @@ impl StreamTask {
                 HISTORY_BATCH_REVS,
                 w.prev_kv,
             );
+            let (events, last) = match collected {
+                Ok(c) => c,
+                Err(e) => {
+                    // History this watcher needs cannot be read (compacted
+                    // under it, or a damaged spill record): cancel it,
+                    // saying why, rather than skip events.
+                    tracing::warn!(watch_id = id, error = %e, "canceling a watcher whose history cannot be read");
+                    self.watchers.remove(&id);
+                    let resp = WatchResponse {
+                        header: Some((self.hub.header)(0)),
+                        watch_id: id,
+                        canceled: true,
+                        compact_revision: if e == MvccError::Compacted {
+                            self.hub.view.load().compact_revision
+                        } else {
+                            0
+                        },
+                        cancel_reason: format!("etcdserver: {e}"),
+                        ..Default::default()
+                    };
+                    return send(&self.out, resp).await;
+                }
+            };
             let events: Vec<Event> = events.iter().filter_map(|e| w.shape(e)).collect();
             if !events.is_empty() {
                 Self::send_events(&self.out, fragment_bytes, w, header, events).await?;
