@@ -41,6 +41,7 @@ mod partition;
 mod peer_port;
 mod read_index;
 mod snapshot_restore;
+mod spill;
 mod storage_init;
 mod tls;
 mod watch;
