@@ -239,13 +239,12 @@ impl History {
         let loc = match &old.value {
             None => TOMBSTONE | u64::from(old.sub),
             Some(v) => {
-                let mut rec = Vec::with_capacity(RECORD_HEAD + v.len());
-                rec.extend_from_slice(&old.sub.to_le_bytes());
-                rec.extend_from_slice(&old.create.to_le_bytes());
-                rec.extend_from_slice(&old.version.to_le_bytes());
-                rec.extend_from_slice(&old.lease.to_le_bytes());
-                rec.extend_from_slice(v);
-                spill.append(&rec, tag) & !TOMBSTONE
+                let mut head = [0u8; RECORD_HEAD];
+                head[..4].copy_from_slice(&old.sub.to_le_bytes());
+                head[4..12].copy_from_slice(&old.create.to_le_bytes());
+                head[12..20].copy_from_slice(&old.version.to_le_bytes());
+                head[20..].copy_from_slice(&old.lease.to_le_bytes());
+                spill.append_parts(&[&head, v], tag) & !TOMBSTONE
             }
         };
         inner.older.push(Slot {

@@ -195,6 +195,12 @@ impl Spill {
     /// Spill one record, superseded at revision `tag`; returns its place.
     /// It never fails: a record that cannot go to disk stays in memory.
     pub fn append(&mut self, payload: &[u8], tag: i64) -> u64 {
+        self.append_parts(&[payload], tag)
+    }
+
+    /// [`Spill::append`] of a record whose payload is `parts` one after
+    /// the other (not copied into one buffer first).
+    pub fn append_parts(&mut self, parts: &[&[u8]], tag: i64) -> u64 {
         let room = |s: &Segment| {
             let st = s.state();
             st.flushed + (st.pending.len() as u64) < SEGMENT_BYTES
@@ -205,7 +211,7 @@ impl Spill {
         };
         let mut st = seg.state();
         let offset = st.flushed + st.pending.len() as u64;
-        frame::put(&mut st.pending, KIND, payload);
+        frame::put_parts(&mut st.pending, KIND, parts);
         st.max_tag = st.max_tag.max(tag);
         let full = offset + (st.pending.len() as u64) >= SEGMENT_BYTES;
         if st.pending.len() >= FLUSH_AT || full {
