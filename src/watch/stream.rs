@@ -388,19 +388,14 @@ impl StreamTask {
         }
         let fragment_bytes = self.hub.settings.fragment_bytes;
         let header = (self.hub.header)(view.revision);
-        let mut from = w.min_rev;
-        while from <= view.revision {
-            let collected = history::collect(
-                view,
-                &w.key,
-                &w.range_end,
-                from,
-                view.revision,
-                HISTORY_BATCH_REVS,
-                w.prev_kv,
-            );
-            let (events, last) = match collected {
-                Ok(c) => c,
+        // The watcher is borrowed again to send each batch.
+        let (key, range_end) = (w.key.clone(), w.range_end.clone());
+        let mut replay =
+            history::Replay::new(view, &key, &range_end, w.min_rev, view.revision, w.prev_kv);
+        loop {
+            let (events, _) = match replay.next_batch(HISTORY_BATCH_REVS) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
                 Err(e) => {
                     // History this watcher needs cannot be read (compacted
                     // under it, or a damaged spill record): cancel it,
@@ -426,7 +421,6 @@ impl StreamTask {
             if !events.is_empty() {
                 Self::send_events(&self.out, fragment_bytes, w, header, events).await?;
             }
-            from = last + 1;
         }
         w.min_rev = w.min_rev.max(view.revision + 1);
         Ok(())
