@@ -9,7 +9,6 @@
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
     PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
@@ -135,14 +134,7 @@ impl Client {
         let resp = self
             .txn(TxnRequest {
                 compare: vec![Compare::mod_revision_is(key.clone(), expected_mod_revision)],
-                success: vec![RequestOp {
-                    request: Some(Op::RequestPut(PutRequest {
-                        key,
-                        value,
-                        lease,
-                        ..Default::default()
-                    })),
-                }],
+                success: vec![RequestOp::put(key, value, lease)],
                 failure: vec![],
             })
             .await?;

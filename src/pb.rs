@@ -44,6 +44,23 @@ pub mod escrowpb {
     tonic::include_proto!("raftcd.escrow.v1");
 }
 
+impl etcdserverpb::RequestOp {
+    /// A txn operation putting `value` at `key`, attached to `lease` (0:
+    /// none).
+    pub fn put(key: bytes::Bytes, value: bytes::Bytes, lease: i64) -> Self {
+        Self {
+            request: Some(etcdserverpb::request_op::Request::RequestPut(
+                etcdserverpb::PutRequest {
+                    key,
+                    value,
+                    lease,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+}
+
 impl etcdserverpb::Compare {
     /// `key`'s mod revision is `rev`: the guard of a compare-and-swap.
     pub fn mod_revision_is(key: bytes::Bytes, rev: i64) -> Self {

@@ -196,9 +196,7 @@ fn put_request(key: Bytes, value: Bytes) -> PutRequest {
 fn cas_request(key: Bytes, value: Bytes, seen: i64) -> TxnRequest {
     TxnRequest {
         compare: vec![Compare::mod_revision_is(key.clone(), seen)],
-        success: vec![RequestOp {
-            request: Some(Request::RequestPut(put_request(key.clone(), value))),
-        }],
+        success: vec![RequestOp::put(key.clone(), value, 0)],
         failure: vec![RequestOp {
             request: Some(Request::RequestRange(RangeRequest {
                 key,

@@ -11,8 +11,7 @@ use super::error::MAX_ATTEMPTS;
 pub use super::error::{EscrowError, Refusal};
 use super::payment::Payment;
 use crate::client::{prefix_end, Client};
-use crate::pb::etcdserverpb::request_op::Request as Op;
-use crate::pb::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
 
 /// What an update from the chain did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +29,7 @@ pub struct Escrow {
 }
 
 fn put(key: String, value: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(Op::RequestPut(PutRequest {
-            key: Bytes::from(key),
-            value: Bytes::from(value),
-            ..Default::default()
-        })),
-    }
+    RequestOp::put(Bytes::from(key), Bytes::from(value), 0)
 }
 
 /// The rules of a payment against the channel as read.

@@ -28,8 +28,8 @@ use crate::pb::etcdserverpb::range_request::SortOrder;
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::{
-    DeleteRangeRequest, LeaseGrantRequest, ResponseHeader, TxnRequest, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    DeleteRangeRequest, LeaseGrantRequest, RequestOp, ResponseHeader, TxnRequest,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::KeyValue;
@@ -41,7 +41,7 @@ use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockRespon
 
 mod requests;
 use requests::{
-    by_create, created_at, delete, get, header_of, key_prefix, lease_key, op, put, range_at,
+    by_create, created_at, delete, get, header_of, key_prefix, lease_key, op, range_at,
 };
 
 /// The TTL of the lease granted for a Lock or Campaign given lease 0
@@ -126,7 +126,10 @@ impl Server {
                 who,
                 TxnRequest {
                     compare: vec![created_at(&key, 0)],
-                    success: vec![put(&key, Bytes::new(), lease), owner.clone()],
+                    success: vec![
+                        RequestOp::put(key.clone(), Bytes::new(), lease),
+                        owner.clone(),
+                    ],
                     failure: vec![op(Op::RequestRange(get(&key))), owner],
                 },
             )
@@ -208,7 +211,7 @@ impl Server {
                 who,
                 TxnRequest {
                     compare: vec![created_at(&key, 0)],
-                    success: vec![put(&key, r.value.clone(), lease)],
+                    success: vec![RequestOp::put(key.clone(), r.value.clone(), lease)],
                     failure: vec![op(Op::RequestRange(get(&key)))],
                 },
             )
@@ -272,7 +275,7 @@ impl Server {
                 who,
                 TxnRequest {
                     compare: vec![created_at(&leader.key, leader.rev)],
-                    success: vec![put(&leader.key, value, leader.lease)],
+                    success: vec![RequestOp::put(leader.key.clone(), value, leader.lease)],
                     failure: Vec::new(),
                 },
             )

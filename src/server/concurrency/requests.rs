@@ -11,8 +11,8 @@ use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::pb::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnResponse,
+    Compare, DeleteRangeRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnResponse,
 };
 
 /// `name/`: the prefix of a lock's or an election's keys.
@@ -46,15 +46,6 @@ pub(super) fn op(request: Op) -> RequestOp {
     RequestOp {
         request: Some(request),
     }
-}
-
-pub(super) fn put(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
-    op(Op::RequestPut(PutRequest {
-        key: key.clone(),
-        value,
-        lease,
-        ..Default::default()
-    }))
 }
 
 pub(super) fn get(key: &Bytes) -> RangeRequest {
