@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
 
-use super::view::{latest_live, History, Rev, View};
+use super::view::{latest_live, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
@@ -179,13 +179,7 @@ impl Applier {
     }
 
     fn write(&mut self, key: Bytes, rev: Rev) {
-        let view = &mut self.view;
-        match view.index.get_mut(&key) {
-            Some(h) => h.push(rev, &mut view.spill),
-            None => {
-                view.index.insert(key, History::new(rev));
-            }
-        }
+        self.view.push_revision(key, rev);
         // Later reads in the same txn see this write, as in etcd.
         self.view.revision = self.write_rev;
     }

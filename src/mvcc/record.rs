@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::MvccError;
 use super::lease::Lease;
-use super::view::{History, Rev, View};
+use super::view::{Rev, View};
 use crate::auth::AuthState;
 use crate::codec::{
     decode_payload, encode_as, split_version, CodecError, FORMAT_V1, FORMAT_V2, FORMAT_V3,
@@ -203,12 +203,7 @@ impl SnapshotBody {
         };
         for (main, sub, rec) in self.records {
             let (key, rev) = rec.into_rev(main, sub);
-            match view.index.get_mut(&key[..]) {
-                Some(h) => h.push(rev, &mut view.spill),
-                None => {
-                    view.index.insert(key, History::new(rev));
-                }
-            }
+            view.push_revision(key, rev);
         }
         view.spill.flush();
         for (id, r) in self.leases {

@@ -80,6 +80,17 @@ impl View {
         self.spill.drop_through(rev);
     }
 
+    /// Add `rev` as `key`'s newest revision; the one it supersedes goes to
+    /// the spill.
+    pub fn push_revision(&mut self, key: Bytes, rev: Rev) {
+        match self.index.get_mut(&key[..]) {
+            Some(h) => h.push(rev, &mut self.spill),
+            None => {
+                self.index.insert(key, History::new(rev));
+            }
+        }
+    }
+
     /// Every revision of every key, read back (tests and tools).
     pub fn revisions(&self) -> Result<Vec<(Bytes, Rev)>, MvccError> {
         let mut out = Vec::new();
@@ -275,10 +286,8 @@ impl View {
         let mut h = crc32fast::Hasher::new();
         for (k, hist) in self.index.iter() {
             let upto = hist.first_at_or_after(rev.saturating_add(1));
-            for i in 0..upto {
-                let Some(r) = hist.rev(i, &self.spill)? else {
-                    break;
-                };
+            for r in hist.revs(&self.spill).take(upto) {
+                let r = r?;
                 h.update(&r.main.to_be_bytes());
                 h.update(&r.sub.to_be_bytes());
                 h.update(&(k.len() as u64).to_be_bytes());
