@@ -231,6 +231,12 @@ impl History {
         lo
     }
 
+    /// `(index, main revision)` of each entry with `main >= rev`, oldest
+    /// first.
+    pub fn entries_from(&self, rev: i64) -> impl Iterator<Item = (usize, i64)> + '_ {
+        (self.first_at_or_after(rev)..self.len()).filter_map(|i| Some((i, self.main(i)?)))
+    }
+
     /// Add the newest revision; the one it supersedes goes to `spill`.
     pub fn push(&mut self, rev: Rev, spill: &mut Spill) {
         let tag = rev.main;

@@ -113,11 +113,7 @@ impl<'v> Replay<'v> {
         let mut heap = std::collections::BinaryHeap::new();
         let mut least = i64::MAX;
         for (_, h) in self.view.histories(self.key, self.range_end) {
-            let mut i = h.first_at_or_after(from);
-            while let Some(main) = h.main(i) {
-                if main > upto {
-                    break;
-                }
+            for (_, main) in h.entries_from(from).take_while(|&(_, m)| m <= upto) {
                 if heap.len() >= window {
                     match heap.peek() {
                         Some(&top) if main >= top => break,
@@ -128,7 +124,6 @@ impl<'v> Replay<'v> {
                 }
                 heap.push(main);
                 least = least.min(main);
-                i += 1;
             }
         }
         let end = match heap.peek() {
@@ -141,14 +136,8 @@ impl<'v> Replay<'v> {
         // Pass 2: the entries in from..=end.
         let mut plan = Vec::new();
         for (k, h) in self.view.histories(self.key, self.range_end) {
-            let mut i = h.first_at_or_after(from);
-            while let Some(main) = h.main(i) {
-                if main > end {
-                    break;
-                }
-                plan.push((main, k.clone(), h.clone(), i));
-                i += 1;
-            }
+            let entries = h.entries_from(from).take_while(|&(_, m)| m <= end);
+            plan.extend(entries.map(|(i, main)| (main, k.clone(), h.clone(), i)));
         }
         plan.sort_by_key(|e| e.0);
         self.plan = plan.into();
@@ -292,7 +281,7 @@ mod tests {
     fn everything(v: &View, key: &[u8], end: &[u8], from: i64) -> Vec<Event> {
         let mut all = Vec::new();
         for (k, h) in v.histories(key, end) {
-            for i in h.first_at_or_after(from)..h.len() {
+            for (i, _) in h.entries_from(from) {
                 all.extend(event_at(v, k, h, i, true).unwrap());
             }
         }

@@ -375,16 +375,9 @@ impl StreamTask {
             return Ok(());
         };
         if view.compact_revision > 0 && w.min_rev < view.compact_revision {
-            self.watchers.remove(&id);
-            let resp = WatchResponse {
-                // etcd sends this one with revision 0 in the header.
-                header: Some((self.hub.header)(0)),
-                watch_id: id,
-                canceled: true,
-                compact_revision: view.compact_revision,
-                ..Default::default()
-            };
-            return send(&self.out, resp).await;
+            return self
+                .cancel_replay(id, view.compact_revision, String::new())
+                .await;
         }
         let fragment_bytes = self.hub.settings.fragment_bytes;
         let header = (self.hub.header)(view.revision);
@@ -401,20 +394,14 @@ impl StreamTask {
                     // under it, or a damaged spill record): cancel it,
                     // saying why, rather than skip events.
                     tracing::warn!(watch_id = id, error = %e, "canceling a watcher whose history cannot be read");
-                    self.watchers.remove(&id);
-                    let resp = WatchResponse {
-                        header: Some((self.hub.header)(0)),
-                        watch_id: id,
-                        canceled: true,
-                        compact_revision: if e == MvccError::Compacted {
-                            self.hub.view.load().compact_revision
-                        } else {
-                            0
-                        },
-                        cancel_reason: format!("etcdserver: {e}"),
-                        ..Default::default()
+                    let compact_revision = if e == MvccError::Compacted {
+                        self.hub.view.load().compact_revision
+                    } else {
+                        0
                     };
-                    return send(&self.out, resp).await;
+                    return self
+                        .cancel_replay(id, compact_revision, format!("etcdserver: {e}"))
+                        .await;
                 }
             };
             let events: Vec<Event> = events.iter().filter_map(|e| w.shape(e)).collect();
@@ -424,6 +411,26 @@ impl StreamTask {
         }
         w.min_rev = w.min_rev.max(view.revision + 1);
         Ok(())
+    }
+
+    /// Cancel watcher `id` whose replay cannot go on; etcd sends this with
+    /// revision 0 in the header.
+    async fn cancel_replay(
+        &mut self,
+        id: i64,
+        compact_revision: i64,
+        cancel_reason: String,
+    ) -> Result<(), Closed> {
+        self.watchers.remove(&id);
+        let resp = WatchResponse {
+            header: Some((self.hub.header)(0)),
+            watch_id: id,
+            canceled: true,
+            compact_revision,
+            cancel_reason,
+            ..Default::default()
+        };
+        send(&self.out, resp).await
     }
 
     /// Process what the receiver already holds (bounded), so a progress
