@@ -78,6 +78,17 @@ impl SnapshotData {
         Ok(&mut self.bytes)
     }
 
+    /// Poll the encoded body with `poll` (encoding it first if needed).
+    fn poll_bytes<T>(
+        self: std::pin::Pin<&mut Self>,
+        poll: impl FnOnce(std::pin::Pin<&mut Cursor<Vec<u8>>>) -> std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        match self.get_mut().bytes() {
+            Ok(b) => poll(std::pin::Pin::new(b)),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
     /// The encoded body.
     pub fn into_bytes(mut self) -> std::io::Result<Vec<u8>> {
         self.bytes()?;
@@ -91,10 +102,7 @@ impl tokio::io::AsyncRead for SnapshotData {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut().bytes() {
-            Ok(b) => std::pin::Pin::new(b).poll_read(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
+        self.poll_bytes(|b| b.poll_read(cx, buf))
     }
 }
 
@@ -104,30 +112,21 @@ impl tokio::io::AsyncWrite for SnapshotData {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut().bytes() {
-            Ok(b) => std::pin::Pin::new(b).poll_write(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
+        self.poll_bytes(|b| b.poll_write(cx, buf))
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut().bytes() {
-            Ok(b) => std::pin::Pin::new(b).poll_flush(cx),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
+        self.poll_bytes(|b| b.poll_flush(cx))
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut().bytes() {
-            Ok(b) => std::pin::Pin::new(b).poll_shutdown(cx),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
+        self.poll_bytes(|b| b.poll_shutdown(cx))
     }
 }
 
@@ -143,10 +142,7 @@ impl tokio::io::AsyncSeek for SnapshotData {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<u64>> {
-        match self.get_mut().bytes() {
-            Ok(b) => std::pin::Pin::new(b).poll_complete(cx),
-            Err(e) => std::task::Poll::Ready(Err(e)),
-        }
+        self.poll_bytes(|b| b.poll_complete(cx))
     }
 }
 
