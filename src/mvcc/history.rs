@@ -250,7 +250,7 @@ impl History {
                 head[4..12].copy_from_slice(&old.create.to_le_bytes());
                 head[12..20].copy_from_slice(&old.version.to_le_bytes());
                 head[20..].copy_from_slice(&old.lease.to_le_bytes());
-                spill.append_parts(&[&head, v], tag) & !TOMBSTONE
+                spill.append(&[&head, v], tag) & !TOMBSTONE
             }
         };
         inner.older.push(Slot {

@@ -188,19 +188,16 @@ impl Spill {
     }
 
     /// Whether `self` and `other` write to the same place.
-    pub fn same_writer(&self, other: &Spill) -> bool {
+    #[cfg(test)]
+    fn same_writer(&self, other: &Spill) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Spill one record, superseded at revision `tag`; returns its place.
-    /// It never fails: a record that cannot go to disk stays in memory.
-    pub fn append(&mut self, payload: &[u8], tag: i64) -> u64 {
-        self.append_parts(&[payload], tag)
-    }
-
-    /// [`Spill::append`] of a record whose payload is `parts` one after
-    /// the other (not copied into one buffer first).
-    pub fn append_parts(&mut self, parts: &[&[u8]], tag: i64) -> u64 {
+    /// Spill one record whose payload is `parts` one after the other (not
+    /// copied into one buffer first), superseded at revision `tag`; returns
+    /// its place. It never fails: a record that cannot go to disk stays in
+    /// memory.
+    pub fn append(&mut self, parts: &[&[u8]], tag: i64) -> u64 {
         let room = |s: &Segment| {
             let st = s.state();
             st.flushed + (st.pending.len() as u64) < SEGMENT_BYTES
@@ -282,11 +279,9 @@ impl Spill {
                 .pending
                 .get(at..)
                 .ok_or(damaged("past the segment's end"))?;
-            return match frame::parse(buf, buf.len()) {
-                frame::Parsed::Record { payload, .. } => Ok(Bytes::copy_from_slice(payload)),
-                frame::Parsed::Incomplete => Err(damaged("cut short")),
-                frame::Parsed::Bad(r) => Err(damaged(r)),
-            };
+            return Ok(Bytes::copy_from_slice(
+                payload(buf, buf.len()).map_err(damaged)?,
+            ));
         }
         let flushed = st.flushed;
         drop(st);
@@ -315,11 +310,8 @@ impl Spill {
                 .map_err(io)?;
         }
         buf.truncate(total);
-        match frame::parse(&buf, len) {
-            frame::Parsed::Record { .. } => Ok(Bytes::from(buf).slice(frame::HEADER..)),
-            frame::Parsed::Incomplete => Err(damaged("cut short")),
-            frame::Parsed::Bad(r) => Err(damaged(r)),
-        }
+        payload(&buf, len).map_err(damaged)?;
+        Ok(Bytes::from(buf).slice(frame::HEADER..))
     }
 
     /// Forget every segment whose records were all superseded at or below
@@ -332,7 +324,8 @@ impl Spill {
 
     /// How many segments this view names, and their bytes (written and
     /// pending).
-    pub fn usage(&self) -> (usize, u64) {
+    #[cfg(test)]
+    fn usage(&self) -> (usize, u64) {
         let bytes = self
             .segments
             .values()
@@ -345,8 +338,18 @@ impl Spill {
     }
 
     /// Whether records go to files (no write has failed, a dir was given).
-    pub fn on_disk(&self) -> bool {
+    #[cfg(test)]
+    fn on_disk(&self) -> bool {
         self.shared.dir.is_some() && !self.shared.in_memory.load(Ordering::Relaxed)
+    }
+}
+
+/// The payload of the record at the start of `buf`, or why there is none.
+fn payload(buf: &[u8], max_payload: usize) -> Result<&[u8], &'static str> {
+    match frame::parse(buf, max_payload) {
+        frame::Parsed::Record { payload, .. } => Ok(payload),
+        frame::Parsed::Incomplete => Err("cut short"),
+        frame::Parsed::Bad(reason) => Err(reason),
     }
 }
 
@@ -383,7 +386,7 @@ mod tests {
                 } else {
                     20 + (i as usize % 300)
                 };
-                locs.push((spill.append(&record(i, len), i64::from(i)), len));
+                locs.push((spill.append(&[&record(i, len)], i64::from(i)), len));
             }
             let check = |spill: &Spill| {
                 for (i, (loc, len)) in locs.iter().enumerate() {
@@ -413,7 +416,7 @@ mod tests {
         let big = vec![7u8; 1 << 20];
         let mut locs = Vec::new();
         for tag in 1..=40i64 {
-            locs.push(spill.append(&big, tag));
+            locs.push(spill.append(&[&big], tag));
         }
         spill.flush();
         let (segments, _) = spill.usage();
@@ -435,7 +438,7 @@ mod tests {
         // segment.
         spill.drop_through(40);
         assert_eq!((files(&path), spill.usage().0), (0, 0));
-        let loc = spill.append(b"after", 41);
+        let loc = spill.append(&[b"after"], 41);
         assert_eq!(spill.read(loc).unwrap(), &b"after"[..]);
         // A view built from scratch shares the writer, not the segments.
         let fresh = spill.fresh();
@@ -447,8 +450,8 @@ mod tests {
     fn a_damaged_record_is_an_error_not_a_wrong_answer() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::open(dir.path()).unwrap();
-        let a = spill.append(&record(1, 100), 1);
-        let b = spill.append(&record(2, 5000), 2);
+        let a = spill.append(&[&record(1, 100)], 1);
+        let b = spill.append(&[&record(2, 5000)], 2);
         spill.flush();
         let file = dir.path().join("00000000.spill");
         let mut bytes = std::fs::read(&file).unwrap();
