@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::frame;
+use super::{frame, lock};
 
 /// A segment takes no new record once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -99,8 +99,7 @@ struct SegmentState {
 
 impl Segment {
     fn state(&self) -> MutexGuard<'_, SegmentState> {
-        // A panic while holding the lock leaves whole records behind it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Write the pending records to the file (if there is one).

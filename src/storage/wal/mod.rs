@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod segment;
@@ -50,7 +50,7 @@ use segment::{
 pub use segment::{PREALLOC_BYTES, SEGMENT_BYTES};
 
 use super::frame::{self, Parsed};
-use super::{blob::sync_dir, damaged, io, sync_failed, StorageError, Syncer};
+use super::{blob::sync_dir, damaged, io, lock, sync_failed, StorageError, Syncer};
 
 /// Called by the flusher once a sync is done: the result, and how long the
 /// sync took.
@@ -102,10 +102,6 @@ pub struct Recovered {
     pub last: Option<u64>,
     /// A torn tail that was cut off: file, offset and reason.
     pub repaired: Option<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Wal {
