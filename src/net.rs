@@ -1,6 +1,7 @@
 //! Listeners: binding a URL's address and serving a router on it (HTTP/1
 //! and HTTP/2, over TLS for `https://`), with a limit on open connections.
-//! The client listeners and the peer listeners both use it.
+//! The client listeners and the peer listeners both use it. A connection's
+//! writes are gathered until its flush ([`Gathered`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use tokio::sync::watch as signal;
 use tokio::sync::Semaphore;
 
 use crate::tls::ServerTls;
+
+mod gather;
+pub use gather::{Gathered, GATHER_LIMIT};
 
 /// The common name of the verified client certificate of the connection a
 /// request came on (a request extension, on TLS listeners that require
@@ -99,7 +103,10 @@ pub async fn serve_on(
             // The slot is given back when the connection ends.
             let _permit = permit;
             match tls {
-                None => serve_connection(TokioIo::new(stream), svc, peer, conn_shutdown).await,
+                None => {
+                    let io = TokioIo::new(Gathered::new(stream));
+                    serve_connection(io, svc, peer, conn_shutdown).await
+                }
                 Some(tls) => match tls.accept(stream).await {
                     Ok(s) => {
                         let name = s
@@ -115,7 +122,8 @@ pub async fn serve_on(
                             ),
                             None => svc,
                         };
-                        serve_connection(TokioIo::new(s), svc, peer, conn_shutdown).await
+                        serve_connection(TokioIo::new(Gathered::new(s)), svc, peer, conn_shutdown)
+                            .await
                     }
                     Err(e) => crate::tls::log_handshake_error(peer, &e),
                 },
