@@ -93,13 +93,13 @@ fn sync_failed(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ 
     }
 }
 
-/// Damage found in `path` at `offset`.
 /// Lock `m`; a panic while it was held leaves whole records behind it, so
 /// a poisoned lock is taken as it is.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Damage found in `path` at `offset`.
 fn damaged(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Damaged {
         file: path.to_path_buf(),
