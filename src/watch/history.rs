@@ -187,8 +187,9 @@ impl<'v> Replay<'v> {
 /// revision order (and, within a revision, in the order they were written).
 /// Returns the events and the last revision covered: the next call starts
 /// after it. `prev_kv` is filled when `with_prev` is set. (One batch of a
-/// [`Replay`].)
-pub fn collect(
+/// [`Replay`]; the stream replays with `Replay` itself, tests use this.)
+#[cfg(test)]
+fn collect(
     view: &View,
     key: &[u8],
     range_end: &[u8],
@@ -309,12 +310,12 @@ mod tests {
                 1 | 2 => {
                     let n = 1 + rnd(6);
                     let success = (0..n)
-                        .map(|j| RequestOp {
-                            request: Some(Request::RequestPut(PutRequest {
-                                key: Bytes::from(format!("k{:02}", (rnd(8) * 5 + j) % 40)),
-                                value: Bytes::from(format!("t{step}")),
-                                ..Default::default()
-                            })),
+                        .map(|j| {
+                            RequestOp::put(
+                                Bytes::from(format!("k{:02}", (rnd(8) * 5 + j) % 40)),
+                                Bytes::from(format!("t{step}")),
+                                0,
+                            )
                         })
                         .collect::<Vec<_>>();
                     let mut keys: Vec<_> = success
