@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, ProposalReply, Reply};
 use super::lease::{Lease, MAX_LEASE_TTL};
 
+use super::key::IndexKey;
 use super::view::{latest_live, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request;
@@ -178,7 +179,7 @@ impl Applier {
         self.view.index.get(key).and_then(latest_live).cloned()
     }
 
-    fn write(&mut self, key: Bytes, rev: Rev) {
+    fn write(&mut self, key: IndexKey, rev: Rev) {
         self.view.push_revision(key, rev);
         // Later reads in the same txn see this write, as in etcd.
         self.view.revision = self.write_rev;
@@ -200,9 +201,10 @@ impl Applier {
         // One lookup: the key as the store holds it (to share its
         // allocation; a new key gets its own copy, never a slice of the
         // request's buffer, which it would pin) and its live revision.
-        let (key, prev) = match self.view.index.get_key_value(&req.key[..]) {
+        let probe = IndexKey::probe(&req.key);
+        let (key, prev) = match self.view.index.get_key_value(&probe) {
             Some((k, h)) => (k.clone(), latest_live(h).cloned()),
-            None => (Bytes::copy_from_slice(&req.key), None),
+            None => (probe, None),
         };
         let value = if req.ignore_value {
             prev.as_ref()
@@ -231,14 +233,14 @@ impl Applier {
         };
         if let Some(p) = &prev {
             if p.lease != lease {
-                self.view.detach_key(p.lease, &key);
+                self.view.detach_key(p.lease, key.bytes());
             }
         }
-        self.view.attach_key(lease, &key);
-        let prev_kv = prev.as_ref().map(|p| p.to_kv(&key));
+        self.view.attach_key(lease, key.bytes());
+        let prev_kv = prev.as_ref().map(|p| p.to_kv(key.bytes()));
         self.events.push(Event {
             r#type: EventType::Put as i32,
-            kv: Some(rev.to_kv(&key)),
+            kv: Some(rev.to_kv(key.bytes())),
             prev_kv: prev_kv.clone(),
         });
         self.write(key, rev);
@@ -292,7 +294,7 @@ impl Applier {
             prev_kv: Some(prev_kv.clone()),
         });
         self.view.detach_key(prev.lease, key);
-        self.write(key.clone(), tomb);
+        self.write(IndexKey::new(key.clone()), tomb);
         prev_kv
     }
 
@@ -365,7 +367,7 @@ impl Applier {
         // over one key or a range.
         let mut keys: Vec<Option<&Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(self.base.index.get(&c.key).and_then(latest_live));
+            keys.push(self.base.index.get(&c.key[..]).and_then(latest_live));
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
                 if let Some(r) = latest_live(h) {
@@ -598,6 +600,7 @@ mod tests {
         let first = req(&View::default());
         let second = req(&first);
         let (key, history) = second.index.iter().next().expect("one key");
+        let key = key.bytes();
         assert_eq!((&key[..], history.len()), (&b"xxxxxxxx"[..], 2));
         assert!(!within(key), "the index key is a slice of the request");
         for rev in history.revs(&second.spill) {

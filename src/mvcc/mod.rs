@@ -27,6 +27,7 @@ pub mod apply;
 pub mod auth;
 pub mod command;
 pub mod history;
+pub mod key;
 pub mod lease;
 pub mod record;
 pub mod validate;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::command::MvccError;
+use super::key::IndexKey;
 use super::lease::Lease;
 use super::view::{Rev, View};
 use crate::auth::AuthState;
@@ -203,7 +204,7 @@ impl SnapshotBody {
         };
         for (main, sub, rec) in self.records {
             let (key, rev) = rec.into_rev(main, sub);
-            view.push_revision(key, rev);
+            view.push_revision(IndexKey::new(key), rev);
         }
         view.spill.flush();
         for (id, r) in self.leases {
@@ -272,7 +273,14 @@ impl Serialize for RecordsRef<'_> {
             for rev in history.revs(&self.0.spill) {
                 let rev = rev.map_err(serde::ser::Error::custom)?;
                 let rev = &*rev;
-                seq.serialize_element(&(rev.main, rev.sub, RecordRef { key, rev }))?;
+                seq.serialize_element(&(
+                    rev.main,
+                    rev.sub,
+                    RecordRef {
+                        key: key.bytes(),
+                        rev,
+                    },
+                ))?;
             }
         }
         seq.end()

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 
 use super::command::MvccError;
+use super::key::IndexKey;
 use super::lease::Lease;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
@@ -58,7 +59,7 @@ impl View {
     /// the same `rev` later (after newer writes) drops exactly what a
     /// previous run left in place: nothing, or what a crash kept on disk.
     pub fn compact_index(&mut self, rev: i64) {
-        let keys: Vec<Bytes> = self.index.keys().cloned().collect();
+        let keys: Vec<IndexKey> = self.index.keys().cloned().collect();
         for key in keys {
             let Some(h) = self.index.get(&key) else {
                 continue;
@@ -82,8 +83,8 @@ impl View {
 
     /// Add `rev` as `key`'s newest revision; the one it supersedes goes to
     /// the spill.
-    pub fn push_revision(&mut self, key: Bytes, rev: Rev) {
-        match self.index.get_mut(&key[..]) {
+    pub fn push_revision(&mut self, key: IndexKey, rev: Rev) {
+        match self.index.get_mut(&key) {
             Some(h) => h.push(rev, &mut self.spill),
             None => {
                 self.index.insert(key, History::new(rev));
@@ -96,7 +97,7 @@ impl View {
         let mut out = Vec::new();
         for (k, h) in self.index.iter() {
             for r in h.revs(&self.spill) {
-                out.push((k.clone(), r?.into_owned()));
+                out.push((k.bytes().clone(), r?.into_owned()));
             }
         }
         Ok(out)
@@ -106,7 +107,7 @@ impl View {
 /// An immutable snapshot of the store.
 #[derive(Clone, Debug)]
 pub struct View {
-    pub index: OrdMap<Bytes, History>,
+    pub index: OrdMap<IndexKey, History>,
     /// The current (latest committed) revision. Starts at 1 like etcd.
     pub revision: i64,
     /// The revision the store was last compacted at; -1 if never.
@@ -169,8 +170,17 @@ impl View {
         key: &'a [u8],
         range_end: &'a [u8],
     ) -> impl Iterator<Item = (&'a Bytes, &'a History)> + 'a {
-        let it = key_bounds(key, range_end).map(|b| self.index.range::<_, [u8]>(b));
-        it.into_iter().flatten()
+        let it = key_bounds(key, range_end).map(|(from, to)| {
+            // Searched with index keys, which compare in place (see
+            // `super::key`); one copy of a single key for both ends.
+            let from = from.map(IndexKey::probe);
+            let to = match (&from, to) {
+                (Bound::Included(k), _) if range_end.is_empty() => Bound::Included(k.clone()),
+                (_, to) => to.map(IndexKey::probe),
+            };
+            self.index.range((from, to))
+        });
+        it.into_iter().flatten().map(|(k, h)| (k.bytes(), h))
     }
 
     /// Check a read revision the way etcd does: 0 (or less) means current.
@@ -290,8 +300,8 @@ impl View {
                 let r = r?;
                 h.update(&r.main.to_be_bytes());
                 h.update(&r.sub.to_be_bytes());
-                h.update(&(k.len() as u64).to_be_bytes());
-                h.update(k);
+                h.update(&(k.bytes().len() as u64).to_be_bytes());
+                h.update(k.bytes());
                 h.update(&r.create.to_be_bytes());
                 h.update(&r.version.to_be_bytes());
                 h.update(&r.lease.to_be_bytes());
@@ -370,7 +380,7 @@ impl View {
             .filter_map(|(k, h)| {
                 latest_live(h)
                     .filter(|r| r.lease != 0)
-                    .map(|r| (r.lease, k.clone()))
+                    .map(|r| (r.lease, k.bytes().clone()))
             })
             .collect();
         let ids: Vec<i64> = self.leases.keys().copied().collect();
