@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod election;
+pub mod gate;
 pub mod gateway;
 pub mod http;
 pub mod kv;
@@ -22,7 +23,6 @@ pub mod watch;
 
 use crate::config::GRPC_OVERHEAD_BYTES;
 pub use crate::config::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
-use crate::error::ApiError;
 use crate::net::ClientCertName;
 use crate::pb::etcdserverpb::auth_server::AuthServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
@@ -34,66 +34,55 @@ use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::server::auth::{Credentials, Principal};
 use crate::server::Server;
+use gate::Gated;
 
 /// The router of everything served on a client port.
 pub fn router(node: &Server) -> axum::Router {
     let max = node.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let grpc = tonic::service::Routes::new(
+    let grpc = tonic::service::Routes::new(Gated::new(
+        node,
         KvServer::new(kv::KvService::new(node.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         WatchServer::new(watch::WatchService::new(node.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
             .max_decoding_message_size(max),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         ClusterServer::new(cluster::ClusterService::new(node.clone()))
             .max_decoding_message_size(max),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         LockServer::new(lock::LockService::new(node.clone())).max_decoding_message_size(max),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         ElectionServer::new(election::ElectionService::new(node.clone()))
             .max_decoding_message_size(max),
-    )
-    .add_service(
+    ))
+    .add_service(Gated::new(
+        node,
         AuthServer::new(auth::AuthService::new(node.clone())).max_decoding_message_size(max),
-    )
-    .into_axum_router()
-    .layer(axum::middleware::map_response(status::message_size_status))
-    .layer(axum::middleware::from_fn_with_state(
-        node.clone(),
-        learner_guard,
-    ));
+    ))
+    .into_axum_router();
     let gateway = gateway::routes(grpc.clone().fallback(http::fallback), max);
     grpc.merge(http::routes(node.clone()))
         .merge(gateway)
         .fallback(http::fallback)
-}
-
-/// etcd's rule for learners: a learner answers only Status and
-/// serializable Range (checked in [`kv::range`]); every other RPC gets
-/// "etcdserver: rpc not supported for learner", so clients go elsewhere.
-async fn learner_guard(
-    axum::extract::State(node): axum::extract::State<Server>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    const ALLOWED: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
-    if node.refuses_clients() && !ALLOWED.contains(&req.uri().path()) {
-        return tonic::Status::from(ApiError::NotSupportedForLearner).into_http();
-    }
-    next.run(req).await
 }
 
 /// What the client presented with `req`: its `token` metadata and the name

@@ -80,22 +80,9 @@ fn auth_code(e: &AuthError) -> Code {
     }
 }
 
-/// tonic refuses a message above the decoding limit with `OutOfRange`
-/// "Error, decoded message length too large: found N bytes, the limit is: M
-/// bytes"; etcd (grpc-go) answers `ResourceExhausted` "grpc: received message
-/// larger than max (N vs. M)". Response middleware turning the first into the
-/// second; every other response passes unchanged.
-pub async fn message_size_status(res: axum::response::Response) -> axum::response::Response {
-    let Some(status) = res.extensions().get::<Status>() else {
-        return res;
-    };
-    match etcd_size_status(status) {
-        Some(etcd) => etcd.into_http(),
-        None => res,
-    }
-}
-
-fn etcd_size_status(s: &Status) -> Option<Status> {
+/// etcd's status for tonic's refusal of an oversized message (see
+/// [`super::gate`]).
+pub(super) fn etcd_size_status(s: &Status) -> Option<Status> {
     let rest = s
         .message()
         .strip_prefix("Error, decoded message length too large: ")?;
