@@ -1,12 +1,16 @@
-//! Listeners: binding a URL's address and serving a router on it (HTTP/1
+//! Listeners: binding a URL's address and serving a service on it (HTTP/1
 //! and HTTP/2, over TLS for `https://`), with a limit on open connections.
 //! The client listeners and the peer listeners both use it. A connection's
 //! writes are gathered until its flush ([`Gathered`]).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -45,26 +49,58 @@ pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve `router` on `listener` (HTTP/1 and HTTP/2, over TLS when `tls` is
+/// What a listener serves: an axum router, or the client port's service
+/// (which sends gRPC calls straight to their service).
+pub trait Serve:
+    tower::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+}
+
+impl<S, B> Serve for S
+where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Body = B;
+}
+
+/// Serve `svc` on `listener` (HTTP/1 and HTTP/2, over TLS when `tls` is
 /// given) until `shutdown` turns true, with at most `max_connections` open
 /// at once: the client API's listeners and the peer service's share this
 /// loop.
-pub async fn serve_router(
-    router: axum::Router,
+pub async fn serve_router<S: Serve>(
+    svc: S,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
     shutdown: signal::Receiver<bool>,
     max_connections: usize,
 ) {
-    serve_on(router, &listener, tls, shutdown, max_connections).await
+    serve_on(svc, &listener, tls, shutdown, max_connections).await
 }
 
 /// [`serve_router`] on a borrowed listener, which stays open (and keeps
 /// queueing connections) when serving stops: a replica looking for its
 /// cluster answers on its peer port, then hands the same listener to the
 /// member's peer service.
-pub async fn serve_on(
-    router: axum::Router,
+pub async fn serve_on<S: Serve>(
+    svc: S,
     listener: &TcpListener,
     tls: Option<Arc<ServerTls>>,
     mut shutdown: signal::Receiver<bool>,
@@ -95,8 +131,7 @@ pub async fn serve_on(
             }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let svc = TowerToHyperService::new(router.clone());
+        let svc = svc.clone();
         let conn_shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -105,6 +140,10 @@ pub async fn serve_on(
             match tls {
                 None => {
                     let io = TokioIo::new(Gathered::new(stream));
+                    let svc = WithCertName {
+                        inner: svc,
+                        name: None,
+                    };
                     serve_connection(io, svc, peer, conn_shutdown).await
                 }
                 Some(tls) => match tls.accept(stream).await {
@@ -115,13 +154,9 @@ pub async fn serve_on(
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .and_then(crate::tls::common_name);
-                        let svc = match name {
-                            // Only on connections with a client certificate.
-                            Some(cn) => TowerToHyperService::new(
-                                router.layer(axum::Extension(ClientCertName(cn))),
-                            ),
-                            None => svc,
-                        };
+                        // Only on connections with a client certificate.
+                        let name = name.map(ClientCertName);
+                        let svc = WithCertName { inner: svc, name };
                         serve_connection(TokioIo::new(Gathered::new(s)), svc, peer, conn_shutdown)
                             .await
                     }
@@ -134,16 +169,16 @@ pub async fn serve_on(
 
 /// Serve HTTP/1 and HTTP/2 (gRPC) on one connection until it ends or
 /// `shutdown` changes.
-async fn serve_connection<I>(
+async fn serve_connection<I, S: Serve>(
     io: I,
-    svc: TowerToHyperService<axum::Router>,
+    svc: WithCertName<S>,
     peer: SocketAddr,
     mut shutdown: signal::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -152,5 +187,30 @@ async fn serve_connection<I>(
             }
         }
         _ = shutdown.changed() => {}
+    }
+}
+
+/// A connection's service: `inner`, with the verified client certificate's
+/// name on every request when the connection has one.
+#[derive(Clone)]
+struct WithCertName<S> {
+    inner: S,
+    name: Option<ClientCertName>,
+}
+
+impl<S: Serve> tower::Service<http::Request<Incoming>> for WithCertName<S> {
+    type Response = S::Response;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Incoming>) -> S::Future {
+        if let Some(name) = &self.name {
+            req.extensions_mut().insert(name.clone());
+        }
+        self.inner.call(req)
     }
 }

@@ -115,7 +115,7 @@ impl Node {
                 crate::escrow::Escrow::new(Client::new(server.clone())),
             ));
             server.spawn(crate::net::serve_router(
-                router,
+                crate::api::ClientService::new(&server, router),
                 listener,
                 tls,
                 server.shutdown_signal(),

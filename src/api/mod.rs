@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod dispatch;
 pub mod election;
 pub mod gate;
 pub mod gateway;
@@ -34,51 +35,87 @@ use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::server::auth::{Credentials, Principal};
 use crate::server::Server;
+pub use dispatch::ClientService;
 use gate::Gated;
 
-/// The router of everything served on a client port.
+/// etcd's gRPC services of a member, each behind its [`Gated`] rules.
+#[derive(Clone)]
+pub(crate) struct Services {
+    kv: Gated<KvServer<kv::KvService>>,
+    watch: Gated<WatchServer<watch::WatchService>>,
+    maintenance: Gated<MaintenanceServer<maintenance::MaintenanceService>>,
+    cluster: Gated<ClusterServer<cluster::ClusterService>>,
+    lease: Gated<LeaseServer<lease::LeaseService>>,
+    lock: Gated<LockServer<lock::LockService>>,
+    election: Gated<ElectionServer<election::ElectionService>>,
+    auth: Gated<AuthServer<auth::AuthService>>,
+}
+
+impl Services {
+    fn new(node: &Server) -> Self {
+        let max = node.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+        Self {
+            kv: Gated::new(
+                node,
+                KvServer::new(kv::KvService::new(node.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            watch: Gated::new(
+                node,
+                WatchServer::new(watch::WatchService::new(node.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            maintenance: Gated::new(
+                node,
+                MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+            cluster: Gated::new(
+                node,
+                ClusterServer::new(cluster::ClusterService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+            lease: Gated::new(
+                node,
+                LeaseServer::new(lease::LeaseService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+            lock: Gated::new(
+                node,
+                LockServer::new(lock::LockService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+            election: Gated::new(
+                node,
+                ElectionServer::new(election::ElectionService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+            auth: Gated::new(
+                node,
+                AuthServer::new(auth::AuthService::new(node.clone()))
+                    .max_decoding_message_size(max),
+            ),
+        }
+    }
+}
+
+/// The router of everything served on a client port. The port itself
+/// serves [`ClientService`], which sends etcd's gRPC calls straight to
+/// their services and the rest to this router.
 pub fn router(node: &Server) -> axum::Router {
+    let s = Services::new(node);
+    let grpc = tonic::service::Routes::new(s.kv)
+        .add_service(s.watch)
+        .add_service(s.maintenance)
+        .add_service(s.cluster)
+        .add_service(s.lease)
+        .add_service(s.lock)
+        .add_service(s.election)
+        .add_service(s.auth)
+        .into_axum_router();
     let max = node.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let grpc = tonic::service::Routes::new(Gated::new(
-        node,
-        KvServer::new(kv::KvService::new(node.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    ))
-    .add_service(Gated::new(
-        node,
-        WatchServer::new(watch::WatchService::new(node.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX),
-    ))
-    .add_service(Gated::new(
-        node,
-        MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone()))
-            .max_decoding_message_size(max),
-    ))
-    .add_service(Gated::new(
-        node,
-        ClusterServer::new(cluster::ClusterService::new(node.clone()))
-            .max_decoding_message_size(max),
-    ))
-    .add_service(Gated::new(
-        node,
-        LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max),
-    ))
-    .add_service(Gated::new(
-        node,
-        LockServer::new(lock::LockService::new(node.clone())).max_decoding_message_size(max),
-    ))
-    .add_service(Gated::new(
-        node,
-        ElectionServer::new(election::ElectionService::new(node.clone()))
-            .max_decoding_message_size(max),
-    ))
-    .add_service(Gated::new(
-        node,
-        AuthServer::new(auth::AuthService::new(node.clone())).max_decoding_message_size(max),
-    ))
-    .into_axum_router();
     let gateway = gateway::routes(grpc.clone().fallback(http::fallback), max);
     grpc.merge(http::routes(node.clone()))
         .merge(gateway)
