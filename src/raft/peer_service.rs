@@ -228,9 +228,11 @@ pub async fn serve<H: PeerHandler>(
     max_message: usize,
     max_connections: usize,
 ) {
+    // The peer port serves this one service, so its calls go straight to
+    // it: no router between (an unknown path gets tonic's Unimplemented,
+    // as the router's fallback answered).
     let svc = PeerServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let router = tonic::service::Routes::new(svc).into_axum_router();
-    crate::net::serve_router(router, listener, tls, shutdown, max_connections).await
+    crate::net::serve_router(svc, listener, tls, shutdown, max_connections).await
 }
