@@ -1,10 +1,12 @@
 //! What every gRPC call on a client port passes on its way to its service:
 //! etcd's rule for learners, and etcd's status for an oversized message.
 //!
-//! It wraps each service itself ([`Gated`]) rather than the router, so a
-//! call costs no boxed middleware of its own: the router's one boxed route
-//! per service is all there is (two axum middlewares were 4-8% of a
-//! get's CPU, docs/benchmarks.md).
+//! It wraps each service itself ([`Gated`]), so the rules hold whichever
+//! way a call comes: straight from the client port's dispatcher
+//! ([`super::dispatch`]) or through the router (the JSON gateway's
+//! in-process calls). Unlike the two axum middlewares it replaces, it boxes
+//! nothing: they cost a get 14 of its 49 allocations (docs/benchmarks.md,
+//! session 16).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -40,7 +42,7 @@ impl<S: NamedService> NamedService for Gated<S> {
 }
 
 /// The calls a learner answers, as etcd: Status and Range (whose
-/// serializable-only rule is checked in [`crate::server`]); every other
+/// serializable-only rule `Server::range_as` checks); every other
 /// call gets "etcdserver: rpc not supported for learner", so clients go
 /// elsewhere.
 const LEARNER_ANSWERS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];

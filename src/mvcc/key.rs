@@ -49,10 +49,6 @@ impl IndexKey {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
 }
 
 impl Ord for IndexKey {
