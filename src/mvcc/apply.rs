@@ -176,7 +176,7 @@ impl Applier {
     }
 
     fn latest_live(&self, key: &[u8]) -> Option<Rev> {
-        self.view.index.get(key).and_then(latest_live).cloned()
+        self.view.history(key).and_then(latest_live).cloned()
     }
 
     fn write(&mut self, key: IndexKey, rev: Rev) {
@@ -367,7 +367,7 @@ impl Applier {
         // over one key or a range.
         let mut keys: Vec<Option<&Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(self.base.index.get(&c.key[..]).and_then(latest_live));
+            keys.push(self.base.history(&c.key).and_then(latest_live));
         } else {
             for (_, h) in self.base.histories(&c.key, &c.range_end) {
                 if let Some(r) = latest_live(h) {
@@ -427,7 +427,7 @@ impl Applier {
             match &op.request {
                 Some(Request::RequestTxn(t)) => self.check_path(t, range_error)?,
                 Some(Request::RequestPut(p)) => {
-                    let live = |k: &[u8]| self.base.index.get(k).and_then(latest_live);
+                    let live = |k: &[u8]| self.base.history(k).and_then(latest_live);
                     if (p.ignore_value || p.ignore_lease) && live(&p.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }

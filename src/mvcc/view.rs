@@ -81,6 +81,12 @@ impl View {
         self.spill.drop_through(rev);
     }
 
+    /// `key`'s history, searched with an index key (which compares in
+    /// place, see `super::key`).
+    pub fn history(&self, key: &[u8]) -> Option<&History> {
+        self.index.get(&IndexKey::probe(key))
+    }
+
     /// Add `rev` as `key`'s newest revision; the one it supersedes goes to
     /// the spill.
     pub fn push_revision(&mut self, key: IndexKey, rev: Rev) {
