@@ -62,12 +62,6 @@ impl<S> Gathered<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S> Gathered<S> {
     /// After a yield: whether it gathered more. A connection whose yields
     /// gather nothing (one request at a time) writes at once for a while,
     /// then tries again.
