@@ -10,6 +10,7 @@
 pub mod force;
 pub mod log_store;
 pub mod network;
+mod peer_client;
 pub mod peer_service;
 pub mod proposer;
 pub mod state_machine;

@@ -1,8 +1,8 @@
 //! The peer network, client side: how this member reaches the others.
 //!
 //! [`PeerTransport`] is the one place where bytes leave for another member:
-//! it owns the connections (tonic `Channel`s, connected lazily and cached
-//! per peer URL), stamps every request with this member's cluster id, maps
+//! it owns the connections ([`super::peer_client`]: one HTTP/2 connection
+//! per peer URL, dialed on first use), stamps every request with this member's cluster id, maps
 //! gRPC failures to [`PeerError`], and runs every outgoing request past an
 //! optional [`FaultFilter`] (drop / delay per peer, for partition and
 //! linearizability tests). `https://` peers are dialed over TLS with this
@@ -30,12 +30,12 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
 
+use super::peer_client::{Connections, NotSent};
 use super::{MemberInfo, TypeConfig};
 use crate::codec::{decode_wire, encode};
-use crate::pb::raftcdpb::peer_client::PeerClient;
-use crate::pb::raftcdpb::PeerRequest;
+use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 use crate::tls::TlsConfig;
 
 /// gRPC metadata key naming why a peer refused a request.
@@ -58,6 +58,22 @@ pub enum Rpc {
     Join,
     TimeoutNow,
     Discover,
+}
+
+impl Rpc {
+    /// The gRPC method's path (service `raftcdpb.Peer`, proto/raftcd/peer.proto).
+    fn path(self) -> http::uri::PathAndQuery {
+        http::uri::PathAndQuery::from_static(match self {
+            Rpc::AppendEntries => "/raftcdpb.Peer/AppendEntries",
+            Rpc::Vote => "/raftcdpb.Peer/Vote",
+            Rpc::InstallSnapshot => "/raftcdpb.Peer/InstallSnapshot",
+            Rpc::Forward => "/raftcdpb.Peer/Forward",
+            Rpc::ReadIndex => "/raftcdpb.Peer/ReadIndex",
+            Rpc::Join => "/raftcdpb.Peer/Join",
+            Rpc::TimeoutNow => "/raftcdpb.Peer/TimeoutNow",
+            Rpc::Discover => "/raftcdpb.Peer/Discover",
+        })
+    }
 }
 
 /// What a [`FaultFilter`] does to one outgoing request.
@@ -142,10 +158,9 @@ pub struct PeerTransport {
 struct TransportInner {
     cluster_id: u64,
     member_id: u64,
-    tls: Option<TlsConfig>,
     /// Largest message sent or accepted (see `Config::max_peer_message_bytes`).
     max_message: usize,
-    channels: Mutex<HashMap<String, Channel>>,
+    connections: Connections,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
     /// How each member's requests went lately (etcd's transport
@@ -168,9 +183,8 @@ impl PeerTransport {
             inner: Arc::new(TransportInner {
                 cluster_id,
                 member_id,
-                tls,
                 max_message,
-                channels: Mutex::new(HashMap::new()),
+                connections: Connections::new(tls),
                 filter: RwLock::new(None),
                 rejection,
                 health: Mutex::new(HashMap::new()),
@@ -189,9 +203,7 @@ impl PeerTransport {
     /// dials anew, with the certificate files as they are now (called after
     /// a certificate reload; requests in flight finish on the old ones).
     pub fn reset_connections(&self) {
-        if let Ok(mut channels) = self.inner.channels.lock() {
-            channels.clear();
-        }
+        self.inner.connections.reset();
     }
 
     /// The largest message sent to or accepted from a peer.
@@ -237,50 +249,6 @@ impl PeerTransport {
         self.inner.rejection.subscribe()
     }
 
-    fn channel(&self, url: &str) -> Result<Channel, String> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .map_err(|_| "connection cache poisoned".to_string())?;
-        if let Some(c) = channels.get(url) {
-            return Ok(c.clone());
-        }
-        let mut endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
-        if url.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(self.client_tls(url)?)
-                .map_err(|e| format!("peer TLS for {url}: {e}"))?;
-        }
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        channels.insert(url.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// TLS to dial the `https://` peer at `url`: this member's peer
-    /// certificate, the peer CA, the URL's host as the name to verify.
-    fn client_tls(&self, url: &str) -> Result<tonic::transport::ClientTlsConfig, String> {
-        let tls = self.inner.tls.as_ref();
-        let (Some(tls), Some(ca)) = (tls, tls.and_then(|t| t.trusted_ca_file.as_ref())) else {
-            return Err(format!(
-                "peer {url} is https: --peer-cert-file, --peer-key-file and --peer-trusted-ca-file are needed to reach it"
-            ));
-        };
-        let host = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
-            .ok_or_else(|| format!("bad peer URL {url:?}"))?;
-        crate::tls::client_tls_config(ca, Some((&tls.cert_file, &tls.key_file)), &host)
-            .map_err(|e| e.to_string())
-    }
-
     async fn call_once(
         &self,
         rpc: Rpc,
@@ -308,34 +276,33 @@ impl PeerTransport {
             url: url.to_string(),
             reason,
         };
-        let channel = self.channel(url).map_err(unreachable)?;
-        let mut client = PeerClient::new(channel)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connection =
+            match tokio::time::timeout_at(deadline, self.inner.connections.get(url)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(NotSent(reason))) => return Err(unreachable(reason)),
+                Err(_) => return Err(unreachable(format!("no connection within {timeout:?}"))),
+            };
+        let origin = connection.origin();
+        let mut grpc = tonic::client::Grpc::with_origin(connection, origin)
             .max_decoding_message_size(self.inner.max_message)
             .max_encoding_message_size(self.inner.max_message);
         let (cluster_id, from) = match rpc {
             Rpc::Join | Rpc::Discover => (0, 0),
             _ => (self.inner.cluster_id, self.inner.member_id),
         };
-        let mut request = tonic::Request::new(PeerRequest {
+        // No grpc-timeout header: the peer port does not act on it, and the
+        // deadline is kept here.
+        let request = tonic::Request::new(PeerRequest {
             cluster_id,
             from,
             to,
             payload: payload.into(),
         });
-        request.set_timeout(timeout);
-        let fut = async {
-            match rpc {
-                Rpc::AppendEntries => client.append_entries(request).await,
-                Rpc::Vote => client.vote(request).await,
-                Rpc::InstallSnapshot => client.install_snapshot(request).await,
-                Rpc::Forward => client.forward(request).await,
-                Rpc::ReadIndex => client.read_index(request).await,
-                Rpc::Join => client.join(request).await,
-                Rpc::TimeoutNow => client.timeout_now(request).await,
-                Rpc::Discover => client.discover(request).await,
-            }
-        };
-        let result = match tokio::time::timeout(timeout, fut).await {
+        // The generated client's methods, without the method-name extension
+        // they insert (two allocations per call that nothing reads).
+        let fut = grpc.unary::<_, PeerReply, _>(request, rpc.path(), ProstCodec::default());
+        let result = match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
             Err(_) => {
                 return Err(PeerError::Failed {
@@ -377,18 +344,9 @@ impl PeerTransport {
             };
         }
         let reason = format!("{:?}: {}", status.code(), status.message());
-        // A failed connection attempt means the request never left.
-        let msg = status.message();
-        let connect_failed = status.code() == tonic::Code::Unavailable
-            && [
-                "tcp connect error",
-                "tcp open error",
-                "dns error",
-                "error trying to connect",
-            ]
-            .iter()
-            .any(|m| msg.contains(m));
-        if connect_failed {
+        // A request handed back by its closed connection never left.
+        let not_sent = std::error::Error::source(&status).is_some_and(|e| e.is::<NotSent>());
+        if not_sent {
             PeerError::Unreachable {
                 to,
                 url: url.to_string(),

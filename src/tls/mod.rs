@@ -13,8 +13,9 @@
 //!   [`watch_files`] sees them change); a failed reload keeps the old
 //!   certificates. [`ServerTls::expiry_warnings`] feeds `endpoint status`.
 //! * [`client_tls_config`] / [`client_channel`]: a tonic client (the
-//!   embedding API's, and the peer network's) with a CA and a client
-//!   certificate.
+//!   embedding API's) with a CA and a client certificate;
+//!   [`client_config`]: the same as a rustls configuration (the peer
+//!   network's dialer).
 //!
 //! Both the client listener and the peer listener use these types. The peer
 //! listener ([`ServerTls::load_peer`]) also requires the connecting side's
@@ -228,6 +229,30 @@ pub fn client_tls_config(
         tls = tls.identity(identity);
     }
     Ok(tls)
+}
+
+/// A rustls client configuration: `ca_file`'s certificates are the only
+/// roots, `client_cert` (certificate and key files) is presented when the
+/// server asks for one, and ALPN offers `h2` (the peer network's dialer).
+pub fn client_config(
+    ca_file: &Path,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(load_roots(ca_file)?);
+    let mut config = match client_cert {
+        Some((cert_file, key_file)) => {
+            let key = load_certified_key(cert_file, key_file)?;
+            builder
+                .with_client_auth_cert(key.cert, load_key(key_file)?)
+                .map_err(|e| invalid(KEY, key_file, e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 /// Connect a tonic channel to a TLS raftcd at `url` (`https://HOST:PORT`),
