@@ -377,18 +377,42 @@ impl From<crate::storage::spill::SpillError> for MvccError {
 
 /// serde adapter: a prost message as its protobuf bytes.
 pub(crate) mod pbcodec {
-    use prost::Message;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use std::borrow::Cow;
+    use std::cell::RefCell;
 
-    pub fn serialize<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&m.encode_to_vec())
+    use prost::Message;
+    use serde::{Deserializer, Serializer};
+
+    /// Encode buffers larger than this are not kept for the next command.
+    const KEEP: usize = 64 * 1024;
+
+    thread_local! {
+        /// Reused by [`serialize`] instead of a new vector per command.
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 
+    pub fn serialize<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
+        BUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                m.encode(&mut *buf).map_err(serde::ser::Error::custom)?;
+                let done = s.serialize_bytes(&buf);
+                if buf.capacity() > KEEP {
+                    *buf = Vec::new();
+                }
+                done
+            }
+            Err(_) => s.serialize_bytes(&m.encode_to_vec()),
+        })
+    }
+
+    /// Decodes from the input in place when the deserializer lends its
+    /// bytes (postcard from a slice does), or else from a copy.
     pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
         d: D,
     ) -> Result<M, D::Error> {
-        let buf = serde_bytes::ByteBuf::deserialize(d)?;
-        M::decode(buf.as_slice()).map_err(serde::de::Error::custom)
+        let buf: Cow<'de, [u8]> = serde_bytes::deserialize(d)?;
+        M::decode(&*buf).map_err(serde::de::Error::custom)
     }
 }
 
