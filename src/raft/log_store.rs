@@ -10,10 +10,6 @@
 //! second as it advances, never past what the log has made durable: at a
 //! restart openraft re-applies up to it, and a log that ends before it was
 //! cut short (refused, see [`Wal::open`]).
-//!
-//! The newest entries are also kept in memory as appended
-//! ([`super::log_cache`]), so a leader sends them to its followers without
-//! reading them back from the file and decoding them once per follower.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -23,7 +19,6 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 
-use super::log_cache::LogCache;
 use super::{LogId, RaftStorageError, TypeConfig};
 use crate::codec::{decode, encode};
 use crate::storage::{Blob, Recovered, Storage, StorageError, Wal};
@@ -77,8 +72,6 @@ pub struct LogStore {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Bytes appended so far, for the snapshot policy.
     growth: super::state_machine::LogGrowth,
-    /// The newest entries, served to replication without reading the file.
-    cache: Arc<LogCache>,
 }
 
 fn decode_entry(storage: &Storage, bytes: &[u8]) -> Result<Entry, StorageError> {
@@ -145,7 +138,6 @@ impl LogStore {
             })),
             writer: Arc::default(),
             growth: Arc::default(),
-            cache: Arc::default(),
         };
         Ok((store, recovered))
     }
@@ -186,9 +178,6 @@ impl LogStore {
     }
 
     fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
-        if let Some(entries) = self.cache.get(from, to) {
-            return Ok(entries);
-        }
         self.wal
             .read(from, to)?
             .iter()
@@ -305,18 +294,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let started = std::time::Instant::now();
         let mut n = 0;
         let mut bytes = 0;
-        let appended = self.wal.append(entries.into_iter().map(|e| {
-            n += 1;
-            let encoded = encode(&e);
-            bytes += encoded.len() as u64;
-            let index = e.log_id.index;
-            self.cache.push(e, encoded.len());
-            (index, encoded)
-        }));
-        if let Err(e) = appended {
-            self.cache.clear();
-            return Err(write_err(e));
-        }
+        self.wal
+            .append(entries.into_iter().map(|e| {
+                n += 1;
+                let encoded = encode(&e);
+                bytes += encoded.len() as u64;
+                (e.log_id.index, encoded)
+            }))
+            .map_err(write_err)?;
         self.growth
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.wal.sync(Box::new(move |r| {
@@ -327,7 +312,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        self.cache.truncate(log_id.index);
         self.wal.truncate(log_id.index).map_err(write_err)
     }
 
@@ -338,7 +322,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.save(|h| h.purged = Some(log_id))
             .await
             .map_err(write_err)?;
-        self.cache.purge(log_id.index);
         let files = self.wal.purge(log_id.index).map_err(write_err)?;
         tracing::info!(
             upto = log_id.index,
