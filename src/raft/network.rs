@@ -2,8 +2,8 @@
 //!
 //! [`PeerTransport`] is the one place where bytes leave for another member:
 //! it owns the connections ([`super::peer_client`]: one HTTP/2 connection
-//! per peer URL, dialed on first use), stamps every request with this member's cluster id, maps
-//! gRPC failures to [`PeerError`], and runs every outgoing request past an
+//! per peer URL, dialed on first use), stamps every request with this
+//! member's cluster id, maps gRPC failures to [`PeerError`], and runs every outgoing request past an
 //! optional [`FaultFilter`] (drop / delay per peer, for partition and
 //! linearizability tests). `https://` peers are dialed over TLS with this
 //! member's peer certificate (`--peer-cert-file`, `--peer-key-file`),

@@ -50,8 +50,8 @@ pub(super) struct Connections {
 
 /// One peer URL's connection.
 struct Slot {
-    /// The origin (scheme and authority) its requests carry.
-    origin: Uri,
+    /// Where the URL points, parsed once.
+    target: Target,
     state: Mutex<SlotState>,
     /// Held while dialing, so concurrent callers share one dial.
     dialing: tokio::sync::Mutex<()>,
@@ -93,7 +93,7 @@ impl Connections {
                 Some(s) => s.clone(),
                 None => {
                     let s = Arc::new(Slot {
-                        origin: origin(url).map_err(NotSent)?,
+                        target: Target::parse(url).map_err(NotSent)?,
                         state: Mutex::new(SlotState::default()),
                         dialing: tokio::sync::Mutex::new(()),
                     });
@@ -117,7 +117,7 @@ impl Connections {
                 }
             }
         }
-        let dialed = self.dial(url).await;
+        let dialed = self.dial(url, &slot.target).await;
         let mut state = slot
             .state
             .lock()
@@ -135,10 +135,10 @@ impl Connections {
         }
     }
 
-    /// Open a connection to `url`: TCP, then TLS for `https://`, then the
-    /// HTTP/2 handshake; the connection's task is spawned.
-    async fn dial(&self, url: &str) -> Result<SendRequest<Body>, String> {
-        let target = Target::parse(url)?;
+    /// Open a connection to `url` (at `target`): TCP, then TLS for
+    /// `https://`, then the HTTP/2 handshake; the connection's task is
+    /// spawned.
+    async fn dial(&self, url: &str, target: &Target) -> Result<SendRequest<Body>, String> {
         let tls = match target.https {
             true => Some(self.client_tls(url)?),
             false => None,
@@ -214,9 +214,12 @@ where
 
 /// Where a peer URL points.
 struct Target {
+    /// The host to dial and verify (an IPv6 address without brackets).
     host: String,
     port: u16,
     https: bool,
+    /// The origin (scheme and authority) requests to it carry.
+    origin: Uri,
 }
 
 impl Target {
@@ -233,28 +236,20 @@ impl Target {
         };
         let host = u
             .host_str()
-            .ok_or_else(|| format!("bad peer URL {url:?}: no host"))?
-            .trim_matches(['[', ']'])
-            .to_string();
+            .ok_or_else(|| format!("bad peer URL {url:?}: no host"))?;
         let port = u
             .port_or_known_default()
             .ok_or_else(|| format!("bad peer URL {url:?}: no port"))?;
-        Ok(Target { host, port, https })
+        let origin = format!("{}://{host}:{port}", u.scheme())
+            .parse()
+            .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
+        Ok(Target {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+            https,
+            origin,
+        })
     }
-}
-
-/// The origin (scheme and authority) requests to `url` carry.
-fn origin(url: &str) -> Result<Uri, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
-    let host = u
-        .host_str()
-        .ok_or_else(|| format!("bad peer URL {url:?}: no host"))?;
-    let port = u
-        .port_or_known_default()
-        .ok_or_else(|| format!("bad peer URL {url:?}: no port"))?;
-    format!("{}://{host}:{port}", u.scheme())
-        .parse()
-        .map_err(|e| format!("bad peer URL {url:?}: {e}"))
 }
 
 /// One open connection, as the service a tonic client sends through.
@@ -268,7 +263,7 @@ impl Connection {
     fn new(send: SendRequest<Body>, slot: &Slot) -> Self {
         Connection {
             send,
-            origin: slot.origin.clone(),
+            origin: slot.target.origin.clone(),
         }
     }
 
