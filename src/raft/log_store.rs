@@ -10,6 +10,11 @@
 //! second as it advances, never past what the log has made durable: at a
 //! restart openraft re-applies up to it, and a log that ends before it was
 //! cut short (refused, see [`Wal::open`]).
+//!
+//! The newest entries are also kept in memory ([`super::log_cache`]), so a
+//! leader sends them to its followers, and every member applies them,
+//! without reading them back from the file and decoding them once per
+//! reader.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -19,6 +24,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 
+use super::log_cache::LogCache;
 use super::{LogId, RaftStorageError, TypeConfig};
 use crate::codec::{decode, encode};
 use crate::storage::{Blob, Recovered, Storage, StorageError, Wal};
@@ -63,7 +69,6 @@ struct Hard {
 }
 
 /// The log store. Clones share the same log.
-#[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
     wal: Wal,
@@ -72,6 +77,31 @@ pub struct LogStore {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Bytes appended so far, for the snapshot policy.
     growth: super::state_machine::LogGrowth,
+    /// The newest entries, served to replication without reading the file.
+    cache: Arc<LogCache>,
+    /// This member's id: entries it proposed as leader are cached as
+    /// decoded copies (see `log_cache`); 0 until [`Self::set_member`].
+    member: u64,
+    /// Held by every reader openraft asked this store for: those read for
+    /// replication (the core reads what it applies through the store
+    /// itself, the one it appends through). More than one holder: this
+    /// member leads others. A plain clone starts its own count.
+    readers: Arc<()>,
+}
+
+impl Clone for LogStore {
+    fn clone(&self) -> Self {
+        Self {
+            storage: self.storage.clone(),
+            wal: self.wal.clone(),
+            hard: self.hard.clone(),
+            writer: self.writer.clone(),
+            growth: self.growth.clone(),
+            cache: self.cache.clone(),
+            member: self.member,
+            readers: Arc::default(),
+        }
+    }
 }
 
 fn decode_entry(storage: &Storage, bytes: &[u8]) -> Result<Entry, StorageError> {
@@ -138,8 +168,16 @@ impl LogStore {
             })),
             writer: Arc::default(),
             growth: Arc::default(),
+            cache: Arc::default(),
+            member: 0,
+            readers: Arc::default(),
         };
         Ok((store, recovered))
+    }
+
+    /// Tell the log which member it belongs to (before Raft starts).
+    pub fn set_member(&mut self, id: u64) {
+        self.member = id;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Hard> {
@@ -178,11 +216,54 @@ impl LogStore {
     }
 
     fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
+        if let Some(entries) = self.cache.get(from, to) {
+            return Ok(entries);
+        }
         self.wal
             .read(from, to)?
             .iter()
             .map(|b| decode_entry(&self.storage, b))
             .collect()
+    }
+}
+
+impl LogStore {
+    /// Write `entries` to the log (not synced yet) and keep them in the
+    /// cache; returns how many there were.
+    fn write(&self, entries: impl IntoIterator<Item = Entry>) -> Result<usize, StorageError> {
+        let mut n = 0;
+        let mut bytes = 0;
+        let replicating = Arc::strong_count(&self.readers) > 1;
+        let appended = self.wal.append(entries.into_iter().map(|e| {
+            n += 1;
+            let encoded = encode(&e);
+            bytes += encoded.len() as u64;
+            let index = e.log_id.index;
+            // An entry proposed here holds its requests' buffers: the cache
+            // keeps a copy decoded back, which owns just its bytes (see
+            // `log_cache`). One that came from a leader was decoded from
+            // its message already. Without followers a copy would cost more
+            // than the one read (apply's) it saves, so such an entry is not
+            // cached; nor is one that does not decode.
+            if e.log_id.leader_id.node_id != self.member {
+                self.cache.push(e, encoded.len());
+            } else if !replicating {
+                self.cache.clear();
+            } else {
+                match decode_entry(&self.storage, &encoded) {
+                    Ok(copy) => self.cache.push(copy, encoded.len()),
+                    Err(_) => self.cache.clear(),
+                }
+            }
+            (index, encoded)
+        }));
+        if let Err(e) = appended {
+            self.cache.clear();
+            return Err(e);
+        }
+        self.growth
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -226,7 +307,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        Self {
+            readers: self.readers.clone(),
+            ..self.clone()
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), RaftStorageError> {
@@ -292,18 +376,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let started = std::time::Instant::now();
-        let mut n = 0;
-        let mut bytes = 0;
-        self.wal
-            .append(entries.into_iter().map(|e| {
-                n += 1;
-                let encoded = encode(&e);
-                bytes += encoded.len() as u64;
-                (e.log_id.index, encoded)
-            }))
-            .map_err(write_err)?;
-        self.growth
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let n = self.write(entries).map_err(write_err)?;
         self.wal.sync(Box::new(move |r| {
             super::warn_if_slow("raft log append and sync", started, n);
             callback.log_io_completed(r.map_err(std::io::Error::other));
@@ -312,6 +385,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        self.cache.truncate(log_id.index);
         self.wal.truncate(log_id.index).map_err(write_err)
     }
 
@@ -322,6 +396,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.save(|h| h.purged = Some(log_id))
             .await
             .map_err(write_err)?;
+        self.cache.purge(log_id.index);
         let files = self.wal.purge(log_id.index).map_err(write_err)?;
         tracing::info!(
             upto = log_id.index,
@@ -348,6 +423,96 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         (i, encode(&e))
+    }
+
+    /// An entry holding one put of `value` (as a slice of `buf`, the way a
+    /// request's bytes arrive), proposed by member `by`.
+    fn put(i: u64, by: u64, buf: &bytes::Bytes) -> Entry {
+        use crate::mvcc::command::{Command, Proposal};
+        use crate::pb::etcdserverpb::PutRequest;
+        let req = PutRequest {
+            key: bytes::Bytes::from(format!("k{i}")),
+            value: buf.slice(8..72),
+            ..Default::default()
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, by), i),
+            payload: EntryPayload::Normal(Proposal::Batch(vec![Command::Put(req)])),
+        }
+    }
+
+    /// The value of the put in `e`.
+    fn value_of(e: &Entry) -> bytes::Bytes {
+        use crate::mvcc::command::Command;
+        match &e.payload {
+            EntryPayload::Normal(p) => match p.commands() {
+                [Command::Put(r)] => r.value.clone(),
+                other => panic!("not one put: {other:?}"),
+            },
+            other => panic!("not a normal entry: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_newest_entries_are_served_from_memory_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Arc::new(OsSync)).unwrap();
+        let (mut log, _) = LogStore::open(storage).unwrap();
+        log.set_member(1);
+        let buf = bytes::Bytes::from(vec![7u8; 8192]);
+        let inside = |b: &bytes::Bytes| buf.as_ptr_range().contains(&b.as_ptr());
+
+        // No follower reads this log: what this member proposed is not
+        // kept (apply's one read comes from the file).
+        log.write((1..=3).map(|i| put(i, 1, &buf))).unwrap();
+        assert!(log.cache.get(1, 4).is_none());
+
+        // Leading others: kept, as copies that do not hold the request's
+        // buffer, and equal to what the file holds.
+        let reader = log.get_log_reader().await;
+        log.write((4..=6).map(|i| put(i, 1, &buf))).unwrap();
+        let cached = log.cache.get(4, 7).expect("kept");
+        let from_file: Vec<Entry> = log
+            .wal
+            .read(4, 7)
+            .unwrap()
+            .iter()
+            .map(|b| decode_entry(&log.storage, b).unwrap())
+            .collect();
+        assert_eq!(format!("{cached:?}"), format!("{from_file:?}"));
+        assert!(cached.iter().all(|e| !inside(&value_of(e))));
+        assert_eq!(value_of(&cached[0]), buf.slice(8..72));
+
+        // Ranges reaching before the cache come from the file, whole.
+        let mut r = reader;
+        let all = r.try_get_log_entries(1..7).await.unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+
+        // Entries from another leader are kept as they came.
+        log.truncate(log_id(6)).await.unwrap();
+        log.write((6..=7).map(|i| put(i, 2, &buf))).unwrap();
+        let got = log.try_get_log_entries(5..8).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+            vec![
+                LogId::new(CommittedLeaderId::new(1, 1), 5),
+                LogId::new(CommittedLeaderId::new(1, 2), 6),
+                LogId::new(CommittedLeaderId::new(1, 2), 7),
+            ]
+        );
+        log.purge(log_id(5)).await.unwrap();
+        assert!(log.cache.get(5, 6).is_none());
+        assert_eq!(log.try_get_log_entries(6..8).await.unwrap().len(), 2);
+
+        // Once no follower reads the log any more, this member's entries
+        // are no longer kept.
+        drop(r);
+        log.write((8..=8).map(|i| put(i, 1, &buf))).unwrap();
+        assert!(log.cache.get(8, 9).is_none());
+        assert_eq!(log.try_get_log_entries(8..9).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

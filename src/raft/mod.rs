@@ -8,6 +8,7 @@
 //! snapshots (the log holds everything since).
 
 pub mod force;
+mod log_cache;
 pub mod log_store;
 pub mod network;
 mod peer_client;

@@ -95,7 +95,8 @@ impl Server {
                 )?))
             }
         };
-        let (log_store, _recovered) = LogStore::open(storage.clone())?;
+        let (mut log_store, _recovered) = LogStore::open(storage.clone())?;
+        log_store.set_member(identity.member_id);
         let wal = log_store.wal();
         let snapshots_due = sm.snapshot_every(config.snapshot_count, log_store.growth());
         let view = sm.read_view();
