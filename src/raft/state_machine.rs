@@ -522,8 +522,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let _ = c.due.send(());
             }
         }
-        // Superseded revisions go to their file once per batch.
-        view.spill.flush();
         self.view.store(Arc::new(view));
         if !events.is_empty() {
             // No receiver is not an error: nobody is watching.

@@ -10,8 +10,8 @@
 //! **Not durable, on purpose.** Nothing here is ever synced: the `state`
 //! file and the Raft log hold every revision, and the spill directory is
 //! emptied at start and rebuilt as the store loads. Records are written with
-//! plain `pwrite`, a batch at a time (see [`Spill::flush`]); reads `pread`
-//! them, so they cost page cache, not the process's memory.
+//! plain `pwrite`, 64 KiB at a time (until then they are read from memory);
+//! reads `pread` them, so they cost page cache, not the process's memory.
 //!
 //! **Segments and their lifetime.** Records go into segment files of
 //! [`SEGMENT_BYTES`]; a record's place is `seq << 32 | offset`. Each
@@ -255,9 +255,10 @@ impl Spill {
         seg
     }
 
-    /// Write every pending record (the state machine calls it once per
-    /// applied batch). Reads never need it: a pending record is read from
-    /// memory.
+    /// Write every pending record (after loading a snapshot). Reads never
+    /// need it: a pending record is read from memory. The state machine
+    /// does not call it per applied batch: that was a `pwrite` on every
+    /// write's path for records that wait just as well in memory.
     pub fn flush(&self) {
         for seg in self.segments.values() {
             let mut st = seg.state();
