@@ -1,7 +1,8 @@
 //! Listeners: binding a URL's address and serving a service on it (HTTP/1
 //! and HTTP/2, over TLS for `https://`), with a limit on open connections.
 //! The client listeners and the peer listeners both use it. A connection's
-//! writes are gathered until its flush ([`Gathered`]).
+//! writes are gathered until its flush ([`Gathered`]), and requests whose
+//! `:authority` h2 would refuse are mended as they are read ([`Mended`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +20,9 @@ use tokio::sync::Semaphore;
 
 use crate::tls::ServerTls;
 
+mod authority;
 mod gather;
+pub use authority::Mended;
 pub use gather::{Gathered, GATHER_LIMIT};
 
 /// The common name of the verified client certificate of the connection a
@@ -139,7 +142,7 @@ pub async fn serve_on<S: Serve>(
             let _permit = permit;
             match tls {
                 None => {
-                    let io = TokioIo::new(Gathered::new(stream));
+                    let io = TokioIo::new(Gathered::new(Mended::new(stream)));
                     let svc = WithCertName {
                         inner: svc,
                         name: None,
@@ -157,8 +160,8 @@ pub async fn serve_on<S: Serve>(
                         // Only on connections with a client certificate.
                         let name = name.map(ClientCertName);
                         let svc = WithCertName { inner: svc, name };
-                        serve_connection(TokioIo::new(Gathered::new(s)), svc, peer, conn_shutdown)
-                            .await
+                        let io = TokioIo::new(Gathered::new(Mended::new(s)));
+                        serve_connection(io, svc, peer, conn_shutdown).await
                     }
                     Err(e) => crate::tls::log_handshake_error(peer, &e),
                 },

@@ -983,3 +983,48 @@ fn cluster_and_maintenance() {
         &[&range_json(2, &[kv("foo", 2, 2, 1, "bar")], false, 1)],
     );
 }
+
+/// etcdctl dials each endpoint of `endpoint status`, `endpoint hashkv` and
+/// `snapshot save` on its own, and with an `http://` endpoint grpc-go then
+/// sends `http://HOST:PORT` as the requests' `:authority`. etcd serves
+/// them; so must we (h2 alone refuses them with `PROTOCOL_ERROR`).
+#[test]
+fn maintenance_through_an_endpoint_given_with_its_scheme() {
+    let s = Ctl::start();
+    let url = s.server.url();
+    let ctl = |args: &[&str]| crate::common::etcdctl(&url, args, None);
+    let out = ctl(&["put", "foo", "bar"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "OK\n"),
+        "{}",
+        out.stderr
+    );
+
+    let out = ctl(&["endpoint", "status"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{}", out.stdout);
+    let line = out.stdout.strip_suffix('\n').expect("one line");
+    let cols: Vec<&str> = line.split(", ").collect();
+    assert_eq!(cols.len(), 10, "{line:?}");
+    assert_eq!(cols[..3], [url.as_str(), s.member_hex().as_str(), "3.4.23"]);
+    assert_eq!(cols[4..6], ["true", "false"]);
+
+    let out = ctl(&["endpoint", "hashkv"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{}", out.stdout);
+    let (ep, hash) = out.stdout.trim_end().split_once(", ").expect("two columns");
+    assert_eq!(ep, url);
+    assert!(hash.parse::<u32>().is_ok(), "hash {hash:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("snap.db");
+    let file = file.to_str().expect("utf-8 path");
+    let out = ctl(&["snapshot", "save", file]);
+    assert_eq!(
+        (out.code, out.stdout),
+        (0, format!("Snapshot saved at {file}\n")),
+        "{}",
+        out.stderr
+    );
+    let size = std::fs::metadata(file).expect("snapshot file").len();
+    assert_eq!(size % 512, 32, "snapshot size {size}");
+}
