@@ -22,10 +22,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 type Entry = openraft::Entry<super::TypeConfig>;
 
 /// At most this many entries are kept ...
-const MAX_ENTRIES: usize = 512;
+const MAX_ENTRIES: usize = 64;
 /// ... and at most this many encoded bytes of them (the newest entry is
 /// kept whatever its size).
-const MAX_BYTES: usize = 2 << 20;
+const MAX_BYTES: usize = 256 << 10;
 
 /// The cache; shared by the log store's clones.
 #[derive(Default)]
