@@ -73,6 +73,7 @@ pub mod pb;
 pub mod proxy;
 pub mod raft;
 pub mod replicas;
+pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -61,7 +61,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match raftcd::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftcd: error: cannot start the async runtime: {e}");
@@ -313,7 +313,7 @@ fn escrow(cmd: &EscrowCommand) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match raftcd::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftcd: error: cannot start the async runtime: {e}");

@@ -349,7 +349,7 @@ pub fn main(cmd: &BenchCommand) -> ExitCode {
         | BenchCommand::Watch { common } => common.write_out,
     };
     let result = Spec::from_command(cmd).and_then(|spec| {
-        let rt = tokio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
+        let rt = crate::runtime::build().map_err(BenchError::Runtime)?;
         rt.block_on(run(&spec))
     });
     match result {

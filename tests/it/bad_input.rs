@@ -238,9 +238,15 @@ async fn requests_max_txn_ops_flag() {
 /// Run the binary with `args` (and fixed local URLs unless `args` give
 /// them), expect a quick non-zero exit, and return stderr.
 fn run_failing(args: &[&str]) -> String {
+    run_failing_with(args, &[])
+}
+
+/// [`run_failing`] with environment variables set.
+fn run_failing_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let started = Instant::now();
     let mut child = Command::new(common::raftcd_bin())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("ETCD_LOG_LEVEL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -313,6 +319,33 @@ fn flags_bad_values_exit_with_one_clear_error() {
     let e = run_failing(&["--data-dir", &dir_s, "--initial-cluster-state", "old"]);
     one_error_line(&e, "old");
     assert!(!dir.exists(), "bad flags must not create the data dir");
+}
+
+/// tokio panics on a worker count that is not a positive number; raftcd
+/// reads `TOKIO_WORKER_THREADS` itself and says what is wrong.
+#[test]
+fn a_bad_worker_thread_count_exits_with_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let dir_s = dir.display().to_string();
+    for value in ["abc", "0", ""] {
+        let e = run_failing_with(&["--data-dir", &dir_s], &[("TOKIO_WORKER_THREADS", value)]);
+        one_error_line(
+            &e,
+            &format!(
+                "TOKIO_WORKER_THREADS must be a number of worker threads above 0, not {value:?}"
+            ),
+        );
+    }
+    let e = run_failing_with(
+        &["bench", "put", "--endpoints", "127.0.0.1:1", "--total", "1"],
+        &[("TOKIO_WORKER_THREADS", "-2")],
+    );
+    one_error_line(&e, "TOKIO_WORKER_THREADS");
+    assert!(
+        !dir.exists(),
+        "a bad runtime setting must not create the data dir"
+    );
 }
 
 #[test]

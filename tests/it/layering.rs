@@ -42,7 +42,7 @@ const MAX_LINES: usize = 600;
 /// modules of strictly lower rank.
 const LAYERS: &[&[&str]] = &[
     // 0: protobuf, postcard codec, Go durations, the history checker.
-    &["pb", "codec", "duration", "linearizability"],
+    &["pb", "codec", "duration", "linearizability", "runtime"],
     // 1: leaves: storage engine, metrics, TLS, the certificate tool, auth.
     &["storage", "metrics", "tls", "certs", "replicas", "auth"],
     // 2: configuration; listeners (bind, serve loop, connection limit).
