@@ -389,9 +389,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Mended<S> {
                 0
             };
             if start + passed < end {
-                let rest = buf.filled()[start + passed..end].to_vec();
+                // Held back: taken out of the caller's buffer as fed.
+                this.feed(&buf.filled()[start + passed..end]);
                 buf.set_filled(start + passed);
-                this.feed(&rest);
             }
             if passed > 0 {
                 return Poll::Ready(Ok(()));
