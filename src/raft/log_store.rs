@@ -225,9 +225,7 @@ impl LogStore {
             .map(|b| decode_entry(&self.storage, b))
             .collect()
     }
-}
 
-impl LogStore {
     /// Write `entries` to the log (not synced yet) and keep them in the
     /// cache; returns how many there were.
     fn write(&self, entries: impl IntoIterator<Item = Entry>) -> Result<usize, StorageError> {
