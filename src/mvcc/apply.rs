@@ -1,9 +1,9 @@
 //! Executing committed commands against the store.
 //!
-//! [`Applier`] owns a working copy of the [`View`] for one command. Every
-//! change is made to that copy and recorded as a persisted [`Record`]; if the
-//! command fails, the copy and its records are dropped, so a rejected command
-//! changes nothing. All writes of one command share one main revision and
+//! [`Applier`] changes a [`View`] for one command. A put changes the view
+//! in place (it can fail only before its first change); any other command
+//! changes a copy that replaces the view if it succeeds, so a rejected
+//! command changes nothing. All writes of one command share one main revision and
 //! get increasing sub revisions, as in etcd.
 //!
 //! Lease commands live here too: a put attaches its key to its lease (and
@@ -17,8 +17,9 @@ use super::command::{ClientOp, Command, LeaseRefresh, MvccError, Proposal, Propo
 use super::lease::{Lease, MAX_LEASE_TTL};
 
 use super::key::IndexKey;
-use super::view::{latest_live, Rev, View};
+use super::view::{latest_live, ReadView, Rev, View};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
@@ -41,19 +42,35 @@ pub struct Applied<R = Reply> {
 /// Apply `cmd` to `view`. Never fails as a whole: request errors come back
 /// as `Reply::Error` with the view unchanged.
 pub fn apply(view: &View, cmd: &Command) -> Applied {
-    if matches!(cmd, Command::Auth { .. } | Command::Authenticate { .. }) {
-        let (reply, auth) = super::auth::apply_auth(view, cmd);
-        let mut view = view.clone();
-        if let Some(auth) = auth {
-            view.auth = std::sync::Arc::new(auth);
-        }
-        return Applied {
-            reply,
-            view,
-            events: Vec::new(),
-        };
+    let mut next = view.clone();
+    let (reply, events) = apply_on_copy(view, &mut next, cmd);
+    let view = if reply_is_error(&reply) {
+        view.clone()
+    } else {
+        next
+    };
+    Applied {
+        reply,
+        view,
+        events,
     }
-    let mut a = Applier::new(view);
+}
+
+fn reply_is_error(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(_))
+}
+
+/// Apply `cmd` to `base`'s copy `next` (which starts equal to `base`).
+/// On error `next` is left half-changed: the caller drops it.
+fn apply_on_copy(base: &View, next: &mut View, cmd: &Command) -> (Reply, Vec<Event>) {
+    if matches!(cmd, Command::Auth { .. } | Command::Authenticate { .. }) {
+        let (reply, auth) = super::auth::apply_auth(base, cmd);
+        if let Some(auth) = auth {
+            next.auth = std::sync::Arc::new(auth);
+        }
+        return (reply, Vec::new());
+    }
+    let mut a = Applier::new(next, Some(base));
     let result = match cmd {
         Command::Put(req) => a.put(req).map(Reply::Put),
         Command::DeleteRange(req) => a.delete_range(req).map(Reply::DeleteRange),
@@ -70,7 +87,7 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
         }
         Command::Reserved(n) => match *n {},
         Command::Auth { .. } | Command::Authenticate { .. } => Ok(Reply::None),
-        Command::As { caller, op } => match super::auth::check_op(view, Some(caller), op) {
+        Command::As { caller, op } => match super::auth::check_op(base, Some(caller), op) {
             Err(e) => Err(MvccError::Auth(e)),
             Ok(()) => match op {
                 ClientOp::Put(req) => a.put(req).map(Reply::Put),
@@ -83,55 +100,169 @@ pub fn apply(view: &View, cmd: &Command) -> Applied {
     match result {
         Ok(reply) => {
             a.finish();
-            Applied {
-                reply,
-                view: a.view,
-                events: a.events,
-            }
+            (reply, a.events)
         }
-        Err(e) => Applied {
-            reply: Reply::Error(e),
-            view: view.clone(),
-            events: Vec::new(),
-        },
+        Err(e) => (Reply::Error(e), Vec::new()),
     }
+}
+
+/// Apply `cmd` to `view` itself. A put, and a txn that cannot fail after
+/// its first change ([`txn_in_place`]), change `view` in place: nothing is
+/// copied, and a node of the map that no reader shares is changed where it
+/// is. Any other command is applied to a copy that replaces `view` if it
+/// succeeds (it may fail half-way and must then change nothing).
+pub fn apply_in(view: &mut View, cmd: &Command) -> (Reply, Vec<Event>) {
+    match in_place(cmd) {
+        Some(op) => apply_in_place(view, cmd, op),
+        None => {
+            let mut next = view.clone();
+            let (reply, events) = apply_on_copy(view, &mut next, cmd);
+            if !reply_is_error(&reply) {
+                *view = next;
+            }
+            (reply, events)
+        }
+    }
+}
+
+/// [`apply_in`] on the view readers share. A command applied in place is
+/// applied under the view's lock ([`ReadView::update`]); any other one (a
+/// compaction, a lease revoke, a large delete may take long) on a snapshot,
+/// outside it, so readers never wait for more than one put or txn.
+fn apply_shared(view: &ReadView, cmd: &Command) -> (Reply, Vec<Event>) {
+    if let Some(op) = in_place(cmd) {
+        return view.update(|v| apply_in_place(v, cmd, op));
+    }
+    // The state machine is the only writer: nothing changes the view
+    // between this snapshot and the store.
+    let base = view.load();
+    let applied = apply(&base, cmd);
+    if !reply_is_error(&applied.reply) {
+        view.store(std::sync::Arc::new(applied.view));
+    }
+    (applied.reply, applied.events)
+}
+
+/// What of `cmd` [`apply_in`] applies in place, if it does.
+fn in_place(cmd: &Command) -> Option<InPlace<'_>> {
+    match cmd {
+        Command::Put(req)
+        | Command::As {
+            op: ClientOp::Put(req),
+            ..
+        } => Some(InPlace::Put(req)),
+        Command::Txn(req)
+        | Command::As {
+            op: ClientOp::Txn(req),
+            ..
+        } if txn_in_place(req) => Some(InPlace::Txn(req)),
+        _ => None,
+    }
+}
+
+/// `cmd`'s `op` applied to `view` itself; it fails, if at all, before its
+/// first change.
+fn apply_in_place(view: &mut View, cmd: &Command, op: InPlace<'_>) -> (Reply, Vec<Event>) {
+    if let Command::As { caller, op } = cmd {
+        if let Err(e) = super::auth::check_op(view, Some(caller), op) {
+            return (Reply::Error(MvccError::Auth(e)), Vec::new());
+        }
+    }
+    let mut a = Applier::new(view, None);
+    let result = match op {
+        InPlace::Put(req) => a.put(req).map(Reply::Put),
+        InPlace::Txn(req) => a.txn_top(req).map(Reply::Txn),
+    };
+    match result {
+        Ok(reply) => {
+            a.finish();
+            (reply, a.events)
+        }
+        Err(e) => (Reply::Error(e), Vec::new()),
+    }
+}
+
+/// The commands [`apply_in`] applies in place.
+enum InPlace<'c> {
+    Put(&'c PutRequest),
+    Txn(&'c TxnRequest),
+}
+
+/// Whether `req` can fail only before its first change, whichever branch
+/// it takes: its checks ([`Applier::check_path`]: each put's lease, each
+/// range's revision) and its compares run first, on the state before it.
+/// That holds for a txn without nested txns, empty ops, puts that keep the
+/// value or lease of a key (an earlier delete in the txn can make those
+/// fail), and ranges at a past revision (read back from disk) or with an
+/// unknown sort.
+fn txn_in_place(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestPut(p)) => !p.ignore_value && !p.ignore_lease,
+            Some(Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestRange(r)) => {
+                r.revision <= 0
+                    && SortOrder::try_from(r.sort_order).is_ok()
+                    && SortTarget::try_from(r.sort_target).is_ok()
+            }
+            Some(Request::RequestTxn(_)) | None => false,
+        })
 }
 
 /// Apply a Raft entry's proposal: each command in order, each on its own
 /// with its own revision, as if proposed separately.
 pub fn apply_proposal(view: &View, proposal: &Proposal) -> Applied<ProposalReply> {
+    let mut view = view.clone();
+    let (reply, events) = apply_proposal_with(proposal, |cmd| apply_in(&mut view, cmd));
+    Applied {
+        reply,
+        view,
+        events,
+    }
+}
+
+/// [`apply_proposal`] on the view readers share, one command at a time
+/// (see [`apply_shared`]).
+pub fn apply_proposal_to(view: &ReadView, proposal: &Proposal) -> (ProposalReply, Vec<Event>) {
+    apply_proposal_with(proposal, |cmd| apply_shared(view, cmd))
+}
+
+fn apply_proposal_with(
+    proposal: &Proposal,
+    mut apply: impl FnMut(&Command) -> (Reply, Vec<Event>),
+) -> (ProposalReply, Vec<Event>) {
     match proposal {
         Proposal::One(cmd) => {
-            let a = apply(view, cmd);
-            Applied {
-                reply: ProposalReply::One(a.reply),
-                view: a.view,
-                events: a.events,
-            }
+            let (reply, events) = apply(cmd);
+            (ProposalReply::One(reply), events)
         }
         Proposal::Batch(cmds) => {
-            let mut view = view.clone();
             let mut events = Vec::new();
             let mut replies = Vec::with_capacity(cmds.len());
             for c in cmds {
-                let a = apply(&view, c);
-                view = a.view;
-                events.extend(a.events);
-                replies.push(a.reply);
+                let (reply, mut e) = apply(c);
+                if events.is_empty() {
+                    events = e;
+                } else {
+                    events.append(&mut e);
+                }
+                replies.push(reply);
             }
-            Applied {
-                reply: ProposalReply::Batch(replies),
-                view,
-                events,
-            }
+            (ProposalReply::Batch(replies), events)
         }
     }
 }
 
-struct Applier {
-    /// The view before this command (txn compares are evaluated against it).
-    base: View,
-    view: View,
+struct Applier<'a> {
+    /// The view before this command (txn compares are evaluated against
+    /// it); `None` when applied in place, where `view` is it until the
+    /// first change.
+    base: Option<&'a View>,
+    /// `base`'s revision.
+    base_revision: i64,
+    view: &'a mut View,
     /// The revision writes of this command get.
     write_rev: i64,
     next_sub: u32,
@@ -145,14 +276,24 @@ fn header(revision: i64) -> Option<ResponseHeader> {
     })
 }
 
-impl Applier {
-    fn new(view: &View) -> Self {
+impl<'a> Applier<'a> {
+    fn new(view: &'a mut View, base: Option<&'a View>) -> Self {
+        let base_revision = view.revision;
         Self {
-            base: view.clone(),
-            view: view.clone(),
-            write_rev: view.revision + 1,
+            base,
+            base_revision,
+            write_rev: base_revision + 1,
+            view,
             next_sub: 0,
             events: Vec::new(),
+        }
+    }
+
+    /// The state before this command.
+    fn base(&self) -> &View {
+        match self.base {
+            Some(b) => b,
+            None => self.view,
         }
     }
 
@@ -165,7 +306,7 @@ impl Applier {
         if self.changed() {
             self.write_rev
         } else {
-            self.base.revision
+            self.base_revision
         }
     }
 
@@ -367,9 +508,9 @@ impl Applier {
         // over one key or a range.
         let mut keys: Vec<Option<&Rev>> = Vec::new();
         if c.range_end.is_empty() {
-            keys.push(self.base.history(&c.key).and_then(latest_live));
+            keys.push(self.base().history(&c.key).and_then(latest_live));
         } else {
-            for (_, h) in self.base.histories(&c.key, &c.range_end) {
+            for (_, h) in self.base().histories(&c.key, &c.range_end) {
                 if let Some(r) = latest_live(h) {
                     keys.push(Some(r));
                 }
@@ -427,16 +568,16 @@ impl Applier {
             match &op.request {
                 Some(Request::RequestTxn(t)) => self.check_path(t, range_error)?,
                 Some(Request::RequestPut(p)) => {
-                    let live = |k: &[u8]| self.base.history(k).and_then(latest_live);
+                    let live = |k: &[u8]| self.base().history(k).and_then(latest_live);
                     if (p.ignore_value || p.ignore_lease) && live(&p.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
                     self.check_lease(p.lease)?;
                 }
                 Some(Request::RequestRange(r)) if range_error.is_none() => {
-                    if r.revision > self.base.revision {
+                    if r.revision > self.base_revision {
                         *range_error = Some(MvccError::FutureRevision);
-                    } else if r.revision > 0 && r.revision < self.base.compact_revision {
+                    } else if r.revision > 0 && r.revision < self.base().compact_revision {
                         *range_error = Some(MvccError::Compacted);
                     }
                 }
@@ -458,7 +599,7 @@ impl Applier {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
                     // An explicit revision must exist before the txn, as in etcd.
-                    if r.revision > self.base.revision {
+                    if r.revision > self.base_revision {
                         return Err(MvccError::FutureRevision);
                     }
                     let resp: RangeResponse = self.view.range(r, self.current_rev())?;
@@ -738,7 +879,8 @@ mod tests {
             range_end: Bytes::new(),
             target_union: Some(TargetUnion::Value("x".into())),
         };
-        let applier = Applier::new(&b.view);
+        let mut copy = b.view.clone();
+        let applier = Applier::new(&mut copy, Some(&b.view));
         assert!(!applier.compare(&vc).unwrap());
 
         // A failing op rolls back every write of the txn.
@@ -768,6 +910,135 @@ mod tests {
         );
         assert!(matches!(bad.reply, Reply::Error(MvccError::LeaseNotFound)));
         assert!(!bad.view.index.contains_key(&b"x"[..]));
+    }
+
+    /// `apply_in` changes nothing on any failure, in place or on a copy:
+    /// the lease check of a txn's put runs before its first write; a
+    /// delete before a put that keeps the deleted key's value fails after
+    /// a write (so that txn is applied on a copy).
+    #[test]
+    fn a_failed_command_changes_nothing_applied_in_place() {
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let put_req = |k: &str, lease: i64, ignore_value: bool| {
+            op(Request::RequestPut(PutRequest {
+                key: k.to_string().into(),
+                value: if ignore_value {
+                    Bytes::new()
+                } else {
+                    "1".into()
+                },
+                lease,
+                ignore_value,
+                ..Default::default()
+            }))
+        };
+        let txn = |success: Vec<RequestOp>| {
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success,
+                failure: vec![],
+            })
+        };
+        let lease_late = txn(vec![put_req("x", 0, false), put_req("y", 42, false)]);
+        let delete_then_keep = txn(vec![
+            op(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: "k".into(),
+                ..Default::default()
+            })),
+            put_req("k", 0, true),
+        ]);
+        let Command::Txn(t) = &lease_late else {
+            unreachable!()
+        };
+        assert!(txn_in_place(t));
+        let Command::Txn(t) = &delete_then_keep else {
+            unreachable!()
+        };
+        assert!(!txn_in_place(t));
+        let bad_put = Command::Put(PutRequest {
+            key: "z".into(),
+            value: "1".into(),
+            lease: 7,
+            ..Default::default()
+        });
+        let start = put(&View::default(), "k", "v");
+        let want = start.revisions().unwrap();
+        for (cmd, err) in [
+            (lease_late, MvccError::LeaseNotFound),
+            (delete_then_keep, MvccError::KeyNotFound),
+            (bad_put, MvccError::LeaseNotFound),
+        ] {
+            let mut v = start.clone();
+            let (reply, events) = apply_in(&mut v, &cmd);
+            assert!(
+                matches!(&reply, Reply::Error(e) if *e == err),
+                "{cmd:?}: {reply:?}"
+            );
+            assert!(events.is_empty());
+            assert_eq!(
+                (v.revision, v.revisions().unwrap()),
+                (start.revision, want.clone())
+            );
+        }
+    }
+
+    /// In place or on a copy, a command has the same outcome.
+    #[test]
+    fn applied_in_place_as_on_a_copy() {
+        let op = |r: Request| RequestOp { request: Some(r) };
+        let start = put(&put(&View::default(), "a", "1"), "b", "2");
+        let cas = |rev: i64| {
+            Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: "a".into(),
+                    range_end: Bytes::new(),
+                    target_union: Some(TargetUnion::ModRevision(rev)),
+                }],
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
+                        key: "a".into(),
+                        value: "3".into(),
+                        prev_kv: true,
+                        ..Default::default()
+                    })),
+                    op(Request::RequestRange(RangeRequest {
+                        key: "a".into(),
+                        range_end: "c".into(),
+                        ..Default::default()
+                    })),
+                    op(Request::RequestDeleteRange(DeleteRangeRequest {
+                        key: "b".into(),
+                        prev_kv: true,
+                        ..Default::default()
+                    })),
+                ],
+                failure: vec![op(Request::RequestRange(RangeRequest {
+                    key: "a".into(),
+                    ..Default::default()
+                }))],
+            })
+        };
+        for cmd in [
+            cas(2),
+            cas(1),
+            Command::Put(PutRequest {
+                key: "a".into(),
+                value: "4".into(),
+                prev_kv: true,
+                ..Default::default()
+            }),
+        ] {
+            let on_copy = apply(&start, &cmd);
+            let mut v = start.clone();
+            let (reply, events) = apply_in(&mut v, &cmd);
+            // (replies have no `PartialEq`; their debug forms show every field)
+            assert_eq!(format!("{reply:?}"), format!("{:?}", on_copy.reply));
+            assert_eq!(events, on_copy.events);
+            assert_eq!(v.revision, on_copy.view.revision);
+            assert_eq!(v.revisions().unwrap(), on_copy.view.revisions().unwrap());
+        }
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
@@ -332,24 +332,87 @@ impl View {
             .count()
     }
 }
-/// What readers share with the state machine: the published view.
+/// What readers share with the state machine: the newest view.
+///
+/// The state machine changes the newest view in place ([`Self::update`]);
+/// a reader takes a snapshot of it ([`Self::load`]), an O(1) copy that
+/// later changes leave alone. A snapshot is made only when a reader asks
+/// for one after a change, and kept for the readers after it until the
+/// next change. So while nobody reads, the writer copies nothing: a node of
+/// the map is copied (copy-on-write) only when a snapshot taken since its
+/// last change still holds it.
 #[derive(Clone)]
-pub struct ReadView(Arc<ArcSwap<View>>);
+pub struct ReadView(Arc<Shared>);
+
+struct Shared {
+    /// A snapshot of `newest` as it is now; `None` after a change.
+    published: ArcSwapOption<View>,
+    /// `newest`'s auth store, for checks that need nothing else (a
+    /// snapshot per client write would make the writer copy).
+    auth: ArcSwap<crate::auth::AuthState>,
+    /// The view as of the last change.
+    newest: Mutex<View>,
+}
 
 impl ReadView {
-    /// Publish `view` first.
+    /// Start from `view`.
     pub fn new(view: View) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(view)))
+        let published = Arc::new(view.clone());
+        Self(Arc::new(Shared {
+            published: ArcSwapOption::from(Some(published)),
+            auth: ArcSwap::new(view.auth.clone()),
+            newest: Mutex::new(view),
+        }))
     }
 
-    /// Publish a new view; readers see it from their next [`Self::load`].
+    fn newest(&self) -> MutexGuard<'_, View> {
+        self.0.newest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replace the view; readers see it from their next [`Self::load`].
     pub fn store(&self, view: Arc<View>) {
-        self.0.store(view);
+        let mut newest = self.newest();
+        *newest = (*view).clone();
+        self.0.auth.store(view.auth.clone());
+        self.0.published.store(Some(view));
     }
 
-    /// The current view of the store (lock-free).
+    /// Change the view with `f`; readers see the change from their next
+    /// [`Self::load`]. Readers that need a snapshot meanwhile wait for `f`:
+    /// keep it to one command.
+    pub fn update<R>(&self, f: impl FnOnce(&mut View) -> R) -> R {
+        let mut newest = self.newest();
+        let r = f(&mut newest);
+        // Before the lock is released: a reader that comes after sees
+        // the change.
+        if self.0.published.load().is_some() {
+            self.0.published.store(None);
+        }
+        if !Arc::ptr_eq(&self.0.auth.load(), &newest.auth) {
+            self.0.auth.store(newest.auth.clone());
+        }
+        r
+    }
+
+    /// The current auth store (lock-free, and no snapshot made).
+    pub fn auth(&self) -> Arc<crate::auth::AuthState> {
+        self.0.auth.load_full()
+    }
+
+    /// The current view of the store: lock-free unless it changed since
+    /// the last snapshot.
     pub fn load(&self) -> Arc<View> {
-        self.0.load_full()
+        if let Some(v) = self.0.published.load_full() {
+            return v;
+        }
+        let newest = self.newest();
+        // Another reader may have made the snapshot while this one waited.
+        if let Some(v) = self.0.published.load_full() {
+            return v;
+        }
+        let v = Arc::new(newest.clone());
+        self.0.published.store(Some(v.clone()));
+        v
     }
 }
 
@@ -404,5 +467,55 @@ impl View {
             }
         }
         orphans
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::apply::apply_in;
+    use crate::mvcc::Command;
+    use crate::pb::etcdserverpb::PutRequest;
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put(PutRequest {
+            key: k.to_string().into(),
+            value: v.to_string().into(),
+            ..Default::default()
+        })
+    }
+
+    /// A snapshot stays as it was while the view changes under it; readers
+    /// after a change see it; readers between two changes share one
+    /// snapshot.
+    #[test]
+    fn snapshots_keep_their_state_and_follow_each_change() {
+        let rv = ReadView::new(View::default());
+        rv.update(|v| apply_in(v, &put("a", "1")));
+        let first = rv.load();
+        assert!(
+            Arc::ptr_eq(&first, &rv.load()),
+            "no change, no new snapshot"
+        );
+        rv.update(|v| apply_in(v, &put("a", "2")));
+        rv.update(|v| apply_in(v, &put("b", "3")));
+        let second = rv.load();
+        assert_eq!((first.revision, second.revision), (2, 4));
+        let latest = |v: &View, k: &str| {
+            v.history(k.as_bytes())
+                .and_then(latest_live)
+                .and_then(|r| r.value.clone())
+        };
+        assert_eq!(latest(&first, "a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(latest(&first, "b"), None);
+        assert_eq!(latest(&second, "a").as_deref(), Some(&b"2"[..]));
+        assert_eq!(latest(&second, "b").as_deref(), Some(&b"3"[..]));
+        // A replaced view is what the next reader sees.
+        rv.store(first.clone());
+        assert_eq!(rv.load().revision, 2);
+        assert!(Arc::ptr_eq(&rv.auth(), &first.auth));
+        rv.update(|v| apply_in(v, &put("c", "4")));
+        assert_eq!(rv.load().revision, 3);
+        assert_eq!(first.revision, 2);
     }
 }

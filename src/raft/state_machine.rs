@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 
 use super::{LogId, MemberInfo, RaftStorageError, StoredMembership, TypeConfig};
 use crate::auth::token::SimpleTokens;
-use crate::mvcc::apply::apply_proposal;
+use crate::mvcc::apply::apply_proposal_to;
 use crate::mvcc::command::ProposalReply;
 use crate::mvcc::record::{encode_view, write_view, SnapshotBody};
 use crate::mvcc::{ReadView, View};
@@ -483,7 +483,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let started = std::time::Instant::now();
-        let mut view: View = (*self.view.load()).clone();
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let mut n = 0;
@@ -500,13 +499,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     if let Some(c) = &mut self.snapshots {
                         c.since += cmd.commands().len() as u64;
                     }
-                    let mut applied = apply_proposal(&view, &cmd);
+                    let (mut reply, applied_events) = apply_proposal_to(&self.view, &cmd);
                     if let Some(t) = &self.tokens {
-                        super::tokens::note_auth(t, entry.log_id.index, &cmd, &mut applied.reply);
+                        super::tokens::note_auth(t, entry.log_id.index, &cmd, &mut reply);
                     }
-                    view = applied.view;
-                    events.extend(applied.events);
-                    replies.push(applied.reply);
+                    events.extend(applied_events);
+                    replies.push(reply);
                 }
             }
         }
@@ -522,7 +520,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let _ = c.due.send(());
             }
         }
-        self.view.store(Arc::new(view));
         if !events.is_empty() {
             // No receiver is not an error: nobody is watching.
             let _ = self.events.send(Arc::new(events));

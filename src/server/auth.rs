@@ -125,10 +125,10 @@ impl Server {
         if *who == Principal::Local {
             return Ok(cmd);
         }
-        let view = self.view();
-        if !view.auth.enabled {
+        if !self.inner.view.auth().enabled {
             return Ok(cmd);
         }
+        let view = self.view();
         let op = match ClientOp::from_command(cmd) {
             Ok(op) => op,
             Err(other) => return Ok(other),

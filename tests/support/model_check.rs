@@ -5,9 +5,11 @@
 //!
 //! raftcd's side is driven the way a member drives it: a write is checked
 //! with `check_command` (as `Server::propose` does), then applied with
-//! `apply_proposal` (as `StateMachine::apply` applies a Raft entry's
-//! proposal: one command, or a group-commit batch); a range is checked with
-//! `check_range` and read from the view (as `Server::range` does).
+//! `apply_proposal_to` on a `ReadView` (as `StateMachine::apply` applies a
+//! Raft entry's proposal: one command, or a group-commit batch, changing
+//! the view in place); a range is checked with `check_range` and read from
+//! a snapshot of the view (as `Server::range` does). A snapshot taken
+//! before each step must read the same after it.
 //!
 //! Sequences come from bytes ([`run`]): the fuzz target `state_machine`
 //! and the proptest `tests/it/model.rs` share the generator. Included with
@@ -15,10 +17,10 @@
 
 #![allow(dead_code)]
 
-use raftcd::mvcc::apply::apply_proposal;
+use raftcd::mvcc::apply::apply_proposal_to;
 use raftcd::mvcc::command::{Proposal, ProposalReply};
 use raftcd::mvcc::validate::{check_command, check_range, Limits, Origin, Rejected};
-use raftcd::mvcc::{Command, MvccError, Reply, View};
+use raftcd::mvcc::{Command, MvccError, ReadView, Reply, View};
 use raftcd::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftcd::pb::etcdserverpb::range_request::SortOrder;
 use raftcd::pb::etcdserverpb::request_op::Request as Op;
@@ -84,7 +86,7 @@ fn response(reply: Reply) -> Result<Result<Response, ModelError>, String> {
 
 /// raftcd's view and the model, fed the same steps.
 pub struct Pair {
-    pub view: View,
+    pub view: ReadView,
     pub model: Model,
     log: Vec<Step>,
 }
@@ -98,7 +100,7 @@ impl Default for Pair {
 impl Pair {
     pub fn new() -> Self {
         Pair {
-            view: View::default(),
+            view: ReadView::new(View::default()),
             model: Model::new(),
             log: Vec::new(),
         }
@@ -122,13 +124,27 @@ impl Pair {
         // raftcd: ranges are read at once; writes are checked, and the
         // accepted ones applied as one proposal.
         let mut ours: Vec<Option<Result<Response, ModelError>>> = Vec::new();
+        // Every other step, a snapshot is held across it (the writer then
+        // copies what it changes); otherwise nothing holds one, and the
+        // writer changes the view in place from the second command on.
+        let held = if self.log.len().is_multiple_of(2) {
+            let v = self.view.load();
+            let revisions = v.revisions().map_err(|e| e.to_string())?;
+            Some((v, revisions))
+        } else {
+            None
+        };
+        let revision_before = self.view.load().revision;
         let mut accepted = Vec::new();
         let mut slots = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
             match req {
                 Request::Range(r) => {
                     let read = check_range(r)
-                        .and_then(|()| self.view.range(r, self.view.revision))
+                        .and_then(|()| {
+                            let view = self.view.load();
+                            view.range(r, view.revision)
+                        })
                         .map(Response::Range);
                     ours.push(Some(match read {
                         Ok(resp) => Ok(resp),
@@ -157,9 +173,9 @@ impl Pair {
                 Step::One(_) => Proposal::One(accepted.pop().expect("one")),
                 Step::Batch(_) => Proposal::Batch(accepted),
             };
-            let before = self.view.clone();
-            let applied = apply_proposal(&self.view, &proposal);
-            let replies = match applied.reply {
+            let (reply, applied_events) = apply_proposal_to(&self.view, &proposal);
+            let revision_after = self.view.load().revision;
+            let replies = match reply {
                 ProposalReply::One(r) => vec![r],
                 ProposalReply::Batch(rs) => rs,
             };
@@ -173,12 +189,17 @@ impl Pair {
             for (slot, reply) in slots.into_iter().zip(replies) {
                 ours[slot] = Some(response(reply)?);
             }
-            if applied.events.is_empty() && applied.view.revision != before.revision {
+            if applied_events.is_empty() && revision_after != revision_before {
                 return Err(self.disagree("the revision moved without an event".into()));
             }
-            self.view = applied.view;
-            events = applied.events;
+            events = applied_events;
         }
+        if let Some((v, revisions)) = held {
+            if v.revisions().map_err(|e| e.to_string())? != revisions {
+                return Err(self.disagree("a snapshot held across the step changed".into()));
+            }
+        }
+        let view = self.view.load();
         // The model, one request after the other.
         let mut theirs_events = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
@@ -197,12 +218,12 @@ impl Pair {
                 "events of the last step:\n  raftcd: {events:?}\n  model:  {theirs_events:?}"
             )));
         }
-        if (self.view.revision, self.view.compact_revision)
+        if (view.revision, view.compact_revision)
             != (self.model.revision(), self.model.compact_revision())
         {
             return Err(self.disagree(format!(
                 "revision, compacted revision: raftcd {:?}, model {:?}",
-                (self.view.revision, self.view.compact_revision),
+                (view.revision, view.compact_revision),
                 (self.model.revision(), self.model.compact_revision())
             )));
         }
@@ -219,7 +240,8 @@ impl Pair {
                 revision: rev,
                 ..Default::default()
             };
-            let ours = match self.view.range(&req, self.view.revision) {
+            let view = self.view.load();
+            let ours = match view.range(&req, view.revision) {
                 Ok(r) => Ok(r),
                 Err(e) => Err(model_error(&e)?),
             };
