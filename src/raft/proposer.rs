@@ -37,8 +37,12 @@ use crate::mvcc::{Command, Reply};
 const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most request bytes in one batch (etcd's largest request is 1.5 MiB).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Batches in flight at once: one flushing, one more being appended.
-const IN_FLIGHT: usize = 2;
+/// Batches in flight at once. One: while a batch is flushed, replicated and
+/// applied, the next one fills up. Two (one flushing, one being appended)
+/// made batches half as large and cost more per write than the overlap
+/// gained: 1 member, 64 clients, puts 23-26k/s with one against 22.8-23.4k
+/// with two, 7-11% less CPU per put (docs/benchmarks.md, session 19).
+const IN_FLIGHT: usize = 1;
 
 /// Why a proposal did not produce a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]

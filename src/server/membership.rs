@@ -152,8 +152,11 @@ impl Server {
     }
 
     /// The first peer URL of member `id`, the one its peers dial.
+    /// (Once per forwarded write: the metrics are read in place, not
+    /// cloned.)
     pub(crate) fn peer_url_of(&self, id: u64) -> Option<String> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
         metrics
             .membership_config
             .membership()
