@@ -375,10 +375,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let started = std::time::Instant::now();
         let n = self.write(entries).map_err(write_err)?;
-        self.wal.sync(Box::new(move |r| {
+        let done: crate::storage::wal::SyncDone = Box::new(move |r| {
             super::warn_if_slow("raft log append and sync", started, n);
             callback.log_io_completed(r.map_err(std::io::Error::other));
-        }));
+        });
+        if Arc::strong_count(&self.readers) > 1 {
+            // A leader with followers: openraft's core goes on (sends the
+            // entries to them) while the flusher syncs.
+            self.wal.sync(done);
+        } else {
+            // Alone (or a follower): the core has nothing to do until the
+            // entries are durable; syncing here saves the hand-offs to the
+            // flusher thread and back.
+            self.wal.sync_here(done);
+        }
         Ok(())
     }
 

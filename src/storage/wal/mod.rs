@@ -38,6 +38,7 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +86,10 @@ struct Shared {
     /// Preallocation failed once (a filesystem without `fallocate`): the
     /// log grows its files by writing, as it would without it.
     prealloc_off: std::sync::atomic::AtomicBool,
+    /// Told each `fdatasync`'s duration.
+    observer: Option<SyncObserver>,
+    /// Sync requests queued to the flusher and not yet answered.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// The log. Cheap to clone; clones share it.
@@ -165,12 +170,14 @@ impl Wal {
             segment_bytes,
             prealloc_bytes,
             prealloc_off: Default::default(),
+            observer,
+            queued: Default::default(),
         });
         let (tx, rx) = mpsc::channel::<SyncDone>();
         let flusher_shared = shared.clone();
         std::thread::Builder::new()
             .name("raftcd-wal-sync".into())
-            .spawn(move || flusher(flusher_shared, rx, observer))
+            .spawn(move || flusher(flusher_shared, rx))
             .map_err(io(dir, "start the sync thread for"))?;
         Ok((
             Wal {
@@ -345,10 +352,25 @@ impl Wal {
     /// Call `done` once everything appended before this call is durable
     /// (or the sync failed). Callbacks run in the order they were queued.
     pub fn sync(&self, done: SyncDone) {
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         if let Err(std::sync::mpsc::SendError(done)) = self.flusher.send(done) {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             done(Err(StorageError::Failed(
                 "the log's sync thread is gone".into(),
             )));
+        }
+    }
+
+    /// [`Wal::sync`], but on the caller's thread (blocking it for one
+    /// `fdatasync`) when no sync is queued, so `done` cannot overtake an
+    /// earlier callback: two thread hand-offs fewer per sync (to the
+    /// flusher and back) for a caller that has nothing else to do
+    /// meanwhile.
+    pub fn sync_here(&self, done: SyncDone) {
+        if self.shared.queued.load(Ordering::SeqCst) == 0 {
+            done(sync_appended(&self.shared));
+        } else {
+            self.sync(done);
         }
     }
 
@@ -524,51 +546,52 @@ fn fail(shared: &Shared, e: &StorageError) {
 
 /// The flusher: takes every queued sync request, makes the current segment
 /// durable once for all of them, and answers them in order.
-fn flusher(shared: Arc<Shared>, rx: mpsc::Receiver<SyncDone>, observer: Option<SyncObserver>) {
+fn flusher(shared: Arc<Shared>, rx: mpsc::Receiver<SyncDone>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let failed = lock(&shared.failed).clone();
-        let result = match failed {
-            Some(reason) => Err(StorageError::Failed(reason)),
-            None => {
-                let (current, upto) = {
-                    let st = lock(&shared.state);
-                    let current = st.segments.back().map(|s| (s.file.clone(), s.path.clone()));
-                    (current, st.next.and_then(|n| n.checked_sub(1)))
-                };
-                match current {
-                    None => Ok(()),
-                    Some((file, path)) => {
-                        let started = Instant::now();
-                        let r = shared.syncer.sync_data(&file);
-                        shared
-                            .syncs
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(o) = &observer {
-                            o(started.elapsed());
-                        }
-                        match r.map_err(sync_failed(&path)) {
-                            Ok(()) => {
-                                // A truncate since may have cut below it.
-                                let now = lock(&shared.state).next.and_then(|n| n.checked_sub(1));
-                                *lock(&shared.durable) = std::cmp::min(upto, now);
-                                Ok(())
-                            }
-                            Err(e) => {
-                                fail(&shared, &e);
-                                Err(e)
-                            }
-                        }
-                    }
-                }
-            }
-        };
+        let n = batch.len();
+        let result = sync_appended(&shared);
         for done in batch {
             done(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StorageError::Failed(e.to_string())),
             });
+        }
+        shared.queued.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// Make everything appended so far durable with one `fdatasync` of the
+/// current segment (the earlier ones were synced when closed).
+fn sync_appended(shared: &Shared) -> Result<(), StorageError> {
+    if let Some(reason) = lock(&shared.failed).clone() {
+        return Err(StorageError::Failed(reason));
+    }
+    let (current, upto) = {
+        let st = lock(&shared.state);
+        let current = st.segments.back().map(|s| (s.file.clone(), s.path.clone()));
+        (current, st.next.and_then(|n| n.checked_sub(1)))
+    };
+    let Some((file, path)) = current else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let r = shared.syncer.sync_data(&file);
+    shared.syncs.fetch_add(1, Ordering::Relaxed);
+    if let Some(o) = &shared.observer {
+        o(started.elapsed());
+    }
+    match r.map_err(sync_failed(&path)) {
+        Ok(()) => {
+            // A truncate since may have cut below it.
+            let now = lock(&shared.state).next.and_then(|n| n.checked_sub(1));
+            *lock(&shared.durable) = std::cmp::min(upto, now);
+            Ok(())
+        }
+        Err(e) => {
+            fail(shared, &e);
+            Err(e)
         }
     }
 }
@@ -902,5 +925,56 @@ mod tests {
         // Answered in order, all of them, with a handful of syncs.
         assert_eq!(order, (1..=100).collect::<Vec<_>>());
         assert!(wal.sync_count() <= 10, "{} syncs", wal.sync_count());
+    }
+
+    /// With nothing queued, `sync_here` syncs before it returns, on the
+    /// caller's thread, and makes the entries durable; behind a queued
+    /// sync it queues too, so callbacks keep their order.
+    #[tokio::test]
+    async fn sync_here_syncs_at_once_unless_a_sync_is_queued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let syncer = Arc::new(FailAfter {
+            ok: u64::MAX,
+            calls: AtomicU64::new(0),
+            // Long enough that sync 2 is still running when sync 3 comes.
+            delay: Duration::from_millis(300),
+        });
+        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer, None, 1 << 20, 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = |tag: u64| -> SyncDone {
+            let tx = tx.clone();
+            Box::new(move |r| {
+                let _ = tx.send((tag, std::thread::current().id(), r.is_ok()));
+            })
+        };
+        wal.append([entry(1, 1)]).unwrap();
+        wal.sync_here(done(1));
+        let here = std::thread::current().id();
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((1, here, true)),
+            "not synced at once"
+        );
+        assert_eq!((wal.sync_count(), wal.durable()), (1, Some(1)));
+        // Behind a queued sync: queued, answered after it, by the flusher.
+        wal.append([entry(2, 1)]).unwrap();
+        wal.sync(done(2));
+        wal.append([entry(3, 1)]).unwrap();
+        wal.sync_here(done(3));
+        let (a, b) = (rx.recv().unwrap(), rx.recv().unwrap());
+        assert_eq!((a.0, b.0), (2, 3));
+        assert!(a.1 != here && b.1 != here && a.2 && b.2);
+        assert_eq!(wal.durable(), Some(3));
+        // Nothing queued any more (the flusher counts its batch answered
+        // after the last callback returns): at once again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wal.shared.queued.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the flusher never finished its batch");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wal.append([entry(4, 1)]).unwrap();
+        wal.sync_here(done(4));
+        assert_eq!(rx.try_recv().ok(), Some((4, here, true)));
     }
 }
