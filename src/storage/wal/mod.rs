@@ -970,7 +970,10 @@ mod tests {
         // after the last callback returns): at once again.
         let deadline = Instant::now() + Duration::from_secs(10);
         while wal.shared.queued.load(Ordering::SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "the flusher never finished its batch");
+            assert!(
+                Instant::now() < deadline,
+                "the flusher never finished its batch"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         wal.append([entry(4, 1)]).unwrap();
