@@ -1,10 +1,11 @@
 //! Executing committed commands against the store.
 //!
-//! [`Applier`] changes a [`View`] for one command. A put changes the view
-//! in place (it can fail only before its first change); any other command
-//! changes a copy that replaces the view if it succeeds, so a rejected
-//! command changes nothing. All writes of one command share one main revision and
-//! get increasing sub revisions, as in etcd.
+//! [`Applier`] changes a [`View`] for one command. A put, and a txn that
+//! can fail only before its first change, change the view in place; any
+//! other command changes a copy that replaces the view if it succeeds, so a
+//! rejected command changes nothing ([`apply_in`]). All writes of one
+//! command share one main revision and get increasing sub revisions, as in
+//! etcd.
 //!
 //! Lease commands live here too: a put attaches its key to its lease (and
 //! detaches it from the one its previous revision had), a delete detaches,
@@ -40,13 +41,8 @@ pub struct Applied<R = Reply> {
 /// Apply `cmd` to `view`. Never fails as a whole: request errors come back
 /// as `Reply::Error` with the view unchanged.
 pub fn apply(view: &View, cmd: &Command) -> Applied {
-    let mut next = view.clone();
-    let (reply, events) = apply_on_copy(view, &mut next, cmd);
-    let view = if reply_is_error(&reply) {
-        view.clone()
-    } else {
-        next
-    };
+    let mut view = view.clone();
+    let (reply, events) = apply_in(&mut view, cmd);
     Applied {
         reply,
         view,
@@ -95,13 +91,7 @@ fn apply_on_copy(base: &View, next: &mut View, cmd: &Command) -> (Reply, Vec<Eve
             },
         },
     };
-    match result {
-        Ok(reply) => {
-            a.finish();
-            (reply, a.events)
-        }
-        Err(e) => (Reply::Error(e), Vec::new()),
-    }
+    a.outcome(result)
 }
 
 /// Apply `cmd` to `view` itself. A put, and a txn that cannot fail after
@@ -171,13 +161,7 @@ fn apply_in_place(view: &mut View, cmd: &Command, op: InPlace<'_>) -> (Reply, Ve
         InPlace::Put(req) => a.put(req).map(Reply::Put),
         InPlace::Txn(req) => a.txn_top(req).map(Reply::Txn),
     };
-    match result {
-        Ok(reply) => {
-            a.finish();
-            (reply, a.events)
-        }
-        Err(e) => (Reply::Error(e), Vec::new()),
-    }
+    a.outcome(result)
 }
 
 /// The commands [`apply_in`] applies in place.
@@ -285,9 +269,18 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn finish(&mut self) {
-        if self.changed() {
-            self.view.revision = self.write_rev;
+    /// The reply and events of a command that ended with `result`: on
+    /// success the view takes the command's revision; on error there are
+    /// no events (the caller keeps or drops the view).
+    fn outcome(self, result: Result<Reply, MvccError>) -> (Reply, Vec<Event>) {
+        match result {
+            Ok(reply) => {
+                if self.changed() {
+                    self.view.revision = self.write_rev;
+                }
+                (reply, self.events)
+            }
+            Err(e) => (Reply::Error(e), Vec::new()),
         }
     }
 
@@ -783,7 +776,8 @@ mod tests {
         }
     }
 
-    /// In place or on a copy, a command has the same outcome.
+    /// In place or on a copy (the path every other command takes), a
+    /// command has the same outcome.
     #[test]
     fn applied_in_place_as_on_a_copy() {
         let op = |r: Request| RequestOp { request: Some(r) };
@@ -831,14 +825,15 @@ mod tests {
                 ..Default::default()
             }),
         ] {
-            let on_copy = apply(&start, &cmd);
+            let mut on_copy = start.clone();
+            let (copy_reply, copy_events) = apply_on_copy(&start, &mut on_copy, &cmd);
             let mut v = start.clone();
             let (reply, events) = apply_in(&mut v, &cmd);
             // (replies have no `PartialEq`; their debug forms show every field)
-            assert_eq!(format!("{reply:?}"), format!("{:?}", on_copy.reply));
-            assert_eq!(events, on_copy.events);
-            assert_eq!(v.revision, on_copy.view.revision);
-            assert_eq!(v.revisions().unwrap(), on_copy.view.revisions().unwrap());
+            assert_eq!(format!("{reply:?}"), format!("{copy_reply:?}"));
+            assert_eq!(events, copy_events);
+            assert_eq!(v.revision, on_copy.revision);
+            assert_eq!(v.revisions().unwrap(), on_copy.revisions().unwrap());
         }
     }
 
