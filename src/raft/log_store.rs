@@ -226,12 +226,18 @@ impl LogStore {
             .collect()
     }
 
+    /// Whether followers read this log (see `readers`): this member leads
+    /// others.
+    fn replicating(&self) -> bool {
+        Arc::strong_count(&self.readers) > 1
+    }
+
     /// Write `entries` to the log (not synced yet) and keep them in the
     /// cache; returns how many there were.
     fn write(&self, entries: impl IntoIterator<Item = Entry>) -> Result<usize, StorageError> {
         let mut n = 0;
         let mut bytes = 0;
-        let replicating = Arc::strong_count(&self.readers) > 1;
+        let replicating = self.replicating();
         let appended = self.wal.append(entries.into_iter().map(|e| {
             n += 1;
             let encoded = encode(&e);
@@ -379,7 +385,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             super::warn_if_slow("raft log append and sync", started, n);
             callback.log_io_completed(r.map_err(std::io::Error::other));
         });
-        if Arc::strong_count(&self.readers) > 1 {
+        if self.replicating() {
             // A leader with followers: openraft's core goes on (sends the
             // entries to them) while the flusher syncs.
             self.wal.sync(done);
