@@ -8,8 +8,8 @@
 //! `apply_proposal_to` on a `ReadView` (as `StateMachine::apply` applies a
 //! Raft entry's proposal: one command, or a group-commit batch, changing
 //! the view in place); a range is checked with `check_range` and read from
-//! a snapshot of the view (as `Server::range` does). A snapshot taken
-//! before each step must read the same after it.
+//! a snapshot of the view (as `Server::range` does). A snapshot held
+//! across every other step must read the same after it.
 //!
 //! Sequences come from bytes ([`run`]): the fuzz target `state_machine`
 //! and the proptest `tests/it/model.rs` share the generator. Included with

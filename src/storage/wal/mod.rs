@@ -859,6 +859,18 @@ mod tests {
         delay: Duration,
     }
 
+    /// A log in `dir` whose every `fdatasync` succeeds after `delay`.
+    fn slow_wal(dir: &Path, delay: Duration) -> Wal {
+        let syncer = Arc::new(FailAfter {
+            ok: u64::MAX,
+            calls: AtomicU64::new(0),
+            delay,
+        });
+        Wal::open_sized(dir, 0, 0, syncer, None, 1 << 20, 0)
+            .unwrap()
+            .0
+    }
+
     impl Syncer for FailAfter {
         fn sync_data(&self, file: &File) -> std::io::Result<()> {
             std::thread::sleep(self.delay);
@@ -902,12 +914,7 @@ mod tests {
     async fn queued_syncs_share_one_fdatasync() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("wal");
-        let syncer = Arc::new(FailAfter {
-            ok: u64::MAX,
-            calls: AtomicU64::new(0),
-            delay: Duration::from_millis(20),
-        });
-        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer, None, 1 << 20, 0).unwrap();
+        let wal = slow_wal(&dir, Duration::from_millis(20));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 1..=100u64 {
             wal.append([entry(i, 1)]).unwrap();
@@ -930,17 +937,12 @@ mod tests {
     /// With nothing queued, `sync_here` syncs before it returns, on the
     /// caller's thread, and makes the entries durable; behind a queued
     /// sync it queues too, so callbacks keep their order.
-    #[tokio::test]
-    async fn sync_here_syncs_at_once_unless_a_sync_is_queued() {
+    #[test]
+    fn sync_here_syncs_at_once_unless_a_sync_is_queued() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("wal");
-        let syncer = Arc::new(FailAfter {
-            ok: u64::MAX,
-            calls: AtomicU64::new(0),
-            // Long enough that sync 2 is still running when sync 3 comes.
-            delay: Duration::from_millis(300),
-        });
-        let (wal, _) = Wal::open_sized(&dir, 0, 0, syncer, None, 1 << 20, 0).unwrap();
+        // Long enough that sync 2 is still running when sync 3 comes.
+        let wal = slow_wal(&dir, Duration::from_millis(300));
         let (tx, rx) = std::sync::mpsc::channel();
         let done = |tag: u64| -> SyncDone {
             let tx = tx.clone();
