@@ -18,6 +18,17 @@
 //! 225 µs a sync instead of 375 µs). The unwritten rest reads as zeros,
 //! which no record starts with (kind 0 is never written): recovery ends
 //! the last segment at its first zero header.
+//! Allocated space is still *unwritten* (ext4 marks it so and reads it as
+//! zeros): the first write into each of its blocks changes the file's
+//! extent map, and the `fdatasync` after it must write the inode as well,
+//! one more disk write and wait. Appends crossed into a new block on most
+//! syncs under load (a batch of puts is a few KiB), so the writer also
+//! writes real zeros ahead of its records, [`ZERO_AHEAD_BYTES`] at a time
+//! within the allocated space: one sync in a step writes the zeros and the
+//! extent change, the syncs after it write only their records. Measured on
+//! the reference machine (ext4, virtio disk): 3.5 KiB appends 234-248 →
+//! 149-169 µs per sync; 1 member, 64 clients, 256-byte puts 25.6-26.0k →
+//! 28.7-29.0k/s, disk writes per sync 3.2-3.5 → 2.4.
 //! A segment is closed (trimmed to its records and synced) at 64 MiB and
 //! the next one begun;
 //! [`Wal::purge`] deletes whole segments, [`Wal::truncate`] cuts the file
@@ -48,7 +59,7 @@ mod segment;
 use segment::{
     allocate, bounds, segment_name, Segment, KIND_ENTRY, KIND_HEADER, MAGIC, MAX_ENTRY, VERSION,
 };
-pub use segment::{PREALLOC_BYTES, SEGMENT_BYTES};
+pub use segment::{PREALLOC_BYTES, SEGMENT_BYTES, ZERO_AHEAD_BYTES};
 
 use super::frame::{self, Parsed};
 use super::{blob::sync_dir, damaged, io, lock, sync_failed, StorageError, Syncer};
@@ -83,6 +94,9 @@ struct Shared {
     segment_bytes: u64,
     /// Space allocated ahead of the writes, at a time (0: none).
     prealloc_bytes: u64,
+    /// Zeros written ahead of the records, at a time (within allocated
+    /// space only).
+    zero_ahead: u64,
     /// Preallocation failed once (a filesystem without `fallocate`): the
     /// log grows its files by writing, as it would without it.
     prealloc_off: std::sync::atomic::AtomicBool,
@@ -169,6 +183,7 @@ impl Wal {
             durable: Mutex::new(last),
             segment_bytes,
             prealloc_bytes,
+            zero_ahead: ZERO_AHEAD_BYTES.min(prealloc_bytes),
             prealloc_off: Default::default(),
             observer,
             queued: Default::default(),
@@ -261,12 +276,22 @@ impl Wal {
         let Some(seg) = st.segments.back_mut() else {
             return Err(StorageError::Failed("no segment to append to".into()));
         };
-        self.preallocate(seg, seg.len + buf.len() as u64);
+        let end = seg.len + buf.len() as u64;
+        let zero_ahead = end > seg.zeroed;
+        let zero_to = end.saturating_add(self.shared.zero_ahead);
+        self.preallocate(seg, if zero_ahead { zero_to } else { end });
         self.fatal(
             seg.file
                 .write_all_at(buf, seg.len)
                 .map_err(io(&seg.path, "write")),
         )?;
+        if zero_ahead {
+            let to = zero_to.min(seg.allocated);
+            if to > end {
+                self.fatal(write_zeros(&seg.file, end, to).map_err(io(&seg.path, "write")))?;
+            }
+            seg.zeroed = to.max(end);
+        }
         let base = seg.len;
         seg.entries
             .extend(pending.drain(..).map(|(at, size)| (base + at, size)));
@@ -303,6 +328,7 @@ impl Wal {
             if seg.allocated > seg.len {
                 self.fatal(seg.file.set_len(seg.len).map_err(io(&seg.path, "trim")))?;
                 seg.allocated = seg.len;
+                seg.zeroed = seg.len;
             }
             self.fatal(
                 self.shared
@@ -342,6 +368,7 @@ impl Wal {
             file: Arc::new(file),
             len: head.len() as u64,
             allocated: head.len() as u64,
+            zeroed: head.len() as u64,
             entries: Vec::new(),
         });
         st.next_seq = seq + 1;
@@ -465,6 +492,7 @@ impl Wal {
                 seg.entries.truncate(keep);
                 seg.len = cut;
                 seg.allocated = cut;
+                seg.zeroed = cut;
                 self.fatal(
                     self.shared
                         .syncer
@@ -534,6 +562,18 @@ impl Wal {
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failed).clone()
     }
+}
+
+/// Write zeros over `file`'s bytes from `from` to `to`.
+fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn fail(shared: &Shared, e: &StorageError) {
@@ -689,6 +729,70 @@ mod tests {
         assert_eq!(wal.read(1001, 1002).unwrap(), vec![entry(1001, 2).1]);
         // An index out of order is refused.
         assert!(wal.append([entry(1005, 2)]).is_err());
+    }
+
+    /// The last segment's `(len, zeroed, allocated)`.
+    fn tail(wal: &Wal) -> (u64, u64, u64) {
+        let st = lock(&wal.shared.state);
+        let seg = st.segments.back().unwrap();
+        (seg.len, seg.zeroed, seg.allocated)
+    }
+
+    #[tokio::test]
+    async fn zeros_are_written_ahead_of_the_records_a_step_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let (wal, _) = open(&dir, 0).unwrap();
+        let step = wal.shared.zero_ahead;
+        assert_eq!(step, 1024, "the test log allocates 1 KiB at a time");
+        wal.append([entry(1, 1)]).unwrap();
+        let (len, zeroed, allocated) = tail(&wal);
+        assert_eq!(zeroed, len + step);
+        assert!(allocated >= zeroed, "zeros only in allocated space");
+        let path = dir.join(files(&dir).pop().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, allocated);
+        assert!(bytes[len as usize..].iter().all(|&b| b == 0));
+        // Appends inside the zeroed space write no more zeros; the first
+        // one past it writes the next step.
+        let mut i = 2;
+        while tail(&wal).0 <= zeroed {
+            assert_eq!(tail(&wal).1, zeroed);
+            wal.append([entry(i, 2)]).unwrap();
+            i += 1;
+        }
+        let (len2, zeroed2, allocated2) = tail(&wal);
+        assert_eq!(zeroed2, len2 + step);
+        assert!(allocated2 >= zeroed2);
+        // Every record reads back, here and after a reopen (which writes
+        // zeros again from the end of the records).
+        wal.sync_now().await.unwrap();
+        let all: Vec<Vec<u8>> = (1..i)
+            .map(|j| entry(j, if j == 1 { 1 } else { 2 }).1)
+            .collect();
+        assert_eq!(wal.read(1, i).unwrap(), all);
+        drop(wal);
+        let (wal, rec) = open(&dir, 0).unwrap();
+        assert_eq!(rec.last, Some(i - 1));
+        assert_eq!(tail(&wal).1, tail(&wal).0);
+        wal.append([entry(i, 3)]).unwrap();
+        assert_eq!(tail(&wal).1, tail(&wal).0 + step);
+        wal.sync_now().await.unwrap();
+        drop(wal);
+        let (wal, rec) = open(&dir, 0).unwrap();
+        assert_eq!(rec.last, Some(i));
+        assert_eq!(
+            wal.read(i - 1, i + 1).unwrap(),
+            vec![entry(i - 1, 2).1, entry(i, 3).1]
+        );
+        // A truncated segment has nothing after its records; appends
+        // write zeros ahead again.
+        wal.truncate(2).unwrap();
+        let (len3, zeroed3, allocated3) = tail(&wal);
+        assert_eq!((zeroed3, allocated3), (len3, len3));
+        wal.append([entry(2, 4)]).unwrap();
+        assert_eq!(tail(&wal).1, tail(&wal).0 + step);
+        assert_eq!(wal.read(1, 3).unwrap(), vec![entry(1, 1).1, entry(2, 4).1]);
     }
 
     #[tokio::test]

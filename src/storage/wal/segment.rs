@@ -19,6 +19,9 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// The segment being written is allocated this much at a time ahead of
 /// its writes (see [`super`]).
 pub const PREALLOC_BYTES: u64 = 4 << 20;
+/// Zeros written ahead of the records in allocated space, at a time (see
+/// [`super`]).
+pub const ZERO_AHEAD_BYTES: u64 = 64 << 10;
 /// The largest entry read back: bigger than any entry the proposer makes
 /// (requests are capped at 256 MiB), small enough to bound a bad length.
 pub(super) const MAX_ENTRY: usize = 1 << 30;
@@ -33,6 +36,10 @@ pub(super) struct Segment {
     /// The file's size: `len` plus the preallocated space after it, which
     /// holds zeros.
     pub(super) allocated: u64,
+    /// Where the zeros written ahead of the records end (at least `len`,
+    /// at most `allocated`): the space from `len` to here holds written
+    /// zeros, the space after it unwritten (allocated) zeros.
+    pub(super) zeroed: u64,
     /// Offset and size of each entry record: entry `first_index + i` is at
     /// `entries[i]`.
     pub(super) entries: Vec<(u64, u32)>,
@@ -338,6 +345,7 @@ fn read_segment(path: &Path, seq: u64, first_index: u64, last: bool) -> Result<R
             file: Arc::new(file),
             len,
             allocated,
+            zeroed: len,
             entries,
         },
         torn,
