@@ -15,14 +15,15 @@ impl Server {
         let view = self.view();
         let size = self.inner.storage.size_on_disk() as i64;
         let rs = &self.inner.raft_state;
+        let (raft_index, raft_applied_index) = self.raft_indexes();
         StatusResponse {
             header: Some(self.header(view.revision)),
             version: ETCD_VERSION.to_string(),
             db_size: size,
             leader: rs.leader.load(Ordering::Relaxed),
-            raft_index: rs.last_log_index.load(Ordering::Relaxed),
+            raft_index,
             raft_term: rs.term.load(Ordering::Relaxed),
-            raft_applied_index: rs.applied_index.load(Ordering::Relaxed),
+            raft_applied_index,
             errors: self
                 .tls_warnings()
                 .into_iter()
@@ -125,9 +126,21 @@ impl Server {
         Ok((bytes, revision))
     }
 
+    /// This member's last log index and last applied index, read from
+    /// Raft's metrics when asked (they change with every write).
+    fn raft_indexes(&self) -> (u64, u64) {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    }
+
     /// What `/metrics` reports about this member.
     pub fn metrics_figures(&self) -> crate::metrics::NodeFigures {
         let s = &self.inner.raft_state;
+        let (last_log_index, applied_index) = self.raft_indexes();
         let leader = s.leader.load(Ordering::Relaxed);
         let view = self.view();
         crate::metrics::NodeFigures {
@@ -139,8 +152,8 @@ impl Server {
             read_index_rounds: self.inner.reads.rounds(),
             read_index_reads: self.inner.reads.reads(),
             term: s.term.load(Ordering::Relaxed),
-            applied_index: s.applied_index.load(Ordering::Relaxed),
-            last_log_index: s.last_log_index.load(Ordering::Relaxed),
+            applied_index,
+            last_log_index,
             db_size: self.inner.storage.size_on_disk(),
             keys: view.live_keys(),
             revision: view.revision,

@@ -115,8 +115,6 @@ where
 pub struct RaftState {
     pub term: AtomicU64,
     pub leader: AtomicU64,
-    pub last_log_index: AtomicU64,
-    pub applied_index: AtomicU64,
     /// This member is a learner (not a voter) in the current membership.
     pub is_learner: AtomicBool,
     /// Times this member saw a new leader.
