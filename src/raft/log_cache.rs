@@ -15,6 +15,12 @@
 //! (session 17 measured 266 MiB instead of 34 MiB). A decoded entry owns
 //! exactly its bytes. The bounds are small: replication and apply read the
 //! newest entries, a follower that lags further is served from the file.
+//!
+//! A member without followers keeps its own entries as appended, each for
+//! one read ([`LogCache::push_once`]): the state machine's read takes them
+//! out, so they pin their requests' buffers only until applied, and apply
+//! reads no file and decodes nothing (1 member, 1 client: the read went
+//! from ~9 µs, a `pread` and a decode, to a move).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -38,6 +44,8 @@ struct Cached {
     /// Consecutive entries, with their encoded sizes.
     entries: VecDeque<(Entry, usize)>,
     bytes: usize,
+    /// The entries were kept by [`LogCache::push_once`]: a read takes them.
+    once: bool,
 }
 
 impl LogCache {
@@ -49,7 +57,23 @@ impl LogCache {
     /// ones kept. An entry that does not follow the newest kept one starts
     /// the cache anew.
     pub(super) fn push(&self, entry: Entry, size: usize) {
+        self.keep(entry, size, false);
+    }
+
+    /// Keep `entry` as [`LogCache::push`] does, for one read: the read that
+    /// returns it takes it out, with every entry before it. Entries kept
+    /// the other way are forgotten first, and the other way round.
+    pub(super) fn push_once(&self, entry: Entry, size: usize) {
+        self.keep(entry, size, true);
+    }
+
+    fn keep(&self, entry: Entry, size: usize, once: bool) {
         let mut c = self.lock();
+        if c.once != once {
+            c.entries.clear();
+            c.bytes = 0;
+            c.once = once;
+        }
         let follows = c
             .entries
             .back()
@@ -102,9 +126,10 @@ impl LogCache {
         }
     }
 
-    /// The entries with indexes `from..to`, if the cache holds all of them.
+    /// The entries with indexes `from..to`, if the cache holds all of them
+    /// (taken out, with those before them, if they were kept for one read).
     pub(super) fn get(&self, from: u64, to: u64) -> Option<Vec<Entry>> {
-        let c = self.lock();
+        let mut c = self.lock();
         let first = c.entries.front()?.0.log_id.index;
         let end = c.entries.back()?.0.log_id.index.checked_add(1)?;
         if from < first || to > end || from >= to {
@@ -112,6 +137,17 @@ impl LogCache {
         }
         let skip = usize::try_from(from - first).ok()?;
         let take = usize::try_from(to - from).ok()?;
+        if c.once {
+            let c = &mut *c;
+            let mut out = Vec::with_capacity(take);
+            for (i, (e, n)) in c.entries.drain(..skip + take).enumerate() {
+                if i >= skip {
+                    out.push(e);
+                }
+                c.bytes -= n;
+            }
+            return Some(out);
+        }
         Some(
             c.entries
                 .iter()
@@ -169,6 +205,39 @@ mod tests {
         assert_eq!(indexes(cache.get(20, 21)), Some(vec![20]));
         cache.clear();
         assert_eq!(indexes(cache.get(20, 21)), None);
+    }
+
+    #[test]
+    fn entries_kept_for_one_read_are_taken_by_it() {
+        let cache = LogCache::default();
+        for i in 1..=3 {
+            cache.push(entry(i), 10);
+        }
+        // Kept the other way: forgotten.
+        for i in 4..=8 {
+            cache.push_once(entry(i), 10);
+        }
+        assert_eq!(indexes(cache.get(3, 5)), None);
+        assert_eq!(indexes(cache.get(4, 9)), Some(vec![4, 5, 6, 7, 8]));
+        // That read took everything; later ones go to the log.
+        assert_eq!(indexes(cache.get(4, 5)), None);
+        for i in 9..=12 {
+            cache.push_once(entry(i), 10);
+        }
+        // A read takes its range and what is before it, not what follows.
+        assert_eq!(indexes(cache.get(10, 12)), Some(vec![10, 11]));
+        assert_eq!(
+            indexes(cache.get(9, 10)),
+            None,
+            "taken with the read after it"
+        );
+        assert_eq!(cache.lock().bytes, 10);
+        assert_eq!(indexes(cache.get(12, 13)), Some(vec![12]));
+        assert_eq!(cache.lock().bytes, 0);
+        // Kept the usual way again: served as often as asked.
+        cache.push(entry(13), 10);
+        assert_eq!(indexes(cache.get(13, 14)), Some(vec![13]));
+        assert_eq!(indexes(cache.get(13, 14)), Some(vec![13]));
     }
 
     #[test]

@@ -246,13 +246,13 @@ impl LogStore {
             // An entry proposed here holds its requests' buffers: the cache
             // keeps a copy decoded back, which owns just its bytes (see
             // `log_cache`). One that came from a leader was decoded from
-            // its message already. Without followers a copy would cost more
-            // than the one read (apply's) it saves, so such an entry is not
-            // cached; nor is one that does not decode.
+            // its message already. Without followers the entry itself is
+            // kept for the one read it will have (apply's), which takes it
+            // out. An entry that does not decode is not cached.
             if e.log_id.leader_id.node_id != self.member {
                 self.cache.push(e, encoded.len());
             } else if !replicating {
-                self.cache.clear();
+                self.cache.push_once(e, encoded.len());
             } else {
                 match decode_entry(&self.storage, &encoded) {
                     Ok(copy) => self.cache.push(copy, encoded.len()),
@@ -476,10 +476,17 @@ mod tests {
         let buf = bytes::Bytes::from(vec![7u8; 8192]);
         let inside = |b: &bytes::Bytes| buf.as_ptr_range().contains(&b.as_ptr());
 
-        // No follower reads this log: what this member proposed is not
-        // kept (apply's one read comes from the file).
+        // No follower reads this log: what this member proposed is kept
+        // as written, for apply's one read, which takes it out.
         log.write((1..=3).map(|i| put(i, 1, &buf))).unwrap();
-        assert!(log.cache.get(1, 4).is_none());
+        let once = log.try_get_log_entries(1..4).await.unwrap();
+        assert_eq!(once.len(), 3);
+        assert!(
+            once.iter().all(|e| inside(&value_of(e))),
+            "not the entries written"
+        );
+        assert!(log.cache.get(1, 4).is_none(), "kept after its read");
+        assert_eq!(log.try_get_log_entries(1..4).await.unwrap().len(), 3);
 
         // Leading others: kept, as copies that do not hold the request's
         // buffer, and equal to what the file holds.
@@ -522,9 +529,11 @@ mod tests {
         assert_eq!(log.try_get_log_entries(6..8).await.unwrap().len(), 2);
 
         // Once no follower reads the log any more, this member's entries
-        // are no longer kept.
+        // are kept for one read again.
         drop(r);
         log.write((8..=8).map(|i| put(i, 1, &buf))).unwrap();
+        let once = log.try_get_log_entries(8..9).await.unwrap();
+        assert!(inside(&value_of(&once[0])));
         assert!(log.cache.get(8, 9).is_none());
         assert_eq!(log.try_get_log_entries(8..9).await.unwrap().len(), 1);
     }
