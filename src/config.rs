@@ -144,7 +144,7 @@ impl Config {
             max_txn_ops: 128,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
             client_tls: None,
