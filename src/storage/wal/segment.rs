@@ -36,9 +36,11 @@ pub(super) struct Segment {
     /// The file's size: `len` plus the preallocated space after it, which
     /// holds zeros.
     pub(super) allocated: u64,
-    /// Where the zeros written ahead of the records end (at least `len`,
-    /// at most `allocated`): the space from `len` to here holds written
-    /// zeros, the space after it unwritten (allocated) zeros.
+    /// Where the zeros written ahead of the records end (at least `len`):
+    /// the space from `len` to here holds written zeros, the space after it
+    /// up to `allocated` unwritten (allocated) zeros. Zeros are written
+    /// only in allocated space; without preallocation (a filesystem
+    /// without `fallocate`) this is `len`.
     pub(super) zeroed: u64,
     /// Offset and size of each entry record: entry `first_index + i` is at
     /// `entries[i]`.
