@@ -87,6 +87,11 @@ pub struct NodeFigures {
     /// reads those rounds served (several reads share a round).
     pub read_index_rounds: u64,
     pub read_index_reads: u64,
+    /// Forwarding streams this member opened to a leader, requests it
+    /// forwarded on them, and requests it forwarded as calls of their own.
+    pub forward_streams_opened: u64,
+    pub forwarded_on_stream: u64,
+    pub forwarded_by_call: u64,
     pub term: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
@@ -163,6 +168,27 @@ pub fn render(n: &NodeFigures) -> String {
         "Linearizable reads (and followers' read-index requests, on the leader) served by those rounds.",
         "counter",
         n.read_index_reads,
+    );
+    gauge(
+        &mut out,
+        "raftcd_peer_forward_streams_opened_total",
+        "Forwarding streams this member opened to a leader.",
+        "counter",
+        n.forward_streams_opened,
+    );
+    gauge(
+        &mut out,
+        "raftcd_peer_forwarded_on_stream_total",
+        "Requests (writes, membership changes) this member forwarded to the leader on a forwarding stream.",
+        "counter",
+        n.forwarded_on_stream,
+    );
+    gauge(
+        &mut out,
+        "raftcd_peer_forwarded_by_call_total",
+        "Requests this member forwarded to the leader as calls of their own (a leader without forwarding streams).",
+        "counter",
+        n.forwarded_by_call,
     );
     gauge(
         &mut out,

@@ -91,6 +91,13 @@ impl Peer for Discovering {
     async fn forward(&self, _: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         Err(not_yet())
     }
+    type ForwardStreamStream = futures::stream::Empty<Result<PeerReply, Status>>;
+    async fn forward_stream(
+        &self,
+        _: Request<tonic::Streaming<PeerRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        Err(not_yet())
+    }
     async fn read_index(&self, _: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         Err(not_yet())
     }
@@ -115,6 +122,7 @@ impl Peer for Discovering {
         };
         Ok(Response::new(PeerReply {
             payload: encode(&reply).into(),
+            seq: 0,
         }))
     }
 }

@@ -8,12 +8,14 @@
 //! snapshots (the log holds everything since).
 
 pub mod force;
+mod forward_stream;
 mod log_cache;
 pub mod log_store;
 pub mod network;
 mod peer_client;
 pub mod peer_service;
 pub mod proposer;
+pub mod raft_network;
 pub mod state_machine;
 mod tokens;
 

@@ -9,31 +9,26 @@
 //! member's peer certificate (`--peer-cert-file`, `--peer-key-file`),
 //! verified against `--peer-trusted-ca-file`, as etcd does.
 //!
-//! On top of it, [`PeerNetwork`] / [`PeerConnection`] implement openraft's
-//! network traits (AppendEntries, Vote, chunked InstallSnapshot), and the
-//! node uses [`PeerTransport::call`] directly for forwarded writes,
-//! read-index requests and joins. The server side is
-//! [`super::peer_service`].
+//! On top of it, [`super::raft_network`] implements openraft's network
+//! traits (AppendEntries, Vote, chunked InstallSnapshot), and the node uses
+//! [`PeerTransport::call`] directly for forwarded writes (on a stream per
+//! leader, [`super::forward_stream`]), read-index requests and joins. The
+//! server side is [`super::peer_service`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 use tonic_prost::ProstCodec;
 
+use super::forward_stream::{Envelope, ForwardStreams, StreamError};
 use super::peer_client::{Connections, NotSent};
-use super::{MemberInfo, TypeConfig};
+use super::MemberInfo;
 use crate::codec::{decode_wire, encode};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 use crate::tls::TlsConfig;
@@ -142,6 +137,17 @@ pub enum Rejection {
     Removed(String),
 }
 
+/// How this member forwarded requests to a leader (`/metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardCounts {
+    /// Forwarding streams opened.
+    pub streams_opened: u64,
+    /// Requests put on a stream.
+    pub on_stream: u64,
+    /// Requests sent as unary calls (the leader had no streams).
+    pub by_call: u64,
+}
+
 /// When requests to one member last succeeded and last failed.
 #[derive(Debug, Default, Clone, Copy)]
 struct PeerHealth {
@@ -161,6 +167,10 @@ struct TransportInner {
     /// Largest message sent or accepted (see `Config::max_peer_message_bytes`).
     max_message: usize,
     connections: Connections,
+    /// Forwarded requests' streams to the leader (`Rpc::Forward`).
+    streams: ForwardStreams,
+    /// Forwarded requests sent as unary calls.
+    forwarded_by_call: AtomicU64,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
     rejection: watch::Sender<Option<Rejection>>,
     /// How each member's requests went lately (etcd's transport
@@ -185,6 +195,8 @@ impl PeerTransport {
                 member_id,
                 max_message,
                 connections: Connections::new(tls),
+                streams: ForwardStreams::new(),
+                forwarded_by_call: AtomicU64::new(0),
                 filter: RwLock::new(None),
                 rejection,
                 health: Mutex::new(HashMap::new()),
@@ -204,6 +216,17 @@ impl PeerTransport {
     /// a certificate reload; requests in flight finish on the old ones).
     pub fn reset_connections(&self) {
         self.inner.connections.reset();
+        self.inner.streams.reset();
+    }
+
+    /// How this member forwarded requests so far.
+    pub fn forward_counts(&self) -> ForwardCounts {
+        let (streams_opened, on_stream) = self.inner.streams.counts();
+        ForwardCounts {
+            streams_opened,
+            on_stream,
+            by_call: self.inner.forwarded_by_call.load(Ordering::Relaxed),
+        }
     }
 
     /// The largest message sent to or accepted from a peer.
@@ -224,7 +247,9 @@ impl PeerTransport {
     }
 
     /// Send one request to member `to` at `url` and wait at most `timeout`
-    /// for its reply payload.
+    /// for its reply payload. A forwarded request goes on the stream to
+    /// `to` ([`super::forward_stream`]), or as a call of its own if `to`
+    /// has no such stream.
     pub async fn call(
         &self,
         rpc: Rpc,
@@ -232,8 +257,11 @@ impl PeerTransport {
         url: &str,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, PeerError> {
-        let result = self.call_once(rpc, to, url, payload, timeout).await;
+    ) -> Result<Bytes, PeerError> {
+        let result = match rpc {
+            Rpc::Forward => self.forward_once(to, url, payload.into(), timeout).await,
+            _ => self.call_once(rpc, to, url, payload.into(), timeout).await,
+        };
         if let Ok(mut health) = self.inner.health.lock() {
             let h = health.entry(to).or_default();
             match &result {
@@ -249,14 +277,9 @@ impl PeerTransport {
         self.inner.rejection.subscribe()
     }
 
-    async fn call_once(
-        &self,
-        rpc: Rpc,
-        to: u64,
-        url: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, PeerError> {
+    /// Run the fault filter (if any) on a request to `to`: Err if it is
+    /// dropped, after the delay if it is delayed.
+    async fn filter(&self, to: u64, url: &str, rpc: Rpc) -> Result<(), PeerError> {
         let filter = self.inner.filter.read().ok().and_then(|f| f.clone());
         if let Some(f) = filter {
             match f.outgoing(to, rpc) {
@@ -271,6 +294,81 @@ impl PeerTransport {
                 Fault::Delay(d) => tokio::time::sleep(d).await,
             }
         }
+        Ok(())
+    }
+
+    /// A forwarded request on the stream to `to`, or as its own call.
+    async fn forward_once(
+        &self,
+        to: u64,
+        url: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
+        self.filter(to, url, Rpc::Forward).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let envelope = Envelope {
+            cluster_id: self.inner.cluster_id,
+            from: self.inner.member_id,
+            to,
+        };
+        let sent = self.inner.streams.call(
+            &self.inner.connections,
+            url,
+            envelope,
+            payload.clone(),
+            self.inner.max_message,
+            deadline,
+        );
+        let failed = |reason: String| PeerError::Failed {
+            to,
+            url: url.to_string(),
+            reason,
+        };
+        match sent.await {
+            Ok(reply) => Ok(reply),
+            Err(StreamError::Unsupported) => {
+                self.inner.forwarded_by_call.fetch_add(1, Ordering::Relaxed);
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.send(Rpc::Forward, to, url, payload, left).await
+            }
+            Err(StreamError::NotSent(reason)) => Err(PeerError::Unreachable {
+                to,
+                url: url.to_string(),
+                reason,
+            }),
+            Err(StreamError::Refused(status)) => Err(self.classify(to, url, status)),
+            Err(StreamError::Ended(Some(status), _)) => match self.classify(to, url, status) {
+                // A refusal ends a stream before the refused request and
+                // those after it run.
+                e @ PeerError::Refused { .. } => Err(e),
+                e => Err(failed(e.to_string())),
+            },
+            Err(StreamError::Ended(None, reason)) => Err(failed(reason)),
+        }
+    }
+
+    async fn call_once(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
+        self.filter(to, url, rpc).await?;
+        self.send(rpc, to, url, payload, timeout).await
+    }
+
+    /// One unary call, past the fault filter.
+    async fn send(
+        &self,
+        rpc: Rpc,
+        to: u64,
+        url: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
         let unreachable = |reason: String| PeerError::Unreachable {
             to,
             url: url.to_string(),
@@ -297,7 +395,8 @@ impl PeerTransport {
             cluster_id,
             from,
             to,
-            payload: payload.into(),
+            payload,
+            seq: 0,
         });
         // The generated client's methods, without the method-name extension
         // they insert (two allocations per call that nothing reads).
@@ -313,7 +412,7 @@ impl PeerTransport {
             }
         };
         match result {
-            Ok(reply) => Ok(reply.into_inner().payload.to_vec()),
+            Ok(reply) => Ok(reply.into_inner().payload),
             Err(status) => Err(self.classify(to, url, status)),
         }
     }
@@ -388,150 +487,7 @@ impl PeerTransport {
     }
 }
 
-/// How many of `entries` (at least one) fit in a message of `max` bytes,
-/// leaving room for the request's other fields.
-fn fitting_prefix(entries: &[openraft::Entry<TypeConfig>], max: usize) -> usize {
-    let budget = max.saturating_sub(64 * 1024);
-    let mut used = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        used = used.saturating_add(encode(e).len());
-        if used > budget {
-            return i.max(1);
-        }
-    }
-    entries.len()
-}
-
 /// The first peer URL of a member, the one its peers dial.
 pub fn peer_url(node: &MemberInfo) -> Option<&str> {
     node.peer_urls.first().map(String::as_str)
-}
-
-/// openraft's network factory: one [`PeerConnection`] per target member.
-#[derive(Clone)]
-pub struct PeerNetwork {
-    transport: PeerTransport,
-}
-
-impl PeerNetwork {
-    pub fn new(transport: PeerTransport) -> Self {
-        Self { transport }
-    }
-}
-
-/// openraft's view of one peer.
-pub struct PeerConnection {
-    transport: PeerTransport,
-    target: u64,
-    url: String,
-}
-
-impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerConnection;
-
-    async fn new_client(&mut self, target: u64, node: &MemberInfo) -> PeerConnection {
-        PeerConnection {
-            transport: self.transport.clone(),
-            target,
-            url: peer_url(node).unwrap_or_default().to_string(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Message(String);
-
-impl PeerConnection {
-    /// Send one Raft request, `payload` being its encoding.
-    async fn raft_call<Resp, E>(
-        &self,
-        rpc: Rpc,
-        payload: Vec<u8>,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<u64, MemberInfo, RaftError<u64, E>>>
-    where
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        if self.url.is_empty() {
-            return Err(RPCError::Unreachable(Unreachable::new(&Message(format!(
-                "member {:x} has no peer URL",
-                self.target
-            )))));
-        }
-        let reply: Result<Result<Resp, RaftError<u64, E>>, PeerError> = self
-            .transport
-            .call_encoded(rpc, self.target, &self.url, payload, option.hard_ttl())
-            .await;
-        match reply {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Err(e) if e.not_delivered() => Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for PeerConnection {
-    async fn append_entries(
-        &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        // openraft bounds a batch by entry count only: a request above the
-        // peer message limit is cut to the longest prefix that fits, and the
-        // reply says how far it got (openraft sends the rest next). One
-        // entry always fits: a proposer batch is far below the limit (see
-        // `Config::max_peer_message_bytes`). The request is encoded once;
-        // only an oversized one is sized entry by entry and encoded again.
-        let all = rpc.entries.len();
-        let max = self.transport.max_message();
-        let mut payload = encode(&rpc);
-        let mut keep = all;
-        if payload.len() > max {
-            keep = fitting_prefix(&rpc.entries, max);
-            rpc.entries.truncate(keep);
-            payload = encode(&rpc);
-        }
-        let last = rpc.entries.last().map(|e| e.log_id);
-        let resp = self.raft_call(Rpc::AppendEntries, payload, &option).await?;
-        Ok(match resp {
-            AppendEntriesResponse::Success if keep < all => {
-                tracing::debug!(
-                    sent = keep,
-                    all,
-                    "append-entries trimmed to the peer message limit"
-                );
-                AppendEntriesResponse::PartialSuccess(last)
-            }
-            other => other,
-        })
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, MemberInfo, RaftError<u64, InstallSnapshotError>>,
-    > {
-        self.raft_call(Rpc::InstallSnapshot, encode(&rpc), &option)
-            .await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, MemberInfo, RaftError<u64>>> {
-        self.raft_call(Rpc::Vote, encode(&rpc), &option).await
-    }
-
-    fn backoff(&self) -> openraft::network::Backoff {
-        // Retry an unreachable peer soon: on loopback and LANs a restarted
-        // member is back within a few hundred milliseconds.
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
-    }
 }

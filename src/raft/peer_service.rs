@@ -12,15 +12,18 @@
 //! member's core implements it). The client side is [`super::network`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::network::{REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED, REFUSED_WRONG_MEMBER};
 use super::state_machine::RemovedMembers;
@@ -34,7 +37,7 @@ use crate::tls::ServerTls;
 /// requests forwarded to the leader, read-index requests and joins. The
 /// payload types are the handler's; they are decoded (bounded, versioned)
 /// before the handler sees them.
-pub trait PeerHandler: Send + Sync + 'static {
+pub trait PeerHandler: Clone + Send + Sync + 'static {
     type Forward: DeserializeOwned + Send;
     type ForwardReply: Serialize + Send;
     type ReadIndexReply: Serialize + Send;
@@ -99,6 +102,7 @@ fn refuse(kind: &'static str, msg: String) -> Status {
 fn reply<T: Serialize>(value: &T) -> Response<PeerReply> {
     Response::new(PeerReply {
         payload: encode(value).into(),
+        seq: 0,
     })
 }
 
@@ -124,7 +128,29 @@ impl<H: PeerHandler> PeerService<H> {
 
     /// Check a Raft or leader request's envelope, then decode its payload.
     fn open<T: DeserializeOwned>(&self, req: Request<PeerRequest>) -> Result<T, Status> {
-        let req = req.into_inner();
+        self.gate().open(&req.into_inner())
+    }
+
+    /// What checks a request's envelope.
+    fn gate(&self) -> Gate {
+        Gate {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            removed: self.removed.clone(),
+        }
+    }
+}
+
+/// The checks of a request's envelope, owned (a forwarding stream keeps one).
+struct Gate {
+    cluster_id: u64,
+    member_id: u64,
+    removed: RemovedMembers,
+}
+
+impl Gate {
+    /// Check a request's envelope, then decode its payload.
+    fn open<T: DeserializeOwned>(&self, req: &PeerRequest) -> Result<T, Status> {
         let me = (self.cluster_id, self.member_id);
         if req.cluster_id != me.0 {
             tracing::warn!(
@@ -192,6 +218,21 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         Ok(reply(&self.handler.forward(op).await))
     }
 
+    type ForwardStreamStream = ForwardStream<H>;
+
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<PeerRequest>>,
+    ) -> Result<Response<ForwardStream<H>>, Status> {
+        Ok(Response::new(ForwardStream {
+            gate: self.gate(),
+            handler: self.handler.clone(),
+            requests: Some(req.into_inner()),
+            running: FuturesUnordered::new(),
+            end: None,
+        }))
+    }
+
     async fn read_index(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let () = self.open(req)?;
         Ok(reply(&self.handler.read_index().await))
@@ -214,6 +255,68 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         let ask: H::Discover = decode_wire(&req.into_inner().payload)
             .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))?;
         Ok(reply(&self.handler.discover(ask)))
+    }
+}
+
+type Running<R> = Pin<Box<dyn Future<Output = (u64, R)> + Send>>;
+
+/// The leader's side of one follower's forwarding stream: its replies, as
+/// the requests read from it finish. Polled by the stream's own HTTP/2
+/// task: no task of its own, none per request.
+///
+/// A request refused by its envelope or undecodable ends the stream with
+/// that status, after the replies to every request read before it; it and
+/// the ones after it are not run (the follower counts them as not sent).
+pub struct ForwardStream<H: PeerHandler> {
+    gate: Gate,
+    handler: H,
+    /// The follower's requests; `None` once they ended or one was refused.
+    requests: Option<Streaming<PeerRequest>>,
+    running: FuturesUnordered<Running<H::ForwardReply>>,
+    /// The status the stream ends with, once `running` is empty.
+    end: Option<Status>,
+}
+
+// No field is pinned in place: `requests` and `running` are polled
+// through `Pin::new`, being `Unpin` themselves.
+impl<H: PeerHandler> Unpin for ForwardStream<H> {}
+
+impl<H: PeerHandler> futures::Stream for ForwardStream<H> {
+    type Item = Result<PeerReply, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // Read every request ready now, so they run together.
+        while let Some(requests) = this.requests.as_mut() {
+            match Pin::new(requests).poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => this.requests = None,
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::debug!(error = %status, "a forwarding stream's requests ended");
+                    this.requests = None;
+                }
+                Poll::Ready(Some(Ok(req))) => match this.gate.open::<H::Forward>(&req) {
+                    Ok(op) => {
+                        let handler = this.handler.clone();
+                        let seq = req.seq;
+                        this.running
+                            .push(Box::pin(async move { (seq, handler.forward(op).await) }));
+                    }
+                    Err(status) => {
+                        this.requests = None;
+                        this.end = Some(status);
+                    }
+                },
+            }
+        }
+        match Pin::new(&mut this.running).poll_next(cx) {
+            Poll::Ready(Some((seq, reply))) => Poll::Ready(Some(Ok(PeerReply {
+                payload: encode(&reply).into(),
+                seq,
+            }))),
+            Poll::Ready(None) if this.requests.is_none() => Poll::Ready(this.end.take().map(Err)),
+            _ => Poll::Pending,
+        }
     }
 }
 

@@ -28,6 +28,7 @@ mod etcd_client;
 mod etcdctl;
 mod etcdctl_auth;
 mod etcdctl_lock_elect;
+mod forward;
 mod gateway;
 mod group_commit;
 mod growth;

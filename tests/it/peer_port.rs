@@ -56,6 +56,7 @@ fn request(node: &Node, payload: Vec<u8>) -> PeerRequest {
         from: FAKE_PEER,
         to: node.identity().member_id,
         payload: payload.into(),
+        seq: 0,
     }
 }
 

@@ -1,0 +1,460 @@
+//! Forwarded requests over one long-lived stream per leader, client side:
+//! the peer RPC `ForwardStream` (proto/raftcd/peer.proto).
+//!
+//! A follower forwards two thirds of a cluster's writes when clients are
+//! spread over the members. As unary calls, each one opened and closed an
+//! HTTP/2 stream on both members (headers, trailers, a task on the leader).
+//! Here a follower keeps one stream open to the leader: a request is one
+//! numbered message on it, its reply one message back with the same
+//! number, and messages sent together share frames and syscalls.
+//!
+//! Whether a request may have reached the leader is kept as exact as with
+//! unary calls: a request that could not be put on an open stream was not
+//! sent; once put on one, a stream that ends before its reply leaves it
+//! unknown ([`StreamError::Ended`]). The leader ends a stream only after
+//! replying to every request it ran from it (see the service's side in
+//! [`super::peer_service`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tonic_prost::ProstCodec;
+
+use super::peer_client::Connections;
+use crate::pb::raftcdpb::{PeerReply, PeerRequest};
+
+/// The gRPC method's path.
+const PATH: &str = "/raftcdpb.Peer/ForwardStream";
+/// How long a leader without `ForwardStream` (an older version) is sent
+/// unary calls before the stream is tried again.
+const RETRY_STREAM_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a request sent over a stream got no reply.
+#[derive(Debug, Clone)]
+pub(super) enum StreamError {
+    /// The request was not sent: no connection, or the stream had closed.
+    NotSent(String),
+    /// The leader does not serve `ForwardStream`: use a unary call.
+    Unsupported,
+    /// Opening the stream failed with this status (it may carry a
+    /// refusal); the request was not sent.
+    Refused(tonic::Status),
+    /// The stream ended, or the wait timed out, after the request was put
+    /// on it: the leader may have run it. The status, if the leader ended
+    /// the stream with one.
+    Ended(Option<tonic::Status>, String),
+}
+
+type Waiter = oneshot::Sender<Result<Bytes, StreamError>>;
+
+/// The open streams of one member, by leader peer URL.
+pub(super) struct ForwardStreams {
+    streams: Mutex<HashMap<String, Slot>>,
+    /// Held while a stream is opened, so concurrent callers share it.
+    opening: tokio::sync::Mutex<()>,
+    /// Streams opened, requests put on streams.
+    opened: AtomicU64,
+    sent: AtomicU64,
+}
+
+enum Slot {
+    Open(Arc<Stream>),
+    /// The peer answered `Unimplemented` at this time.
+    Unsupported(Instant),
+}
+
+/// One open stream.
+struct Stream {
+    to: u64,
+    send: mpsc::UnboundedSender<PeerRequest>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    waiting: HashMap<u64, Waiter>,
+    /// Set once the replies ended: nothing more is sent on this stream.
+    ended: bool,
+}
+
+/// What a request on a stream carries besides its payload.
+pub(super) struct Envelope {
+    pub cluster_id: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
+impl ForwardStreams {
+    pub(super) fn new() -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            opened: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Streams opened and requests put on them so far.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Forget every stream (their requests in flight finish on them).
+    pub(super) fn reset(&self) {
+        if let Ok(mut s) = self.streams.lock() {
+            s.clear();
+        }
+    }
+
+    /// Send `payload` to the leader at `url` on its stream (opened on
+    /// `connections` if there is none) and wait for the reply until
+    /// `deadline`.
+    pub(super) async fn call(
+        &self,
+        connections: &Connections,
+        url: &str,
+        envelope: Envelope,
+        payload: Bytes,
+        max_message: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, StreamError> {
+        let stream = match self.current(url, envelope.to) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(e),
+            None => {
+                let open = self.open(connections, url, envelope.to, max_message);
+                match tokio::time::timeout_at(deadline, open).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(StreamError::NotSent("no stream opened in time".into())),
+                }
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let seq = {
+            let mut st = stream
+                .state
+                .lock()
+                .map_err(|_| StreamError::NotSent("stream state poisoned".into()))?;
+            if st.ended {
+                return Err(StreamError::NotSent("the stream had ended".into()));
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let request = PeerRequest {
+                cluster_id: envelope.cluster_id,
+                from: envelope.from,
+                to: envelope.to,
+                payload,
+                seq,
+            };
+            // Sent under the lock: the reader, which ends the stream under
+            // it too, either sees this waiter or the send fails.
+            if stream.send.send(request).is_err() {
+                st.ended = true;
+                return Err(StreamError::NotSent("the stream had ended".into()));
+            }
+            st.waiting.insert(seq, tx);
+            seq
+        };
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StreamError::Ended(None, "the stream was dropped".into())),
+            Err(_) => {
+                if let Ok(mut st) = stream.state.lock() {
+                    st.waiting.remove(&seq);
+                }
+                Err(StreamError::Ended(None, "no reply in time".into()))
+            }
+        }
+    }
+
+    /// The open stream to `url` (for member `to`), if there is one; an
+    /// error if the peer does not serve streams.
+    fn current(&self, url: &str, to: u64) -> Option<Result<Arc<Stream>, StreamError>> {
+        let mut streams = self.streams.lock().ok()?;
+        match streams.get(url) {
+            Some(Slot::Open(s)) if s.to == to && !s.ended() => Some(Ok(s.clone())),
+            Some(Slot::Unsupported(at)) if at.elapsed() < RETRY_STREAM_AFTER => {
+                Some(Err(StreamError::Unsupported))
+            }
+            Some(_) => {
+                streams.remove(url);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Open a stream to `url`, or join another caller's opening.
+    async fn open(
+        &self,
+        connections: &Connections,
+        url: &str,
+        to: u64,
+        max_message: usize,
+    ) -> Result<Arc<Stream>, StreamError> {
+        let _opening = self.opening.lock().await;
+        if let Some(current) = self.current(url, to) {
+            return current;
+        }
+        let connection = connections
+            .get(url)
+            .await
+            .map_err(|e| StreamError::NotSent(e.0))?;
+        let origin = connection.origin();
+        let mut grpc = tonic::client::Grpc::with_origin(connection, origin)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let (send, requests) = mpsc::unbounded_channel();
+        let body = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
+        let opened = grpc
+            .streaming::<_, PeerRequest, PeerReply, _>(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_static(PATH),
+                ProstCodec::default(),
+            )
+            .await;
+        let replies = match opened {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(peer = %url, "the leader has no forwarding stream; forwarding with one call per request");
+                if let Ok(mut streams) = self.streams.lock() {
+                    streams.insert(url.to_string(), Slot::Unsupported(Instant::now()));
+                }
+                return Err(StreamError::Unsupported);
+            }
+            Err(status) => return Err(StreamError::Refused(status)),
+        };
+        let stream = Arc::new(Stream {
+            to,
+            send,
+            state: Mutex::new(State::default()),
+        });
+        tokio::spawn(read_replies(stream.clone(), replies));
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(url.to_string(), Slot::Open(stream.clone()));
+        }
+        Ok(stream)
+    }
+}
+
+impl Stream {
+    fn ended(&self) -> bool {
+        self.state.lock().map(|s| s.ended).unwrap_or(true)
+    }
+}
+
+/// Hand each reply to its waiter until the stream ends; then every request
+/// still waiting learns that it may or may not have run.
+async fn read_replies(stream: Arc<Stream>, mut replies: tonic::Streaming<PeerReply>) {
+    let end = loop {
+        match replies.message().await {
+            Ok(Some(reply)) => {
+                let waiter = match stream.state.lock() {
+                    Ok(mut st) => st.waiting.remove(&reply.seq),
+                    Err(_) => None,
+                };
+                if let Some(w) = waiter {
+                    let _ = w.send(Ok(reply.payload));
+                }
+            }
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let waiting = match stream.state.lock() {
+        Ok(mut st) => {
+            st.ended = true;
+            std::mem::take(&mut st.waiting)
+        }
+        Err(_) => HashMap::new(),
+    };
+    let why = match &end {
+        Some(s) => format!("the stream ended: {:?}: {}", s.code(), s.message()),
+        None => "the stream ended".to_string(),
+    };
+    tracing::debug!(to = format!("{:x}", stream.to), reason = %why, "forwarding stream closed");
+    for (_, w) in waiting {
+        let _ = w.send(Err(StreamError::Ended(end.clone(), why.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::StreamExt as _;
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::super::network::{PeerError, PeerTransport, Rpc, REFUSAL_KEY, REFUSED_WRONG_MEMBER};
+    use super::*;
+    use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
+
+    type Unary = Result<Response<PeerReply>, Status>;
+
+    /// A leader's peer port as a test drives it: `Forward` echoes its
+    /// payload; `ForwardStream` is absent (a version before streams) or
+    /// echoes each request with its number, except a request `refuse`
+    /// (ends the stream with a refusal) and `hang-up` (ends it plainly).
+    struct Leader {
+        streams: bool,
+        stream_asks: Arc<AtomicUsize>,
+    }
+
+    type Replies = Pin<Box<dyn futures::Stream<Item = Result<PeerReply, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Peer for Leader {
+        async fn append_entries(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn vote(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn install_snapshot(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn forward(&self, req: Request<PeerRequest>) -> Unary {
+            Ok(Response::new(PeerReply {
+                payload: req.into_inner().payload,
+                seq: 0,
+            }))
+        }
+        type ForwardStreamStream = Replies;
+        async fn forward_stream(
+            &self,
+            req: Request<Streaming<PeerRequest>>,
+        ) -> Result<Response<Replies>, Status> {
+            self.stream_asks.fetch_add(1, Ordering::SeqCst);
+            if !self.streams {
+                return Err(Status::unimplemented("no such method"));
+            }
+            // A refusal is the stream's last item; `hang-up` ends it.
+            let replies = req.into_inner().scan(false, |ended, r| {
+                let item = match r {
+                    Err(_) => None,
+                    Ok(_) if *ended => None,
+                    Ok(r) if &r.payload[..] == b"hang-up" => None,
+                    Ok(r) if &r.payload[..] == b"refuse" => {
+                        *ended = true;
+                        let mut s = Status::failed_precondition("this is member 9, not 1");
+                        s.metadata_mut().insert(
+                            REFUSAL_KEY,
+                            tonic::metadata::MetadataValue::from_static(REFUSED_WRONG_MEMBER),
+                        );
+                        Some(Err(s))
+                    }
+                    Ok(r) => Some(Ok(PeerReply {
+                        payload: r.payload,
+                        seq: r.seq,
+                    })),
+                };
+                futures::future::ready(item)
+            });
+            Ok(Response::new(Box::pin(replies)))
+        }
+        async fn read_index(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn join(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn timeout_now(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        async fn discover(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+    }
+
+    /// Serve a [`Leader`] on a loopback port: its URL and stream asks.
+    async fn leader(streams: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stream_asks = Arc::new(AtomicUsize::new(0));
+        let svc = PeerServer::new(Leader {
+            streams,
+            stream_asks: stream_asks.clone(),
+        });
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = stop;
+            crate::net::serve_router(svc, listener, None, shutdown, 16).await
+        });
+        (url, stream_asks)
+    }
+
+    async fn forward(t: &PeerTransport, url: &str, what: &str) -> Result<Bytes, PeerError> {
+        t.call(
+            Rpc::Forward,
+            1,
+            url,
+            what.as_bytes().to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_stream_and_get_their_own_replies() {
+        let (url, asks) = leader(true).await;
+        let t = PeerTransport::new(7, 2, None, 1 << 20);
+        let calls = (0..50).map(|i| {
+            let (t, url) = (t.clone(), url.clone());
+            async move { (i, forward(&t, &url, &format!("w{i}")).await) }
+        });
+        for (i, reply) in futures::future::join_all(calls).await {
+            assert_eq!(reply.unwrap(), format!("w{i}").as_bytes());
+        }
+        let counts = t.forward_counts();
+        assert_eq!(
+            (counts.streams_opened, counts.on_stream, counts.by_call),
+            (1, 50, 0)
+        );
+        assert_eq!(asks.load(Ordering::SeqCst), 1);
+
+        // A refusal ends the stream: the refused request did not run.
+        let err = forward(&t, &url, "refuse").await.unwrap_err();
+        assert!(matches!(err, PeerError::Refused { .. }), "{err:?}");
+        assert!(err.not_delivered());
+        // A stream that ends before the reply leaves it unknown.
+        let err = forward(&t, &url, "hang-up").await.unwrap_err();
+        assert!(matches!(err, PeerError::Failed { .. }), "{err:?}");
+        assert!(!err.not_delivered());
+        // The next request opens a new stream.
+        assert_eq!(
+            forward(&t, &url, "again").await.unwrap(),
+            "again".as_bytes()
+        );
+        assert_eq!(t.forward_counts().streams_opened, 3);
+    }
+
+    #[tokio::test]
+    async fn a_leader_without_streams_gets_a_call_per_request() {
+        let (url, asks) = leader(false).await;
+        let t = PeerTransport::new(7, 2, None, 1 << 20);
+        for i in 0..3 {
+            let what = format!("w{i}");
+            assert_eq!(forward(&t, &url, &what).await.unwrap(), what.as_bytes());
+        }
+        let counts = t.forward_counts();
+        assert_eq!(
+            (counts.streams_opened, counts.on_stream, counts.by_call),
+            (0, 0, 3)
+        );
+        // Asked once, then remembered.
+        assert_eq!(asks.load(Ordering::SeqCst), 1);
+    }
+}
