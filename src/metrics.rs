@@ -92,6 +92,10 @@ pub struct NodeFigures {
     pub forward_streams_opened: u64,
     pub forwarded_on_stream: u64,
     pub forwarded_by_call: u64,
+    /// AppendEntries streams this member opened to followers, and the
+    /// AppendEntries it sent on them.
+    pub append_streams_opened: u64,
+    pub appends_on_stream: u64,
     pub term: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
@@ -189,6 +193,20 @@ pub fn render(n: &NodeFigures) -> String {
         "Requests this member forwarded to the leader as calls of their own (a leader without forwarding streams).",
         "counter",
         n.forwarded_by_call,
+    );
+    gauge(
+        &mut out,
+        "raftcd_peer_append_streams_opened_total",
+        "AppendEntries streams this member opened to followers.",
+        "counter",
+        n.append_streams_opened,
+    );
+    gauge(
+        &mut out,
+        "raftcd_peer_appends_on_stream_total",
+        "AppendEntries requests this member sent to followers on those streams.",
+        "counter",
+        n.appends_on_stream,
     );
     gauge(
         &mut out,

@@ -79,6 +79,13 @@ impl Peer for Discovering {
     async fn append_entries(&self, _: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         Err(not_yet())
     }
+    type AppendEntriesStreamStream = futures::stream::Empty<Result<PeerReply, Status>>;
+    async fn append_entries_stream(
+        &self,
+        _: Request<tonic::Streaming<PeerRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        Err(not_yet())
+    }
     async fn vote(&self, _: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         Err(not_yet())
     }

@@ -8,12 +8,12 @@
 //! snapshots (the log holds everything since).
 
 pub mod force;
-mod forward_stream;
 mod log_cache;
 pub mod log_store;
 pub mod network;
 mod peer_client;
 pub mod peer_service;
+mod peer_stream;
 pub mod proposer;
 pub mod raft_network;
 pub mod state_machine;

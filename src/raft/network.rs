@@ -26,8 +26,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic_prost::ProstCodec;
 
-use super::forward_stream::{Envelope, ForwardStreams, StreamError};
 use super::peer_client::{Connections, NotSent};
+use super::peer_stream::{Envelope, PeerStreams, StreamError};
 use super::MemberInfo;
 use crate::codec::{decode_wire, encode};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
@@ -137,7 +137,8 @@ pub enum Rejection {
     Removed(String),
 }
 
-/// How this member forwarded requests to a leader (`/metrics`).
+/// How this member forwarded requests to a leader, and sent AppendEntries
+/// to followers (`/metrics`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardCounts {
     /// Forwarding streams opened.
@@ -146,6 +147,10 @@ pub struct ForwardCounts {
     pub on_stream: u64,
     /// Requests sent as unary calls (the leader had no streams).
     pub by_call: u64,
+    /// AppendEntries streams opened to followers, and AppendEntries sent
+    /// on them.
+    pub append_streams_opened: u64,
+    pub appends_on_stream: u64,
 }
 
 /// When requests to one member last succeeded and last failed.
@@ -167,8 +172,10 @@ struct TransportInner {
     /// Largest message sent or accepted (see `Config::max_peer_message_bytes`).
     max_message: usize,
     connections: Connections,
-    /// Forwarded requests' streams to the leader (`Rpc::Forward`).
-    streams: ForwardStreams,
+    /// Forwarded requests' streams to the leader (`Rpc::Forward`), and
+    /// AppendEntries' streams to the followers.
+    forward_streams: PeerStreams,
+    append_streams: PeerStreams,
     /// Forwarded requests sent as unary calls.
     forwarded_by_call: AtomicU64,
     filter: RwLock<Option<Arc<dyn FaultFilter>>>,
@@ -195,7 +202,8 @@ impl PeerTransport {
                 member_id,
                 max_message,
                 connections: Connections::new(tls),
-                streams: ForwardStreams::new(),
+                forward_streams: PeerStreams::new("/raftcdpb.Peer/ForwardStream"),
+                append_streams: PeerStreams::new("/raftcdpb.Peer/AppendEntriesStream"),
                 forwarded_by_call: AtomicU64::new(0),
                 filter: RwLock::new(None),
                 rejection,
@@ -216,15 +224,19 @@ impl PeerTransport {
     /// a certificate reload; requests in flight finish on the old ones).
     pub fn reset_connections(&self) {
         self.inner.connections.reset();
-        self.inner.streams.reset();
+        self.inner.forward_streams.reset();
+        self.inner.append_streams.reset();
     }
 
     /// How this member forwarded requests so far.
     pub fn forward_counts(&self) -> ForwardCounts {
-        let (streams_opened, on_stream) = self.inner.streams.counts();
+        let (streams_opened, on_stream) = self.inner.forward_streams.counts();
+        let (append_streams_opened, appends_on_stream) = self.inner.append_streams.counts();
         ForwardCounts {
             streams_opened,
             on_stream,
+            append_streams_opened,
+            appends_on_stream,
             by_call: self.inner.forwarded_by_call.load(Ordering::Relaxed),
         }
     }
@@ -247,9 +259,9 @@ impl PeerTransport {
     }
 
     /// Send one request to member `to` at `url` and wait at most `timeout`
-    /// for its reply payload. A forwarded request goes on the stream to
-    /// `to` ([`super::forward_stream`]), or as a call of its own if `to`
-    /// has no such stream.
+    /// for its reply payload. A forwarded request or an AppendEntries goes
+    /// on this member's stream of its kind to `to` ([`super::peer_stream`]),
+    /// or as a call of its own if `to` has no such stream.
     pub async fn call(
         &self,
         rpc: Rpc,
@@ -259,7 +271,10 @@ impl PeerTransport {
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
         let result = match rpc {
-            Rpc::Forward => self.forward_once(to, url, payload.into(), timeout).await,
+            Rpc::Forward | Rpc::AppendEntries => {
+                self.stream_once(rpc, to, url, payload.into(), timeout)
+                    .await
+            }
             _ => self.call_once(rpc, to, url, payload.into(), timeout).await,
         };
         if let Ok(mut health) = self.inner.health.lock() {
@@ -297,22 +312,28 @@ impl PeerTransport {
         Ok(())
     }
 
-    /// A forwarded request on the stream to `to`, or as its own call.
-    async fn forward_once(
+    /// A request on this member's stream of its kind to `to`, or as its
+    /// own call if `to` has no such stream.
+    async fn stream_once(
         &self,
+        rpc: Rpc,
         to: u64,
         url: &str,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
-        self.filter(to, url, Rpc::Forward).await?;
+        self.filter(to, url, rpc).await?;
+        let streams = match rpc {
+            Rpc::Forward => &self.inner.forward_streams,
+            _ => &self.inner.append_streams,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let envelope = Envelope {
             cluster_id: self.inner.cluster_id,
             from: self.inner.member_id,
             to,
         };
-        let sent = self.inner.streams.call(
+        let sent = streams.call(
             &self.inner.connections,
             url,
             envelope,
@@ -328,9 +349,11 @@ impl PeerTransport {
         match sent.await {
             Ok(reply) => Ok(reply),
             Err(StreamError::Unsupported) => {
-                self.inner.forwarded_by_call.fetch_add(1, Ordering::Relaxed);
+                if rpc == Rpc::Forward {
+                    self.inner.forwarded_by_call.fetch_add(1, Ordering::Relaxed);
+                }
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.send(Rpc::Forward, to, url, payload, left).await
+                self.send(rpc, to, url, payload, left).await
             }
             Err(StreamError::NotSent(reason)) => Err(PeerError::Unreachable {
                 to,

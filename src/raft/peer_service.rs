@@ -199,6 +199,24 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         Ok(reply(&self.raft.append_entries(rpc).await))
     }
 
+    type AppendEntriesStreamStream = PeerStream;
+
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<PeerRequest>>,
+    ) -> Result<Response<PeerStream>, Status> {
+        let (gate, raft, contact) = (self.gate(), self.raft.clone(), self.contact.clone());
+        let start: Start = Box::new(move |req: PeerRequest| {
+            let rpc: AppendEntriesRequest<TypeConfig> = gate.open(&req)?;
+            contact.touch();
+            let raft = raft.clone();
+            Ok(Box::pin(async move {
+                (req.seq, encode(&raft.append_entries(rpc).await))
+            }))
+        });
+        Ok(Response::new(PeerStream::new(req.into_inner(), start)))
+    }
+
     async fn vote(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let rpc: VoteRequest<u64> = self.open(req)?;
         Ok(reply(&self.raft.vote(rpc).await))
@@ -218,19 +236,21 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         Ok(reply(&self.handler.forward(op).await))
     }
 
-    type ForwardStreamStream = ForwardStream<H>;
+    type ForwardStreamStream = PeerStream;
 
     async fn forward_stream(
         &self,
         req: Request<Streaming<PeerRequest>>,
-    ) -> Result<Response<ForwardStream<H>>, Status> {
-        Ok(Response::new(ForwardStream {
-            gate: self.gate(),
-            handler: self.handler.clone(),
-            requests: Some(req.into_inner()),
-            running: FuturesUnordered::new(),
-            end: None,
-        }))
+    ) -> Result<Response<PeerStream>, Status> {
+        let (gate, handler) = (self.gate(), self.handler.clone());
+        let start: Start = Box::new(move |req: PeerRequest| {
+            let op: H::Forward = gate.open(&req)?;
+            let handler = handler.clone();
+            Ok(Box::pin(async move {
+                (req.seq, encode(&handler.forward(op).await))
+            }))
+        });
+        Ok(Response::new(PeerStream::new(req.into_inner(), start)))
     }
 
     async fn read_index(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
@@ -258,30 +278,41 @@ impl<H: PeerHandler> Peer for PeerService<H> {
     }
 }
 
-type Running<R> = Pin<Box<dyn Future<Output = (u64, R)> + Send>>;
+/// A request read from a stream, running: its number and encoded reply.
+type Running = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
+/// What a stream does with each request it reads: check and decode it,
+/// then run it (or refuse it, which ends the stream).
+type Start = Box<dyn FnMut(PeerRequest) -> Result<Running, Status> + Send>;
 
-/// The leader's side of one follower's forwarding stream: its replies, as
-/// the requests read from it finish. Polled by the stream's own HTTP/2
-/// task: no task of its own, none per request.
+/// The receiving side of one peer's stream (`ForwardStream`,
+/// `AppendEntriesStream`): its replies, as the requests read from it
+/// finish. Polled by the stream's own HTTP/2 task: no task of its own,
+/// none per request.
 ///
 /// A request refused by its envelope or undecodable ends the stream with
 /// that status, after the replies to every request read before it; it and
-/// the ones after it are not run (the follower counts them as not sent).
-pub struct ForwardStream<H: PeerHandler> {
-    gate: Gate,
-    handler: H,
-    /// The follower's requests; `None` once they ended or one was refused.
+/// the ones after it are not run (the sender counts them as not sent).
+pub struct PeerStream {
+    start: Start,
+    /// The peer's requests; `None` once they ended or one was refused.
     requests: Option<Streaming<PeerRequest>>,
-    running: FuturesUnordered<Running<H::ForwardReply>>,
+    running: FuturesUnordered<Running>,
     /// The status the stream ends with, once `running` is empty.
     end: Option<Status>,
 }
 
-// No field is pinned in place: `requests` and `running` are polled
-// through `Pin::new`, being `Unpin` themselves.
-impl<H: PeerHandler> Unpin for ForwardStream<H> {}
+impl PeerStream {
+    fn new(requests: Streaming<PeerRequest>, start: Start) -> Self {
+        Self {
+            start,
+            requests: Some(requests),
+            running: FuturesUnordered::new(),
+            end: None,
+        }
+    }
+}
 
-impl<H: PeerHandler> futures::Stream for ForwardStream<H> {
+impl futures::Stream for PeerStream {
     type Item = Result<PeerReply, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -292,16 +323,11 @@ impl<H: PeerHandler> futures::Stream for ForwardStream<H> {
                 Poll::Pending => break,
                 Poll::Ready(None) => this.requests = None,
                 Poll::Ready(Some(Err(status))) => {
-                    tracing::debug!(error = %status, "a forwarding stream's requests ended");
+                    tracing::debug!(error = %status, "a peer stream's requests ended");
                     this.requests = None;
                 }
-                Poll::Ready(Some(Ok(req))) => match this.gate.open::<H::Forward>(&req) {
-                    Ok(op) => {
-                        let handler = this.handler.clone();
-                        let seq = req.seq;
-                        this.running
-                            .push(Box::pin(async move { (seq, handler.forward(op).await) }));
-                    }
+                Poll::Ready(Some(Ok(req))) => match (this.start)(req) {
+                    Ok(running) => this.running.push(running),
                     Err(status) => {
                         this.requests = None;
                         this.end = Some(status);
@@ -310,8 +336,8 @@ impl<H: PeerHandler> futures::Stream for ForwardStream<H> {
             }
         }
         match Pin::new(&mut this.running).poll_next(cx) {
-            Poll::Ready(Some((seq, reply))) => Poll::Ready(Some(Ok(PeerReply {
-                payload: encode(&reply).into(),
+            Poll::Ready(Some((seq, payload))) => Poll::Ready(Some(Ok(PeerReply {
+                payload: payload.into(),
                 seq,
             }))),
             Poll::Ready(None) if this.requests.is_none() => Poll::Ready(this.end.take().map(Err)),

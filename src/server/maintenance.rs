@@ -155,6 +155,8 @@ impl Server {
             forward_streams_opened: forwarded.streams_opened,
             forwarded_on_stream: forwarded.on_stream,
             forwarded_by_call: forwarded.by_call,
+            append_streams_opened: forwarded.append_streams_opened,
+            appends_on_stream: forwarded.appends_on_stream,
             term: s.term.load(Ordering::Relaxed),
             applied_index,
             last_log_index,

@@ -1,7 +1,8 @@
 //! Writes sent to a follower go to the leader on one long-lived forwarding
 //! stream (not a peer call each), and each still gets its own reply: its
-//! own revision, its own `prev_kv`, its own compare outcome. After the
-//! leader goes, the follower forwards to the new one on a new stream.
+//! own revision, its own `prev_kv`, its own compare outcome. The leader
+//! replicates to each follower on one stream too. After the leader goes,
+//! the follower forwards to the new one on a new stream.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -130,6 +131,18 @@ fn writes_through_a_follower_share_one_stream_and_keep_their_own_replies() {
     assert_eq!(after.2, before.2, "no write forwarded by a call of its own");
     let (_, leader_sent, _) = forwarded(c.members[leader].client_port);
     assert_eq!(leader_sent, 0, "the leader forwards nothing");
+    // The leader replicates to each follower on one stream.
+    let (code, body) = http_get(c.members[leader].client_port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(&body, "raftcd_peer_append_streams_opened_total"),
+        2,
+        "{body}"
+    );
+    assert!(
+        sample(&body, "raftcd_peer_appends_on_stream_total") > 0,
+        "{body}"
+    );
 
     // The leader goes: the follower's stream to it ends, and its writes go
     // to the new leader on a new stream.

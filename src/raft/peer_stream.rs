@@ -1,17 +1,20 @@
-//! Forwarded requests over one long-lived stream per leader, client side:
-//! the peer RPC `ForwardStream` (proto/raftcd/peer.proto).
+//! Peer requests over one long-lived stream per peer, client side: the
+//! peer RPCs `ForwardStream` (a follower's forwarded writes to the leader)
+//! and `AppendEntriesStream` (the leader's replication to a follower), see
+//! proto/raftcd/peer.proto.
 //!
 //! A follower forwards two thirds of a cluster's writes when clients are
-//! spread over the members. As unary calls, each one opened and closed an
-//! HTTP/2 stream on both members (headers, trailers, a task on the leader).
-//! Here a follower keeps one stream open to the leader: a request is one
+//! spread over the members, and the leader sends each follower a message
+//! per batch. As unary calls, each one opened and closed an HTTP/2 stream
+//! on both members (headers, trailers, a task on the receiver). Here a
+//! member keeps one stream open per peer and kind: a request is one
 //! numbered message on it, its reply one message back with the same
 //! number, and messages sent together share frames and syscalls.
 //!
-//! Whether a request may have reached the leader is kept as exact as with
+//! Whether a request may have reached the peer is kept as exact as with
 //! unary calls: a request that could not be put on an open stream was not
 //! sent; once put on one, a stream that ends before its reply leaves it
-//! unknown ([`StreamError::Ended`]). The leader ends a stream only after
+//! unknown ([`StreamError::Ended`]). The receiver ends a stream only after
 //! replying to every request it ran from it (see the service's side in
 //! [`super::peer_service`]).
 
@@ -27,9 +30,7 @@ use tonic_prost::ProstCodec;
 use super::peer_client::Connections;
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 
-/// The gRPC method's path.
-const PATH: &str = "/raftcdpb.Peer/ForwardStream";
-/// How long a leader without `ForwardStream` (an older version) is sent
+/// How long a peer without the stream RPC (an older version) is sent
 /// unary calls before the stream is tried again.
 const RETRY_STREAM_AFTER: Duration = Duration::from_secs(30);
 
@@ -38,7 +39,7 @@ const RETRY_STREAM_AFTER: Duration = Duration::from_secs(30);
 pub(super) enum StreamError {
     /// The request was not sent: no connection, or the stream had closed.
     NotSent(String),
-    /// The leader does not serve `ForwardStream`: use a unary call.
+    /// The peer does not serve the stream RPC: use a unary call.
     Unsupported,
     /// Opening the stream failed with this status (it may carry a
     /// refusal); the request was not sent.
@@ -51,8 +52,10 @@ pub(super) enum StreamError {
 
 type Waiter = oneshot::Sender<Result<Bytes, StreamError>>;
 
-/// The open streams of one member, by leader peer URL.
-pub(super) struct ForwardStreams {
+/// The open streams of one member for one stream RPC, by peer URL.
+pub(super) struct PeerStreams {
+    /// The stream RPC's path.
+    path: &'static str,
     streams: Mutex<HashMap<String, Slot>>,
     /// Held while a stream is opened, so concurrent callers share it.
     opening: tokio::sync::Mutex<()>,
@@ -89,9 +92,11 @@ pub(super) struct Envelope {
     pub to: u64,
 }
 
-impl ForwardStreams {
-    pub(super) fn new() -> Self {
+impl PeerStreams {
+    /// Streams of the RPC at `path` (a `/raftcdpb.Peer/...Stream` method).
+    pub(super) fn new(path: &'static str) -> Self {
         Self {
+            path,
             streams: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             opened: AtomicU64::new(0),
@@ -114,7 +119,7 @@ impl ForwardStreams {
         }
     }
 
-    /// Send `payload` to the leader at `url` on its stream (opened on
+    /// Send `payload` to the peer at `url` on its stream (opened on
     /// `connections` if there is none) and wait for the reply until
     /// `deadline`.
     pub(super) async fn call(
@@ -219,14 +224,14 @@ impl ForwardStreams {
         let opened = grpc
             .streaming::<_, PeerRequest, PeerReply, _>(
                 tonic::Request::new(body),
-                http::uri::PathAndQuery::from_static(PATH),
+                http::uri::PathAndQuery::from_static(self.path),
                 ProstCodec::default(),
             )
             .await;
         let replies = match opened {
             Ok(r) => r.into_inner(),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
-                tracing::info!(peer = %url, "the leader has no forwarding stream; forwarding with one call per request");
+                tracing::info!(peer = %url, rpc = self.path, "the peer has no such stream; sending one call per request");
                 if let Ok(mut streams) = self.streams.lock() {
                     streams.insert(url.to_string(), Slot::Unsupported(Instant::now()));
                 }
@@ -283,7 +288,7 @@ async fn read_replies(stream: Arc<Stream>, mut replies: tonic::Streaming<PeerRep
         Some(s) => format!("the stream ended: {:?}: {}", s.code(), s.message()),
         None => "the stream ended".to_string(),
     };
-    tracing::debug!(to = format!("{:x}", stream.to), reason = %why, "forwarding stream closed");
+    tracing::debug!(to = format!("{:x}", stream.to), reason = %why, "peer stream closed");
     for (_, w) in waiting {
         let _ = w.send(Err(StreamError::Ended(end.clone(), why.clone())));
     }
@@ -318,6 +323,13 @@ mod tests {
     #[tonic::async_trait]
     impl Peer for Leader {
         async fn append_entries(&self, _: Request<PeerRequest>) -> Unary {
+            Err(Status::unimplemented(""))
+        }
+        type AppendEntriesStreamStream = Replies;
+        async fn append_entries_stream(
+            &self,
+            _: Request<Streaming<PeerRequest>>,
+        ) -> Result<Response<Replies>, Status> {
             Err(Status::unimplemented(""))
         }
         async fn vote(&self, _: Request<PeerRequest>) -> Unary {
