@@ -73,12 +73,12 @@ enum Slot {
 /// One open stream.
 struct Stream {
     to: u64,
-    send: mpsc::UnboundedSender<PeerRequest>,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
+    /// Where requests go (the request body); dropped to end the stream.
+    send: Option<mpsc::UnboundedSender<PeerRequest>>,
     next_seq: u64,
     waiting: HashMap<u64, Waiter>,
     /// Set once the replies ended: nothing more is sent on this stream.
@@ -112,10 +112,21 @@ impl PeerStreams {
         )
     }
 
-    /// Forget every stream (their requests in flight finish on them).
+    /// Forget every stream: each takes no more requests and ends once the
+    /// peer has answered those in flight (after a certificate reload, so
+    /// the old connections close).
     pub(super) fn reset(&self) {
-        if let Ok(mut s) = self.streams.lock() {
-            s.clear();
+        let slots = match self.streams.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(_) => return,
+        };
+        for slot in slots.into_values() {
+            if let Slot::Open(stream) = slot {
+                if let Ok(mut st) = stream.state.lock() {
+                    st.ended = true;
+                    st.send = None;
+                }
+            }
         }
     }
 
@@ -162,7 +173,8 @@ impl PeerStreams {
             };
             // Sent under the lock: the reader, which ends the stream under
             // it too, either sees this waiter or the send fails.
-            if stream.send.send(request).is_err() {
+            let sent = st.send.as_ref().map(|s| s.send(request));
+            if !matches!(sent, Some(Ok(()))) {
                 st.ended = true;
                 return Err(StreamError::NotSent("the stream had ended".into()));
             }
@@ -241,8 +253,12 @@ impl PeerStreams {
         };
         let stream = Arc::new(Stream {
             to,
-            send,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                send: Some(send),
+                next_seq: 0,
+                waiting: HashMap::new(),
+                ended: false,
+            }),
         });
         tokio::spawn(read_replies(stream.clone(), replies));
         self.opened.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +296,7 @@ async fn read_replies(stream: Arc<Stream>, mut replies: tonic::Streaming<PeerRep
     let waiting = match stream.state.lock() {
         Ok(mut st) => {
             st.ended = true;
+            st.send = None;
             std::mem::take(&mut st.waiting)
         }
         Err(_) => HashMap::new(),
@@ -316,6 +333,17 @@ mod tests {
     struct Leader {
         streams: bool,
         stream_asks: Arc<AtomicUsize>,
+        /// Streams open now.
+        open: Arc<AtomicUsize>,
+    }
+
+    /// Counts a stream as open while it lives.
+    struct Open(Arc<AtomicUsize>);
+
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     type Replies = Pin<Box<dyn futures::Stream<Item = Result<PeerReply, Status>> + Send>>;
@@ -353,8 +381,11 @@ mod tests {
             if !self.streams {
                 return Err(Status::unimplemented("no such method"));
             }
+            self.open.fetch_add(1, Ordering::SeqCst);
+            let open = Open(self.open.clone());
             // A refusal is the stream's last item; `hang-up` ends it.
-            let replies = req.into_inner().scan(false, |ended, r| {
+            let replies = req.into_inner().scan(false, move |ended, r| {
+                let _open = &open;
                 let item = match r {
                     Err(_) => None,
                     Ok(_) if *ended => None,
@@ -391,21 +422,24 @@ mod tests {
         }
     }
 
-    /// Serve a [`Leader`] on a loopback port: its URL and stream asks.
-    async fn leader(streams: bool) -> (String, Arc<AtomicUsize>) {
+    /// Serve a [`Leader`] on a loopback port: its URL, its stream asks and
+    /// its streams open now.
+    async fn leader(streams: bool) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stream_asks = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let svc = PeerServer::new(Leader {
             streams,
             stream_asks: stream_asks.clone(),
+            open: open.clone(),
         });
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let _keep = stop;
             crate::net::serve_router(svc, listener, None, shutdown, 16).await
         });
-        (url, stream_asks)
+        (url, stream_asks, open)
     }
 
     async fn forward(t: &PeerTransport, url: &str, what: &str) -> Result<Bytes, PeerError> {
@@ -421,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_share_one_stream_and_get_their_own_replies() {
-        let (url, asks) = leader(true).await;
+        let (url, asks, open) = leader(true).await;
         let t = PeerTransport::new(7, 2, None, 1 << 20);
         let calls = (0..50).map(|i| {
             let (t, url) = (t.clone(), url.clone());
@@ -451,11 +485,28 @@ mod tests {
             "again".as_bytes()
         );
         assert_eq!(t.forward_counts().streams_opened, 3);
+        // Connections reset (a certificate reload): the open stream ends,
+        // the next request opens another.
+        t.reset_connections();
+        assert_eq!(forward(&t, &url, "anew").await.unwrap(), "anew".as_bytes());
+        assert_eq!(t.forward_counts().streams_opened, 4);
+        assert_eq!(asks.load(Ordering::SeqCst), 4);
+        for _ in 0..500 {
+            if open.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            1,
+            "only the newest stream is open"
+        );
     }
 
     #[tokio::test]
     async fn a_leader_without_streams_gets_a_call_per_request() {
-        let (url, asks) = leader(false).await;
+        let (url, asks, _) = leader(false).await;
         let t = PeerTransport::new(7, 2, None, 1 << 20);
         for i in 0..3 {
             let what = format!("w{i}");
