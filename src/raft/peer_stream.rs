@@ -57,8 +57,9 @@ pub(super) struct PeerStreams {
     /// The stream RPC's path.
     path: &'static str,
     streams: Mutex<HashMap<String, Slot>>,
-    /// Held while a stream is opened, so concurrent callers share it.
-    opening: tokio::sync::Mutex<()>,
+    /// Held while a stream is opened, per peer URL: so concurrent callers share one stream, and a peer
+    /// slow to answer delays no other peer's stream.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Streams opened, requests put on streams.
     opened: AtomicU64,
     sent: AtomicU64,
@@ -98,7 +99,7 @@ impl PeerStreams {
         Self {
             path,
             streams: Mutex::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
             opened: AtomicU64::new(0),
             sent: AtomicU64::new(0),
         }
@@ -219,7 +220,11 @@ impl PeerStreams {
         to: u64,
         max_message: usize,
     ) -> Result<Arc<Stream>, StreamError> {
-        let _opening = self.opening.lock().await;
+        let lock = match self.opening.lock() {
+            Ok(mut o) => o.entry(url.to_string()).or_default().clone(),
+            Err(_) => return Err(StreamError::NotSent("stream state poisoned".into())),
+        };
+        let _opening = lock.lock().await;
         if let Some(current) = self.current(url, to) {
             return current;
         }
@@ -502,6 +507,36 @@ mod tests {
             1,
             "only the newest stream is open"
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_delays_no_other_peers_stream() {
+        // Accepts connections and says nothing: its HTTP/2 handshake hangs.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}", silent.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        let (url, _, _) = leader(true).await;
+        let t = PeerTransport::new(7, 2, None, 1 << 20);
+        let stuck = {
+            let (t, silent_url) = (t.clone(), silent_url.clone());
+            tokio::spawn(async move { forward(&t, &silent_url, "lost").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answered = tokio::time::timeout(Duration::from_secs(2), forward(&t, &url, "here"));
+        assert_eq!(
+            answered.await.expect("not held up").unwrap(),
+            "here".as_bytes()
+        );
+        assert!(
+            !stuck.is_finished(),
+            "the silent peer is still being waited for"
+        );
+        stuck.abort();
     }
 
     #[tokio::test]
