@@ -140,13 +140,13 @@ pub enum Rejection {
 /// How this member forwarded requests to a leader, and sent AppendEntries
 /// to followers (`/metrics`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ForwardCounts {
+pub struct StreamCounts {
     /// Forwarding streams opened.
-    pub streams_opened: u64,
-    /// Requests put on a stream.
-    pub on_stream: u64,
-    /// Requests sent as unary calls (the leader had no streams).
-    pub by_call: u64,
+    pub forward_streams_opened: u64,
+    /// Forwarded requests put on a stream.
+    pub forwarded_on_stream: u64,
+    /// Forwarded requests sent as unary calls (the leader had no streams).
+    pub forwarded_by_call: u64,
     /// AppendEntries streams opened to followers, and AppendEntries sent
     /// on them.
     pub append_streams_opened: u64,
@@ -228,16 +228,16 @@ impl PeerTransport {
         self.inner.append_streams.reset();
     }
 
-    /// How this member forwarded requests so far.
-    pub fn forward_counts(&self) -> ForwardCounts {
-        let (streams_opened, on_stream) = self.inner.forward_streams.counts();
+    /// How this member forwarded requests and sent AppendEntries so far.
+    pub fn stream_counts(&self) -> StreamCounts {
+        let (forward_streams_opened, forwarded_on_stream) = self.inner.forward_streams.counts();
         let (append_streams_opened, appends_on_stream) = self.inner.append_streams.counts();
-        ForwardCounts {
-            streams_opened,
-            on_stream,
+        StreamCounts {
+            forward_streams_opened,
+            forwarded_on_stream,
             append_streams_opened,
             appends_on_stream,
-            by_call: self.inner.forwarded_by_call.load(Ordering::Relaxed),
+            forwarded_by_call: self.inner.forwarded_by_call.load(Ordering::Relaxed),
         }
     }
 
@@ -270,12 +270,15 @@ impl PeerTransport {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
-        let result = match rpc {
-            Rpc::Forward | Rpc::AppendEntries => {
-                self.stream_once(rpc, to, url, payload.into(), timeout)
-                    .await
-            }
-            _ => self.call_once(rpc, to, url, payload.into(), timeout).await,
+        let result = match self.filter(to, url, rpc).await {
+            Err(e) => Err(e),
+            Ok(()) => match self.streams_for(rpc) {
+                Some(streams) => {
+                    self.stream_once(streams, rpc, to, url, payload.into(), timeout)
+                        .await
+                }
+                None => self.send(rpc, to, url, payload.into(), timeout).await,
+            },
         };
         if let Ok(mut health) = self.inner.health.lock() {
             let h = health.entry(to).or_default();
@@ -312,21 +315,26 @@ impl PeerTransport {
         Ok(())
     }
 
-    /// A request on this member's stream of its kind to `to`, or as its
-    /// own call if `to` has no such stream.
+    /// The streams requests of kind `rpc` go on, if they go on streams.
+    fn streams_for(&self, rpc: Rpc) -> Option<&PeerStreams> {
+        match rpc {
+            Rpc::Forward => Some(&self.inner.forward_streams),
+            Rpc::AppendEntries => Some(&self.inner.append_streams),
+            _ => None,
+        }
+    }
+
+    /// A request on `streams`, this member's stream of its kind to `to`, or
+    /// as its own call if `to` has no such stream (past the fault filter).
     async fn stream_once(
         &self,
+        streams: &PeerStreams,
         rpc: Rpc,
         to: u64,
         url: &str,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, PeerError> {
-        self.filter(to, url, rpc).await?;
-        let streams = match rpc {
-            Rpc::Forward => &self.inner.forward_streams,
-            _ => &self.inner.append_streams,
-        };
         let deadline = tokio::time::Instant::now() + timeout;
         let envelope = Envelope {
             cluster_id: self.inner.cluster_id,
@@ -369,18 +377,6 @@ impl PeerTransport {
             },
             Err(StreamError::Ended(None, reason)) => Err(failed(reason)),
         }
-    }
-
-    async fn call_once(
-        &self,
-        rpc: Rpc,
-        to: u64,
-        url: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, PeerError> {
-        self.filter(to, url, rpc).await?;
-        self.send(rpc, to, url, payload, timeout).await
     }
 
     /// One unary call, past the fault filter.

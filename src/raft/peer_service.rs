@@ -83,9 +83,7 @@ impl LeaderContact {
 /// The peer gRPC service of one member.
 pub struct PeerService<H> {
     raft: Raft,
-    cluster_id: u64,
-    member_id: u64,
-    removed: RemovedMembers,
+    gate: Gate,
     contact: Arc<LeaderContact>,
     handler: H,
 }
@@ -118,9 +116,11 @@ impl<H: PeerHandler> PeerService<H> {
     ) -> Self {
         Self {
             raft,
-            cluster_id,
-            member_id,
-            removed,
+            gate: Gate {
+                cluster_id,
+                member_id,
+                removed,
+            },
             contact,
             handler,
         }
@@ -128,20 +128,12 @@ impl<H: PeerHandler> PeerService<H> {
 
     /// Check a Raft or leader request's envelope, then decode its payload.
     fn open<T: DeserializeOwned>(&self, req: Request<PeerRequest>) -> Result<T, Status> {
-        self.gate().open(&req.into_inner())
-    }
-
-    /// What checks a request's envelope.
-    fn gate(&self) -> Gate {
-        Gate {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            removed: self.removed.clone(),
-        }
+        self.gate.open(&req.into_inner())
     }
 }
 
-/// The checks of a request's envelope, owned (a forwarding stream keeps one).
+/// The checks of a request's envelope (each stream keeps a copy).
+#[derive(Clone)]
 struct Gate {
     cluster_id: u64,
     member_id: u64,
@@ -205,7 +197,7 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         &self,
         req: Request<Streaming<PeerRequest>>,
     ) -> Result<Response<PeerStream>, Status> {
-        let (gate, raft, contact) = (self.gate(), self.raft.clone(), self.contact.clone());
+        let (gate, raft, contact) = (self.gate.clone(), self.raft.clone(), self.contact.clone());
         let start: Start = Box::new(move |req: PeerRequest| {
             let rpc: AppendEntriesRequest<TypeConfig> = gate.open(&req)?;
             contact.touch();
@@ -242,7 +234,7 @@ impl<H: PeerHandler> Peer for PeerService<H> {
         &self,
         req: Request<Streaming<PeerRequest>>,
     ) -> Result<Response<PeerStream>, Status> {
-        let (gate, handler) = (self.gate(), self.handler.clone());
+        let (gate, handler) = (self.gate.clone(), self.handler.clone());
         let start: Start = Box::new(move |req: PeerRequest| {
             let op: H::Forward = gate.open(&req)?;
             let handler = handler.clone();

@@ -469,9 +469,13 @@ mod tests {
         for (i, reply) in futures::future::join_all(calls).await {
             assert_eq!(reply.unwrap(), format!("w{i}").as_bytes());
         }
-        let counts = t.forward_counts();
+        let counts = t.stream_counts();
         assert_eq!(
-            (counts.streams_opened, counts.on_stream, counts.by_call),
+            (
+                counts.forward_streams_opened,
+                counts.forwarded_on_stream,
+                counts.forwarded_by_call,
+            ),
             (1, 50, 0)
         );
         assert_eq!(asks.load(Ordering::SeqCst), 1);
@@ -489,12 +493,12 @@ mod tests {
             forward(&t, &url, "again").await.unwrap(),
             "again".as_bytes()
         );
-        assert_eq!(t.forward_counts().streams_opened, 3);
+        assert_eq!(t.stream_counts().forward_streams_opened, 3);
         // Connections reset (a certificate reload): the open stream ends,
         // the next request opens another.
         t.reset_connections();
         assert_eq!(forward(&t, &url, "anew").await.unwrap(), "anew".as_bytes());
-        assert_eq!(t.forward_counts().streams_opened, 4);
+        assert_eq!(t.stream_counts().forward_streams_opened, 4);
         assert_eq!(asks.load(Ordering::SeqCst), 4);
         for _ in 0..500 {
             if open.load(Ordering::SeqCst) == 1 {
@@ -547,9 +551,13 @@ mod tests {
             let what = format!("w{i}");
             assert_eq!(forward(&t, &url, &what).await.unwrap(), what.as_bytes());
         }
-        let counts = t.forward_counts();
+        let counts = t.stream_counts();
         assert_eq!(
-            (counts.streams_opened, counts.on_stream, counts.by_call),
+            (
+                counts.forward_streams_opened,
+                counts.forwarded_on_stream,
+                counts.forwarded_by_call,
+            ),
             (0, 0, 3)
         );
         // Asked once, then remembered.

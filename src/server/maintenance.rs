@@ -143,7 +143,7 @@ impl Server {
         let (last_log_index, applied_index) = self.raft_indexes();
         let leader = s.leader.load(Ordering::Relaxed);
         let view = self.view();
-        let forwarded = self.inner.transport.forward_counts();
+        let streams = self.inner.transport.stream_counts();
         crate::metrics::NodeFigures {
             member_id: self.inner.identity.member_id,
             has_leader: leader != 0,
@@ -152,11 +152,11 @@ impl Server {
             leader_changes: s.leader_changes.load(Ordering::Relaxed),
             read_index_rounds: self.inner.reads.rounds(),
             read_index_reads: self.inner.reads.reads(),
-            forward_streams_opened: forwarded.streams_opened,
-            forwarded_on_stream: forwarded.on_stream,
-            forwarded_by_call: forwarded.by_call,
-            append_streams_opened: forwarded.append_streams_opened,
-            appends_on_stream: forwarded.appends_on_stream,
+            forward_streams_opened: streams.forward_streams_opened,
+            forwarded_on_stream: streams.forwarded_on_stream,
+            forwarded_by_call: streams.forwarded_by_call,
+            append_streams_opened: streams.append_streams_opened,
+            appends_on_stream: streams.appends_on_stream,
             term: s.term.load(Ordering::Relaxed),
             applied_index,
             last_log_index,
