@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnResponse};
 
 use crate::common::cluster::Cluster;
 use crate::common::http_get;
@@ -30,6 +30,14 @@ fn forwarded(port: u16) -> (u64, u64, u64) {
         sample(&body, "raftcd_peer_forwarded_on_stream_total"),
         sample(&body, "raftcd_peer_forwarded_by_call_total"),
     )
+}
+
+/// A txn: if `key`'s value is `expected`, put `new` there.
+async fn compare_and_put(kv: &mut KvClient, key: &str, expected: &str, new: &str) -> TxnResponse {
+    let txn = Txn::new()
+        .when([Compare::value(key, CompareOp::Equal, expected)])
+        .and_then([TxnOp::put(key, new, None)]);
+    kv.txn(txn).await.expect("txn")
 }
 
 /// 64 writers through `endpoint`: each puts its key twice (the second put
@@ -65,31 +73,9 @@ async fn writers(endpoint: String, tag: &str) -> Vec<i64> {
                 .expect("second put");
             let prev = second.prev_key().expect("prev_kv of the second put");
             assert_eq!(prev.value_str().unwrap(), format!("a{i}"), "{key}");
-            let holds = kv
-                .txn(
-                    Txn::new()
-                        .when([Compare::value(
-                            key.as_str(),
-                            CompareOp::Equal,
-                            format!("b{i}"),
-                        )])
-                        .and_then([TxnOp::put(key.as_str(), format!("c{i}"), None)]),
-                )
-                .await
-                .expect("txn");
+            let holds = compare_and_put(&mut kv, &key, &format!("b{i}"), &format!("c{i}")).await;
             assert!(holds.succeeded(), "{key}: its own compare holds");
-            let fails = kv
-                .txn(
-                    Txn::new()
-                        .when([Compare::value(
-                            key.as_str(),
-                            CompareOp::Equal,
-                            format!("b{i}"),
-                        )])
-                        .and_then([TxnOp::put(key.as_str(), "never", None)]),
-                )
-                .await
-                .expect("txn");
+            let fails = compare_and_put(&mut kv, &key, &format!("b{i}"), "never").await;
             assert!(!fails.succeeded(), "{key}: its compare no longer holds");
             let got = kv.get(key.as_str(), None).await.expect("get");
             assert_eq!(got.kvs()[0].value_str().unwrap(), format!("c{i}"), "{key}");
