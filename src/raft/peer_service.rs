@@ -270,6 +270,13 @@ impl<H: PeerHandler> Peer for PeerService<H> {
     }
 }
 
+/// Most requests of one stream running at once. Past it the stream reads
+/// no more of them until one finishes, and the sender waits on HTTP/2 flow
+/// control: a peer cannot make this member hold an unbounded number of
+/// requests (each up to the message cap). Its unary calls were bounded
+/// alike, by hyper's 200 concurrent streams a connection.
+pub const MAX_STREAM_IN_FLIGHT: usize = 200;
+
 /// A request read from a stream, running: its number and encoded reply.
 type Running = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
 /// What a stream does with each request it reads: check and decode it,
@@ -284,17 +291,18 @@ type Start = Box<dyn FnMut(PeerRequest) -> Result<Running, Status> + Send>;
 /// A request refused by its envelope or undecodable ends the stream with
 /// that status, after the replies to every request read before it; it and
 /// the ones after it are not run (the sender counts them as not sent).
-pub struct PeerStream {
+/// At most [`MAX_STREAM_IN_FLIGHT`] requests run at once.
+pub struct PeerStream<R = Streaming<PeerRequest>> {
     start: Start,
     /// The peer's requests; `None` once they ended or one was refused.
-    requests: Option<Streaming<PeerRequest>>,
+    requests: Option<R>,
     running: FuturesUnordered<Running>,
     /// The status the stream ends with, once `running` is empty.
     end: Option<Status>,
 }
 
-impl PeerStream {
-    fn new(requests: Streaming<PeerRequest>, start: Start) -> Self {
+impl<R> PeerStream<R> {
+    fn new(requests: R, start: Start) -> Self {
         Self {
             start,
             requests: Some(requests),
@@ -304,13 +312,20 @@ impl PeerStream {
     }
 }
 
-impl futures::Stream for PeerStream {
+impl<R> futures::Stream for PeerStream<R>
+where
+    R: futures::Stream<Item = Result<PeerRequest, Status>> + Unpin,
+{
     type Item = Result<PeerReply, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        // Read every request ready now, so they run together.
-        while let Some(requests) = this.requests.as_mut() {
+        // Read every request ready now (up to the bound), so they run
+        // together. At the bound, a finishing request wakes this task.
+        while this.running.len() < MAX_STREAM_IN_FLIGHT {
+            let Some(requests) = this.requests.as_mut() else {
+                break;
+            };
             match Pin::new(requests).poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(None) => this.requests = None,
@@ -356,4 +371,65 @@ pub async fn serve<H: PeerHandler>(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     crate::net::serve_router(svc, listener, tls, shutdown, max_connections).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_runs_at_most_its_bound_of_requests_at_once() {
+        let total = MAX_STREAM_IN_FLIGHT + 50;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        for seq in 0..total as u64 {
+            tx.unbounded_send(Ok(PeerRequest {
+                seq,
+                ..Default::default()
+            }))
+            .unwrap();
+        }
+        drop(tx);
+        // Each request runs until the gate lets one through.
+        let gate = Arc::new(Semaphore::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let start: Start = {
+            let (gate, started) = (gate.clone(), started.clone());
+            Box::new(move |req: PeerRequest| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let gate = gate.clone();
+                Ok(Box::pin(async move {
+                    gate.acquire().await.unwrap().forget();
+                    (req.seq, Vec::new())
+                }))
+            })
+        };
+        let mut stream = PeerStream::new(rx, start);
+
+        // Nothing can finish: the bound's worth of requests runs, no more.
+        assert!(futures::poll!(stream.next()).is_pending());
+        assert_eq!(started.load(Ordering::SeqCst), MAX_STREAM_IN_FLIGHT);
+
+        // Ten finish: ten replies, and ten requests read in their place.
+        gate.add_permits(10);
+        let mut seqs = Vec::new();
+        for _ in 0..10 {
+            seqs.push(stream.next().await.unwrap().unwrap().seq);
+        }
+        assert!(futures::poll!(stream.next()).is_pending());
+        assert_eq!(started.load(Ordering::SeqCst), MAX_STREAM_IN_FLIGHT + 10);
+
+        // The rest: every request answered once, then the stream ends.
+        gate.add_permits(total);
+        while let Some(reply) = stream.next().await {
+            seqs.push(reply.unwrap().seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..total as u64).collect::<Vec<_>>());
+        assert_eq!(started.load(Ordering::SeqCst), total);
+    }
 }
