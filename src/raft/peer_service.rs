@@ -273,8 +273,9 @@ impl<H: PeerHandler> Peer for PeerService<H> {
 /// Most requests of one stream running at once. Past it the stream reads
 /// no more of them until one finishes, and the sender waits on HTTP/2 flow
 /// control: a peer cannot make this member hold an unbounded number of
-/// requests (each up to the message cap). Its unary calls were bounded
-/// alike, by hyper's 200 concurrent streams a connection.
+/// requests (each up to the message cap). A connection carries at most 200
+/// streams at once (hyper's default), unary calls included; a member opens
+/// two to each peer.
 pub const MAX_STREAM_IN_FLIGHT: usize = 200;
 
 /// A request read from a stream, running: its number and encoded reply.
