@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
@@ -22,6 +22,7 @@ use crate::tls::ServerTls;
 
 mod authority;
 mod gather;
+mod in_conn;
 pub use authority::Mended;
 pub use gather::{Gathered, GATHER_LIMIT};
 
@@ -180,8 +181,10 @@ async fn serve_connection<I, S: Serve>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let exec = in_conn::InConn::default();
+    let builder = hyper_util::server::conn::auto::Builder::new(exec.clone());
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
+    let conn = in_conn::Driven::new(conn, &exec);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
