@@ -32,6 +32,14 @@ pub use gather::{Gathered, GATHER_LIMIT};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertName(pub String);
 
+/// A connection's budget of requests in flight, shared by all its streams
+/// (a request extension on listeners served with one, see
+/// [`serve_router_with_budget`]): the peer port's streams take a permit per
+/// request they run, so a peer cannot multiply its requests in flight by
+/// opening more streams on one connection.
+#[derive(Debug, Clone)]
+pub struct ConnBudget(pub Arc<Semaphore>);
+
 /// Bind a TCP listener for a `http(s)://HOST:PORT` URL.
 pub async fn bind(url: &url::Url) -> std::io::Result<TcpListener> {
     let host = url.host_str().unwrap_or("127.0.0.1");
@@ -99,6 +107,19 @@ pub async fn serve_router<S: Serve>(
     serve_on(svc, &listener, tls, shutdown, max_connections).await
 }
 
+/// [`serve_router`], with a [`ConnBudget`] of `budget` permits for each
+/// connection on every request that comes on it.
+pub async fn serve_router_with_budget<S: Serve>(
+    svc: S,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: signal::Receiver<bool>,
+    max_connections: usize,
+    budget: usize,
+) {
+    serve_listener(svc, &listener, tls, shutdown, max_connections, Some(budget)).await
+}
+
 /// [`serve_router`] on a borrowed listener, which stays open (and keeps
 /// queueing connections) when serving stops: a replica looking for its
 /// cluster answers on its peer port, then hands the same listener to the
@@ -107,8 +128,19 @@ pub async fn serve_on<S: Serve>(
     svc: S,
     listener: &TcpListener,
     tls: Option<Arc<ServerTls>>,
+    shutdown: signal::Receiver<bool>,
+    max_connections: usize,
+) {
+    serve_listener(svc, listener, tls, shutdown, max_connections, None).await
+}
+
+async fn serve_listener<S: Serve>(
+    svc: S,
+    listener: &TcpListener,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: signal::Receiver<bool>,
     max_connections: usize,
+    budget: Option<usize>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
@@ -136,6 +168,7 @@ pub async fn serve_on<S: Serve>(
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
+        let budget = budget.map(|n| ConnBudget(Arc::new(Semaphore::new(n))));
         let conn_shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -147,6 +180,7 @@ pub async fn serve_on<S: Serve>(
                     let svc = WithCertName {
                         inner: svc,
                         name: None,
+                        budget,
                     };
                     serve_connection(io, svc, peer, conn_shutdown).await
                 }
@@ -160,7 +194,11 @@ pub async fn serve_on<S: Serve>(
                             .and_then(crate::tls::common_name);
                         // Only on connections with a client certificate.
                         let name = name.map(ClientCertName);
-                        let svc = WithCertName { inner: svc, name };
+                        let svc = WithCertName {
+                            inner: svc,
+                            name,
+                            budget,
+                        };
                         let io = TokioIo::new(Gathered::new(Mended::new(s)));
                         serve_connection(io, svc, peer, conn_shutdown).await
                     }
@@ -197,11 +235,13 @@ async fn serve_connection<I, S: Serve>(
 }
 
 /// A connection's service: `inner`, with the verified client certificate's
-/// name on every request when the connection has one.
+/// name on every request when the connection has one, and the connection's
+/// budget when it has one.
 #[derive(Clone)]
 struct WithCertName<S> {
     inner: S,
     name: Option<ClientCertName>,
+    budget: Option<ConnBudget>,
 }
 
 impl<S: Serve> tower::Service<http::Request<Incoming>> for WithCertName<S> {
@@ -217,6 +257,65 @@ impl<S: Serve> tower::Service<http::Request<Incoming>> for WithCertName<S> {
         if let Some(name) = &self.name {
             req.extensions_mut().insert(name.clone());
         }
+        if let Some(budget) = &self.budget {
+            req.extensions_mut().insert(budget.clone());
+        }
         self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty, Full};
+
+    use super::*;
+
+    /// The budget each request on `addr` sees (its address, and its
+    /// permits), over `requests` requests on one new connection.
+    async fn budgets_seen(addr: SocketAddr, requests: usize) -> Vec<String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let req = http::Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+            let body = send.send_request(req).await.unwrap().into_body();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            seen.push(String::from_utf8(bytes.to_vec()).unwrap());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn each_connection_has_its_own_budget_on_every_request() {
+        let svc = tower::service_fn(|req: http::Request<Incoming>| async move {
+            let seen = match req.extensions().get::<ConnBudget>() {
+                Some(ConnBudget(b)) => format!("{:p} {}", Arc::as_ptr(b), b.available_permits()),
+                None => "none".to_string(),
+            };
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(seen))))
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, shutdown) = signal::channel(false);
+        tokio::spawn(serve_router_with_budget(
+            svc, listener, None, shutdown, 8, 7,
+        ));
+
+        let first = budgets_seen(addr, 2).await;
+        let second = budgets_seen(addr, 1).await;
+        assert!(first[0].ends_with(" 7"), "{first:?}");
+        assert_eq!(first[0], first[1], "one connection, one budget");
+        assert!(second[0].ends_with(" 7"), "{second:?}");
+        assert_ne!(first[0], second[0], "two connections shared a budget");
+
+        // Served without a budget, requests carry none.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = listener.local_addr().unwrap();
+        let (_stop, shutdown) = signal::channel(false);
+        tokio::spawn(serve_router(svc, listener, None, shutdown, 8));
+        assert_eq!(budgets_seen(plain, 1).await, vec!["none".to_string()]);
     }
 }

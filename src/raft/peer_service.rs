@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
@@ -22,13 +22,14 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, TryAcquireError};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::network::{REFUSAL_KEY, REFUSED_CLUSTER, REFUSED_REMOVED, REFUSED_WRONG_MEMBER};
 use super::state_machine::RemovedMembers;
 use super::{Raft, TypeConfig};
 use crate::codec::{decode_wire, encode};
+use crate::net::ConnBudget;
 use crate::pb::raftcdpb::peer_server::{Peer, PeerServer};
 use crate::pb::raftcdpb::{PeerReply, PeerRequest};
 use crate::tls::ServerTls;
@@ -206,7 +207,12 @@ impl<H: PeerHandler> Peer for PeerService<H> {
                 (req.seq, encode(&raft.append_entries(rpc).await))
             }))
         });
-        Ok(Response::new(PeerStream::new(req.into_inner(), start)))
+        let budget = req.extensions().get::<ConnBudget>().cloned();
+        Ok(Response::new(PeerStream::new(
+            req.into_inner(),
+            start,
+            budget,
+        )))
     }
 
     async fn vote(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
@@ -242,7 +248,12 @@ impl<H: PeerHandler> Peer for PeerService<H> {
                 (req.seq, encode(&handler.forward(op).await))
             }))
         });
-        Ok(Response::new(PeerStream::new(req.into_inner(), start)))
+        let budget = req.extensions().get::<ConnBudget>().cloned();
+        Ok(Response::new(PeerStream::new(
+            req.into_inner(),
+            start,
+            budget,
+        )))
     }
 
     async fn read_index(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
@@ -273,16 +284,38 @@ impl<H: PeerHandler> Peer for PeerService<H> {
 /// Most requests of one stream running at once. Past it the stream reads
 /// no more of them until one finishes, and the sender waits on HTTP/2 flow
 /// control: a peer cannot make this member hold an unbounded number of
-/// requests (each up to the message cap). A connection carries at most 200
-/// streams at once (hyper's default), unary calls included; a member opens
-/// two to each peer.
+/// requests (each up to the message cap). A member opens two streams to
+/// each peer.
 pub const MAX_STREAM_IN_FLIGHT: usize = 200;
 
-/// A request read from a stream, running: its number and encoded reply.
-type Running = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
+/// Most requests running at once over all the streams of one peer
+/// connection (its [`ConnBudget`]): a connection may carry up to 200
+/// streams (hyper's default), and without a budget shared by them a peer
+/// could hold 200 times [`MAX_STREAM_IN_FLIGHT`]. An honest member's two
+/// streams fit in it at their own bound each.
+pub const MAX_CONN_IN_FLIGHT: usize = 2 * MAX_STREAM_IN_FLIGHT;
+
+/// A request read from a stream, started: its number and encoded reply.
+type Run = Pin<Box<dyn Future<Output = (u64, Vec<u8>)> + Send>>;
 /// What a stream does with each request it reads: check and decode it,
 /// then run it (or refuse it, which ends the stream).
-type Start = Box<dyn FnMut(PeerRequest) -> Result<Running, Status> + Send>;
+type Start = Box<dyn FnMut(PeerRequest) -> Result<Run, Status> + Send>;
+/// Waiting for a permit of the connection's budget.
+type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+
+/// A running request and the permit of its connection's budget it holds.
+struct Running {
+    run: Run,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Future for Running {
+    type Output = (u64, Vec<u8>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.run.as_mut().poll(cx)
+    }
+}
 
 /// The receiving side of one peer's stream (`ForwardStream`,
 /// `AppendEntriesStream`): its replies, as the requests read from it
@@ -292,7 +325,9 @@ type Start = Box<dyn FnMut(PeerRequest) -> Result<Running, Status> + Send>;
 /// A request refused by its envelope or undecodable ends the stream with
 /// that status, after the replies to every request read before it; it and
 /// the ones after it are not run (the sender counts them as not sent).
-/// At most [`MAX_STREAM_IN_FLIGHT`] requests run at once.
+/// At most [`MAX_STREAM_IN_FLIGHT`] requests run at once, and each holds a
+/// permit of its connection's [`ConnBudget`] (when served with one): a
+/// request is read only once its permit is there.
 pub struct PeerStream<R = Streaming<PeerRequest>> {
     start: Start,
     /// The peer's requests; `None` once they ended or one was refused.
@@ -300,16 +335,50 @@ pub struct PeerStream<R = Streaming<PeerRequest>> {
     running: FuturesUnordered<Running>,
     /// The status the stream ends with, once `running` is empty.
     end: Option<Status>,
+    budget: Option<ConnBudget>,
+    /// A permit taken and not yet used (no request was ready for it).
+    spare: Option<OwnedSemaphorePermit>,
+    /// Waiting for a permit, the budget being spent.
+    acquiring: Option<Acquire>,
 }
 
 impl<R> PeerStream<R> {
-    fn new(requests: R, start: Start) -> Self {
+    fn new(requests: R, start: Start, budget: Option<ConnBudget>) -> Self {
         Self {
             start,
             requests: Some(requests),
             running: FuturesUnordered::new(),
             end: None,
+            budget,
+            spare: None,
+            acquiring: None,
         }
+    }
+
+    /// A permit for the next request: `Ready(None)` without a budget.
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Option<OwnedSemaphorePermit>> {
+        let Some(ConnBudget(budget)) = &self.budget else {
+            return Poll::Ready(None);
+        };
+        if let Some(permit) = self.spare.take() {
+            return Poll::Ready(Some(permit));
+        }
+        let acquiring = match &mut self.acquiring {
+            Some(a) => a,
+            None => match budget.clone().try_acquire_owned() {
+                Ok(permit) => return Poll::Ready(Some(permit)),
+                // Never closed; if it were, the stream's own bound holds.
+                Err(TryAcquireError::Closed) => return Poll::Ready(None),
+                Err(TryAcquireError::NoPermits) => {
+                    let budget = budget.clone();
+                    self.acquiring
+                        .insert(Box::pin(async move { budget.acquire_owned().await.ok() }))
+                }
+            },
+        };
+        let permit = ready!(acquiring.as_mut().poll(cx));
+        self.acquiring = None;
+        Poll::Ready(permit)
     }
 }
 
@@ -321,27 +390,42 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        // Read every request ready now (up to the bound), so they run
-        // together. At the bound, a finishing request wakes this task.
-        while this.running.len() < MAX_STREAM_IN_FLIGHT {
+        // Read every request ready now (up to the bounds), so they run
+        // together. At a bound, a finishing request (of this stream, or of
+        // another on the connection) wakes this task.
+        while this.running.len() < MAX_STREAM_IN_FLIGHT && this.requests.is_some() {
+            let Poll::Ready(permit) = this.poll_permit(cx) else {
+                break;
+            };
             let Some(requests) = this.requests.as_mut() else {
                 break;
             };
             match Pin::new(requests).poll_next(cx) {
-                Poll::Pending => break,
+                Poll::Pending => {
+                    this.spare = permit;
+                    break;
+                }
                 Poll::Ready(None) => this.requests = None,
                 Poll::Ready(Some(Err(status))) => {
                     tracing::debug!(error = %status, "a peer stream's requests ended");
                     this.requests = None;
                 }
                 Poll::Ready(Some(Ok(req))) => match (this.start)(req) {
-                    Ok(running) => this.running.push(running),
+                    Ok(run) => this.running.push(Running {
+                        run,
+                        _permit: permit,
+                    }),
                     Err(status) => {
                         this.requests = None;
                         this.end = Some(status);
                     }
                 },
             }
+        }
+        if this.requests.is_none() {
+            // Nothing more to read: give the budget back.
+            this.spare = None;
+            this.acquiring = None;
         }
         match Pin::new(&mut this.running).poll_next(cx) {
             Poll::Ready(Some((seq, payload))) => Poll::Ready(Some(Ok(PeerReply {
@@ -371,7 +455,15 @@ pub async fn serve<H: PeerHandler>(
     let svc = PeerServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    crate::net::serve_router(svc, listener, tls, shutdown, max_connections).await
+    crate::net::serve_router_with_budget(
+        svc,
+        listener,
+        tls,
+        shutdown,
+        max_connections,
+        MAX_CONN_IN_FLIGHT,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -383,33 +475,91 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_stream_runs_at_most_its_bound_of_requests_at_once() {
-        let total = MAX_STREAM_IN_FLIGHT + 50;
+    /// `n` requests numbered from 0, and a `Start` whose requests each run
+    /// until `gate` lets one through, counting the ones started.
+    fn gated(
+        n: usize,
+        gate: &Arc<Semaphore>,
+        started: &Arc<AtomicUsize>,
+    ) -> (
+        futures::channel::mpsc::UnboundedReceiver<Result<PeerRequest, Status>>,
+        Start,
+    ) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        for seq in 0..total as u64 {
+        for seq in 0..n as u64 {
             tx.unbounded_send(Ok(PeerRequest {
                 seq,
                 ..Default::default()
             }))
             .unwrap();
         }
-        drop(tx);
+        let (gate, started) = (gate.clone(), started.clone());
+        let start: Start = Box::new(move |req: PeerRequest| {
+            started.fetch_add(1, Ordering::SeqCst);
+            let gate = gate.clone();
+            Ok(Box::pin(async move {
+                gate.acquire().await.unwrap().forget();
+                (req.seq, Vec::new())
+            }))
+        });
+        (rx, start)
+    }
+
+    #[tokio::test]
+    async fn the_streams_of_a_connection_share_its_budget() {
+        let budget = ConnBudget(Arc::new(Semaphore::new(250)));
+        let gate = Arc::new(Semaphore::new(0));
+        let (started_a, started_b) = (Arc::default(), Arc::default());
+        let (rx, start) = gated(260, &gate, &started_a);
+        let mut a = PeerStream::new(rx, start, Some(budget.clone()));
+        let (rx, start) = gated(260, &gate, &started_b);
+        let mut b = PeerStream::new(rx, start, Some(budget.clone()));
+
+        // a runs its own bound's worth; b only what the budget has left.
+        assert!(futures::poll!(a.next()).is_pending());
+        assert!(futures::poll!(b.next()).is_pending());
+        assert_eq!(started_a.load(Ordering::SeqCst), MAX_STREAM_IN_FLIGHT);
+        assert_eq!(started_b.load(Ordering::SeqCst), 50);
+        assert_eq!(budget.0.available_permits(), 0);
+
+        // Ten of a's finish: their permits come back, and a takes them
+        // again for ten more (the budget, not b's own bound, held b).
+        gate.add_permits(10);
+        for _ in 0..10 {
+            a.next().await.unwrap().unwrap();
+        }
+        assert!(futures::poll!(a.next()).is_pending());
+        assert!(futures::poll!(b.next()).is_pending());
+        assert_eq!(
+            started_a.load(Ordering::SeqCst) + started_b.load(Ordering::SeqCst),
+            260
+        );
+        assert_eq!(budget.0.available_permits(), 0);
+
+        // The rest: every request of both answered once, and the whole
+        // budget back once both streams ended.
+        gate.add_permits(1000);
+        let (mut n_a, mut n_b) = (10, 0);
+        loop {
+            tokio::select! {
+                r = a.next(), if n_a < 260 => { r.unwrap().unwrap(); n_a += 1; }
+                r = b.next(), if n_b < 260 => { r.unwrap().unwrap(); n_b += 1; }
+                else => break,
+            }
+        }
+        assert!(a.next().await.is_none() && b.next().await.is_none());
+        drop((a, b));
+        assert_eq!(budget.0.available_permits(), 250);
+    }
+
+    #[tokio::test]
+    async fn a_stream_runs_at_most_its_bound_of_requests_at_once() {
+        let total = MAX_STREAM_IN_FLIGHT + 50;
         // Each request runs until the gate lets one through.
         let gate = Arc::new(Semaphore::new(0));
         let started = Arc::new(AtomicUsize::new(0));
-        let start: Start = {
-            let (gate, started) = (gate.clone(), started.clone());
-            Box::new(move |req: PeerRequest| {
-                started.fetch_add(1, Ordering::SeqCst);
-                let gate = gate.clone();
-                Ok(Box::pin(async move {
-                    gate.acquire().await.unwrap().forget();
-                    (req.seq, Vec::new())
-                }))
-            })
-        };
-        let mut stream = PeerStream::new(rx, start);
+        let (rx, start) = gated(total, &gate, &started);
+        let mut stream = PeerStream::new(rx, start, None);
 
         // Nothing can finish: the bound's worth of requests runs, no more.
         assert!(futures::poll!(stream.next()).is_pending());
