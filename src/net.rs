@@ -25,6 +25,7 @@ mod gather;
 mod in_conn;
 pub use authority::Mended;
 pub use gather::{Gathered, GATHER_LIMIT};
+pub use in_conn::{Driven, InConn};
 
 /// The common name of the verified client certificate of the connection a
 /// request came on (a request extension, on TLS listeners that require
@@ -219,10 +220,10 @@ async fn serve_connection<I, S: Serve>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let exec = in_conn::InConn::default();
+    let exec = InConn::default();
     let builder = hyper_util::server::conn::auto::Builder::new(exec.clone());
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
-    let conn = in_conn::Driven::new(conn, &exec);
+    let conn = Driven::new(conn, &exec);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {

@@ -10,6 +10,12 @@
 //! written in one poll, and one waiting on Raft costs one wake-up when its
 //! reply comes instead of two.
 //!
+//! The peer network's client connections run the same way: hyper's client
+//! hands its executor the h2 connection itself and, per request, the future
+//! that pipes the request body and the one that waits for the response; in
+//! the connection's task, a message written to a peer stream reaches the
+//! socket in the poll that reads it from the stream's body.
+//!
 //! Wake-ups from inside that poll (h2 waking the connection for a response
 //! a stream just queued) do not reschedule the task: they mark it for one
 //! more round of the same poll ([`State`]), so the task does not yield to
@@ -144,21 +150,30 @@ impl Drop for InlineSlot {
 }
 
 /// A connection future and the streams its executor was given, polled as
-/// one. Its output is the connection's; streams still running when the
-/// connection ends are dropped with it.
-pub struct Driven<C> {
-    conn: Pin<Box<C>>,
+/// one. Its output is the connection's, once the connection and every
+/// stream are done (streams still running when the connection ends are
+/// polled to their end, as the tasks tokio's executor would have made
+/// were).
+pub struct Driven<C: Future> {
+    /// `None` once it is done.
+    conn: Option<Pin<Box<C>>>,
+    /// The connection's output, kept until its last stream ends.
+    out: Option<C::Output>,
     shared: Arc<Shared>,
     waker: Waker,
     running: FuturesUnordered<Stream>,
 }
+
+// The connection is pinned in its box; its output is never pinned.
+impl<C: Future> Unpin for Driven<C> {}
 
 impl<C: Future> Driven<C> {
     /// Drive `conn`, whose streams `exec` runs.
     pub fn new(conn: C, exec: &InConn) -> Self {
         let shared = exec.shared.clone();
         Self {
-            conn: Box::pin(conn),
+            conn: Some(Box::pin(conn)),
+            out: None,
             waker: Waker::from(Arc::new(ConnWaker(shared.clone()))),
             shared,
             running: FuturesUnordered::new(),
@@ -176,9 +191,14 @@ impl<C: Future> Future for Driven<C> {
         let mut inner = Context::from_waker(&waker);
         for _ in 0..MAX_ROUNDS {
             this.shared.state.store(BUSY, Ordering::Release);
-            if let Poll::Ready(out) = this.conn.as_mut().poll(&mut inner) {
-                this.shared.state.store(IDLE, Ordering::Release);
-                return Poll::Ready(out);
+            if let Some(conn) = this.conn.as_mut() {
+                if let Poll::Ready(out) = conn.as_mut().poll(&mut inner) {
+                    // The connection is done (its socket closes now); its
+                    // streams still running end on their own, as tasks
+                    // of their own would.
+                    this.conn = None;
+                    this.out = Some(out);
+                }
             }
             let new = std::mem::take(
                 &mut *this
@@ -192,6 +212,12 @@ impl<C: Future> Future for Driven<C> {
             let mut finished = false;
             while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut inner) {
                 finished = true;
+            }
+            if this.running.is_empty() {
+                if let Some(out) = this.out.take() {
+                    this.shared.state.store(IDLE, Ordering::Release);
+                    return Poll::Ready(out);
+                }
             }
             // tokio's budget for this poll is spent: its resources answer
             // "not ready" until the task yields, so more rounds would spin.
@@ -303,6 +329,24 @@ mod tests {
         assert_eq!(exec.shared.inline.load(Ordering::SeqCst), 0);
         let _ = end.send(());
         assert!(task.await.expect("the task failed").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stream_outliving_its_connection_runs_to_its_end() {
+        let exec = InConn::default();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let (ran, mut ran_rx) = tokio::sync::oneshot::channel::<()>();
+        exec.execute(async move {
+            let _ = finished.await;
+            let _ = ran.send(());
+        });
+        // The connection is done at once; its stream is not.
+        let task = tokio::spawn(Driven::new(std::future::ready("closed"), &exec));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!task.is_finished(), "ended before its stream");
+        let _ = finish.send(());
+        assert_eq!(task.await.expect("the task failed"), "closed");
+        assert!(ran_rx.try_recv().is_ok(), "the stream was dropped, not run");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use http::Uri;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::body::Body;
@@ -194,7 +194,10 @@ async fn handshake<T>(io: TokioIo<T>) -> Result<SendRequest<Body>, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = http2::Builder::new(TokioExecutor::new())
+    // The connection's streams (its h2 connection, each request's body and
+    // response) run in the connection's task (see `net::in_conn`).
+    let exec = crate::net::InConn::default();
+    let handshake = http2::Builder::new(exec.clone())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(KEEPALIVE)
@@ -204,6 +207,7 @@ where
         .await
         .map_err(|_| format!("HTTP/2 handshake: no answer within {KEEPALIVE:?}"))?
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    let conn = crate::net::Driven::new(conn, &exec);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "peer connection ended");
@@ -309,6 +313,7 @@ mod tests {
 
     use bytes::Bytes;
     use http_body_util::Empty;
+    use hyper_util::rt::TokioExecutor;
     use tokio::net::TcpListener;
     use tower::Service;
 
