@@ -18,8 +18,8 @@
 //!
 //! Wake-ups from inside that poll (h2 waking the connection for a response
 //! a stream just queued) do not reschedule the task: they mark it for one
-//! more round of the same poll ([`State`]), so the task does not yield to
-//! itself through the scheduler. The rounds of one poll are bounded
+//! more round of the same poll ([`BUSY`] becomes [`WOKEN`]), so the task
+//! does not yield to itself through the scheduler. The rounds of one poll are bounded
 //! ([`MAX_ROUNDS`], and by tokio's cooperative budget); past them the task
 //! wakes itself and yields, so a busy connection does not hold its worker.
 //!
