@@ -178,7 +178,7 @@ async fn serve_listener<S: Serve>(
             match tls {
                 None => {
                     let io = TokioIo::new(Gathered::new(Mended::new(stream)));
-                    let svc = WithCertName {
+                    let svc = WithConnInfo {
                         inner: svc,
                         name: None,
                         budget,
@@ -195,7 +195,7 @@ async fn serve_listener<S: Serve>(
                             .and_then(crate::tls::common_name);
                         // Only on connections with a client certificate.
                         let name = name.map(ClientCertName);
-                        let svc = WithCertName {
+                        let svc = WithConnInfo {
                             inner: svc,
                             name,
                             budget,
@@ -214,7 +214,7 @@ async fn serve_listener<S: Serve>(
 /// `shutdown` changes.
 async fn serve_connection<I, S: Serve>(
     io: I,
-    svc: WithCertName<S>,
+    svc: WithConnInfo<S>,
     peer: SocketAddr,
     mut shutdown: signal::Receiver<bool>,
 ) where
@@ -235,17 +235,17 @@ async fn serve_connection<I, S: Serve>(
     }
 }
 
-/// A connection's service: `inner`, with the verified client certificate's
-/// name on every request when the connection has one, and the connection's
-/// budget when it has one.
+/// A connection's service: `inner`, with what is known of the connection on
+/// every request: the verified client certificate's name when it has one,
+/// and its budget when it has one.
 #[derive(Clone)]
-struct WithCertName<S> {
+struct WithConnInfo<S> {
     inner: S,
     name: Option<ClientCertName>,
     budget: Option<ConnBudget>,
 }
 
-impl<S: Serve> tower::Service<http::Request<Incoming>> for WithCertName<S> {
+impl<S: Serve> tower::Service<http::Request<Incoming>> for WithConnInfo<S> {
     type Response = S::Response;
     type Error = Infallible;
     type Future = S::Future;

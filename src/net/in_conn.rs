@@ -187,8 +187,7 @@ impl<C: Future> Future for Driven<C> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = &mut *self;
         this.shared.task.register(cx.waker());
-        let waker = this.waker.clone();
-        let mut inner = Context::from_waker(&waker);
+        let mut inner = Context::from_waker(&this.waker);
         for _ in 0..MAX_ROUNDS {
             this.shared.state.store(BUSY, Ordering::Release);
             if let Some(conn) = this.conn.as_mut() {

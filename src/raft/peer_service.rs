@@ -207,12 +207,7 @@ impl<H: PeerHandler> Peer for PeerService<H> {
                 (req.seq, encode(&raft.append_entries(rpc).await))
             }))
         });
-        let budget = req.extensions().get::<ConnBudget>().cloned();
-        Ok(Response::new(PeerStream::new(
-            req.into_inner(),
-            start,
-            budget,
-        )))
+        Ok(Response::new(PeerStream::of(req, start)))
     }
 
     async fn vote(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
@@ -248,12 +243,7 @@ impl<H: PeerHandler> Peer for PeerService<H> {
                 (req.seq, encode(&handler.forward(op).await))
             }))
         });
-        let budget = req.extensions().get::<ConnBudget>().cloned();
-        Ok(Response::new(PeerStream::new(
-            req.into_inner(),
-            start,
-            budget,
-        )))
+        Ok(Response::new(PeerStream::of(req, start)))
     }
 
     async fn read_index(&self, req: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
@@ -340,6 +330,15 @@ pub struct PeerStream<R = Streaming<PeerRequest>> {
     spare: Option<OwnedSemaphorePermit>,
     /// Waiting for a permit, the budget being spent.
     acquiring: Option<Acquire>,
+}
+
+impl PeerStream {
+    /// The stream of `req`, running its requests with `start` within the
+    /// budget of the connection it came on.
+    fn of(req: Request<Streaming<PeerRequest>>, start: Start) -> Self {
+        let budget = req.extensions().get::<ConnBudget>().cloned();
+        Self::new(req.into_inner(), start, budget)
+    }
 }
 
 impl<R> PeerStream<R> {
